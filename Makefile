@@ -1,0 +1,32 @@
+# Two entry points: `make audit` (the default audit) and `make test` (the test suite).
+# Each creates .venv and installs kdaudit with the pinned versions of constraints.txt,
+# plus the Debian packages it needs (Fashion-MNIST data, Chromium for the report test).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kdaudit-installed
+PYTEST_ARGS ?=
+
+.PHONY: audit test bench system-deps install clean
+
+audit: install system-deps
+	$(BIN)/kdaudit run
+
+test: install system-deps
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/bench_metrics.py
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+clean:
+	rm -rf $(VENV) kdaudit-out .pytest_cache

@@ -1,0 +1,169 @@
+"""One audit end to end: plan → execute → store → analysis → report.
+
+This module ties the stages together for the CLI and for library users::
+
+    from kdaudit.config.spec import resolve_spec
+    from kdaudit.audit import run_audit
+    outcome = run_audit(resolve_spec("digits-mlp", ["protocol.seeds=3"]), "out/digits")
+    print(outcome.tables.verdicts)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .analysis.audit import AuditTables, build_audit_tables
+from .analysis.collect import collect_runs
+from .config.spec import AuditSpec, dump_spec, validate_spec
+from .errors import KdauditError
+from .execute.runner import ExecutionStats, Progress, execute_plan, load_data, set_threads
+from .plan.jobs import Plan, build_plan
+from .store import JobStore
+
+OUTPUT_FILES = ("spec.yaml", "runs.csv", "tests.csv", "transfer.csv", "summary.csv",
+                "audit.json", "report.md", "report.html")
+
+
+@dataclass
+class AuditOutcome:
+    out_dir: Path
+    spec: AuditSpec
+    plan: Plan
+    tables: AuditTables
+    meta: dict
+    stats: ExecutionStats | None
+    paths: dict[str, Path]
+
+
+def default_out_dir(spec: AuditSpec) -> Path:
+    return Path(spec.output.dir) if spec.output.dir else Path("kdaudit-out") / spec.name
+
+
+def store_for(spec: AuditSpec, out_dir: Path) -> JobStore:
+    return JobStore(Path(spec.output.store) if spec.output.store else out_dir / "jobs")
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KdauditError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise KdauditError(f"output directory {out_dir} is not writable")
+    return out_dir
+
+
+def write_spec(spec: AuditSpec, out_dir: Path) -> Path:
+    path = out_dir / "spec.yaml"
+    extra = {"versions": {"kdaudit": __version__, "torch": str(torch.__version__)}}
+    _atomic_write(path, dump_spec(spec, extra))
+    return path
+
+
+def read_spec(out_dir: Path) -> AuditSpec:
+    path = out_dir / "spec.yaml"
+    if not path.exists():
+        raise KdauditError(f"{out_dir} is not an audit directory (no spec.yaml)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    raw.pop("versions", None)
+    return validate_spec(raw)
+
+
+def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Progress | None = None) -> AuditOutcome:
+    """Train whatever is missing for ``spec``, then analyse and report."""
+    start = time.perf_counter()
+    out = prepare_out_dir(Path(out_dir) if out_dir else default_out_dir(spec))
+    plan = build_plan(spec)
+    data = load_data(spec)
+    write_spec(spec, out)
+    set_threads(spec)
+    store = store_for(spec, out)
+    stats = execute_plan(spec, plan, store, data, progress)
+    return analyse(spec, out, plan, store, stats, data_info=data.info, started=start)
+
+
+def reanalyse(out_dir: str | Path) -> AuditOutcome:
+    """Re-run the analysis and report of a finished audit directory; trains nothing."""
+    out = Path(out_dir)
+    spec = read_spec(out)
+    plan = build_plan(spec)
+    return analyse(spec, out, plan, store_for(spec, out), None)
+
+
+def analyse(
+    spec: AuditSpec,
+    out: Path,
+    plan: Plan,
+    store: JobStore,
+    stats: ExecutionStats | None,
+    data_info: dict | None = None,
+    started: float | None = None,
+) -> AuditOutcome:
+    from .report.render import write_report
+
+    runs = collect_runs(plan, store, spec.protocol.temperature)
+    tables = build_audit_tables(
+        runs, level=spec.analysis.level, correction=spec.analysis.correction, paired=spec.analysis.paired
+    )
+    teacher_rec = store.load_record(plan.teacher.key)
+    t_out = store.load_outputs(plan.teacher.key)
+    n_wrong = int((t_out["test_logits"].argmax(1) != t_out["test_labels"]).sum())
+    records = [store.load_record(j.key) for j in plan.trained]
+    meta = {
+        "title": f"kdaudit — {spec.name}",
+        "setup": spec.name,
+        "dataset": spec.data.name,
+        "model": f"{spec.model.name} {json.dumps(spec.model.kwargs)}" if spec.model.kwargs else spec.model.name,
+        "n_train": (data_info or {}).get("n_train", spec.data.train_subset),
+        "n_test": int(len(t_out["test_labels"])),
+        "teacher_accuracy": float(runs.loc[runs.role == "teacher", "accuracy"].iloc[0]),
+        "n_teacher_wrong": n_wrong,
+        "n_models": len(plan.trained),
+        "train_seconds_total": float(sum(r.get("seconds", 0.0) for r in records)),
+        "precision": teacher_rec.get("host", {}).get("precision", "fp32"),
+        "kdaudit_version": __version__,
+        "torch_version": str(torch.__version__),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if stats is not None:
+        meta.update(trained_now=len([r for r in stats.trained if r != "m0"]),
+                    reused=len([r for r in stats.skipped if r != "m0"]))
+    paths = write_tables(out, tables)
+    if started is not None:
+        meta["wall_time_s"] = round(time.perf_counter() - started, 1)
+    paths.update(write_report(out, tables, spec.model_dump(mode="json"), meta))
+    summary = {"meta": meta, "verdicts": [asdict(v) for v in tables.verdicts]}
+    _atomic_write(out / "audit.json", json.dumps(summary, indent=2, default=_json_default))
+    paths["audit.json"] = out / "audit.json"
+    return AuditOutcome(out, spec, plan, tables, meta, stats, paths)
+
+
+def write_tables(out: Path, tables: AuditTables) -> dict[str, Path]:
+    paths = {}
+    for name, df in (("runs.csv", tables.runs), ("tests.csv", tables.tests),
+                     ("transfer.csv", tables.transfer), ("summary.csv", tables.summary)):
+        _atomic_write(out / name, df.to_csv(index=False))
+        paths[name] = out / name
+    return paths
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.generic,)):
+        return o.item()
+    return str(o)

@@ -1,0 +1,341 @@
+"""``kdaudit metrics`` and ``kdaudit compare``: the analysis from saved logit files (PROTOCOL §7).
+
+Every file is a ``.npy`` array loaded with ``allow_pickle=False``: teacher and student logits
+are N × C floating-point arrays, labels an N-vector of class indices. Globs (``'siddo/*.npy'``)
+are expanded by kdaudit itself, sorted, so they should be quoted on the shell. Any bad input is
+a :class:`~kdaudit.errors.InputError`: one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..analysis.compare import compare_logits, json_safe
+from ..analysis.metrics import (
+    METRIC_KEYS,
+    STUDENT_METRIC_KEYS,
+    functional_metrics,
+    validate_labels,
+    validate_logits,
+)
+from ..analysis.stats import CORRECTIONS
+from ..analysis.transfer import format_p, payoff_sentence
+from ..errors import InputError
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def load_npy(path: str | os.PathLike[str], what: str = "array") -> np.ndarray:
+    """Load one ``.npy`` array without pickles; every failure is a one-line InputError."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{what} file not found: {path}")
+    if p.is_dir():
+        raise InputError(f"{what} path is a directory, not a .npy file: {path}")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise InputError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+    if head != _NPY_MAGIC:
+        kind = " (it is an .npz archive; save each array with np.save)" if head.startswith(b"PK") else ""
+        raise InputError(f"{what} file is not a .npy array{kind}: {path}")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise InputError(
+                f"{what} file holds a pickled object array, which kdaudit does not load: {path}"
+            ) from None
+        raise InputError(f"{what} file is not a valid .npy array ({exc}): {path}") from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{what} file is truncated or unreadable ({exc}): {path}") from None
+    if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load of .npy gives an array
+        raise InputError(f"{what} file does not hold a single array: {path}")
+    return arr
+
+
+def expand_glob(pattern: str, option: str) -> list[str]:
+    """The files matching ``pattern`` (sorted); a pattern without wildcards is taken as a path."""
+    expanded = os.path.expanduser(pattern)
+    if not glob.has_magic(expanded):
+        return [expanded]
+    matches = sorted(m for m in glob.glob(expanded) if not os.path.isdir(m))
+    if not matches:
+        raise InputError(f"{option} {pattern!r} matches no file")
+    return matches
+
+
+def parse_group(spec: str) -> tuple[str, str]:
+    """Split a ``NAME=GLOB`` group specification."""
+    name, sep, pattern = spec.partition("=")
+    name, pattern = name.strip(), pattern.strip()
+    if not sep or not name or not pattern:
+        raise InputError(f"--group {spec!r} must look like NAME=GLOB, e.g. 'kd=kd/*.npy'")
+    return name, pattern
+
+
+def _load_logits(path: str, what: str) -> np.ndarray:
+    return validate_logits(load_npy(path, what), path)
+
+
+def _load_student_files(paths: list[str], label: str, shape: tuple[int, int]) -> list[np.ndarray]:
+    arrays = []
+    for path in paths:
+        arr = _load_logits(path, f"{label} logits")
+        if arr.shape != shape:
+            raise InputError(
+                f"{path}: logits have shape {arr.shape} but the teacher's have shape {shape}"
+            )
+        arrays.append(arr)
+    return arrays
+
+
+def _required(value: T | None, option: str) -> T:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"missing option {option}")
+    return value
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show warnings raised inside (e.g. an empty teacher-wrong set) as single stderr lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen: set[str] = set()
+    for w in caught:
+        msg = " ".join(str(w.message).split())
+        if msg not in seen:
+            seen.add(msg)
+            typer.echo(f"kdaudit: warning: {msg}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(json_safe(obj), allow_nan=False)
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    return format(x, spec)
+
+
+def _mean_sem(mean: float | None, sem: float | None) -> str:
+    if mean is None:
+        return "—"
+    return _fmt(mean) if sem is None else f"{_fmt(mean)} ± {_fmt(sem)}"
+
+
+def _p(x: float | None) -> str:
+    return "—" if x is None else format_p(x)
+
+
+def _agreement_sentence(name: str, m: dict[str, Any], correction: str, level: float) -> str:
+    def pct(mean: float | None, sem: float | None) -> str:
+        if mean is None:
+            return "n/a"
+        return f"{100 * mean:.1f} %" + ("" if sem is None else f" ± {100 * sem:.1f}")
+
+    head = (
+        f"{name}: students agree with the teacher on {pct(m['mean'], m['sem'])} of samples vs "
+        f"{pct(m['control_mean'], m['control_sem'])} for the control"
+    )
+    if m["p_value"] is None:
+        return f"{head}: knowledge transfer not testable."
+    ptxt = f"Mann–Whitney p = {_p(m['p_value'])}"
+    if correction != "none":
+        ptxt += f", {correction}-adjusted {_p(m['p_adjusted'])}"
+    if m["significant"] and m["mean"] > m["control_mean"]:
+        return f"{head} ({ptxt}): significant knowledge transfer."
+    if m["significant"]:
+        return f"{head} ({ptxt}): significantly lower agreement, no knowledge transfer."
+    return f"{head} ({ptxt}): no significant knowledge transfer at {level:g}."
+
+
+def _console() -> Console:
+    """A console for tables; at least 120 columns wide when the output is not a terminal."""
+    console = Console()
+    if not console.is_terminal and console.width < 120:
+        console = Console(width=120)
+    return console
+
+
+def _print_compare(result: dict[str, Any], correction: str, level: float) -> None:
+    console = _console()
+    console.print(f"Control: {result['control']['n']} students")
+    for name, g in result["groups"].items():
+        table = Table(title=f"{name} ({g['n']} students) vs control ({result['control']['n']})")
+        for col in ("metric", "group mean ± SEM", "control mean ± SEM", "U", "p", "p adj.", "r", "sig."):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for key in STUDENT_METRIC_KEYS:
+            m = g["metrics"][key]
+            table.add_row(
+                key, _mean_sem(m["mean"], m["sem"]), _mean_sem(m["control_mean"], m["control_sem"]),
+                _fmt(m["statistic"], ".1f"), _p(m["p_value"]), _p(m["p_adjusted"]),
+                _fmt(m["effect_size"], "+.2f"), "yes" if m["significant"] else "no",
+            )
+        console.print(table)
+        console.print(
+            _agreement_sentence(name, g["metrics"]["agreement"], correction, level),
+            markup=False, highlight=False,
+        )
+        tr = {k: (math.nan if v is None else v) for k, v in g["transfer"].items()}
+        payoff = {"yes": True, "no": False}.get(g["transfer"]["negative_asymmetric_payoff"])
+        tr["negative_asymmetric_payoff"] = payoff
+        console.print(payoff_sentence(name, "the control", tr, level), markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+# Option types (paths are plain strings so that a missing file reaches the loader's message).
+_TeacherOpt = Annotated[
+    str | None, typer.Option("--teacher", metavar="FILE", help="Teacher logits, N×C float .npy (required).")
+]
+_StudentOpt = Annotated[
+    str | None, typer.Option("--student", metavar="FILE", help="Student logits, N×C float .npy (required).")
+]
+_LabelsOpt = Annotated[
+    str | None,
+    typer.Option("--labels", metavar="FILE", help="Labels, N integer class indices .npy (required)."),
+]
+_ControlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--control", metavar="GLOB",
+        help="Quoted glob of the control (SIDDO) students' logits, e.g. 'siddo/*.npy' (required).",
+    ),
+]
+_GroupOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--group", metavar="NAME=GLOB",
+        help="A group of students, e.g. 'kd=kd/*.npy' (repeatable, at least one).",
+    ),
+]
+_LevelOpt = Annotated[float, typer.Option("--level", help="Significance level.")]
+_JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+_CorrectionOpt = Annotated[
+    str,
+    typer.Option(
+        "--correction", metavar="holm|bh|none",
+        help="Multiple-comparison correction (family: all metrics of all groups).",
+    ),
+]
+
+
+def metrics_command(
+    teacher: _TeacherOpt = None,
+    student: _StudentOpt = None,
+    labels: _LabelsOpt = None,
+    as_json: _JsonOpt = False,
+) -> None:
+    """The §3 functional metrics of a student against its teacher, from saved test logits."""
+    t_path = _required(teacher, "--teacher")
+    s_path = _required(student, "--student")
+    y_path = _required(labels, "--labels")
+    zt = _load_logits(t_path, "teacher logits")
+    zs = _load_logits(s_path, "student logits")
+    if zs.shape != zt.shape:
+        raise InputError(
+            f"{s_path}: student logits have shape {zs.shape} "
+            f"but the teacher's ({t_path}) have shape {zt.shape}"
+        )
+    y = validate_labels(load_npy(y_path, "labels"), zt.shape[0], zt.shape[1], y_path)
+    with _one_line_warnings():
+        result = functional_metrics(zt, zs, y)
+    if as_json:
+        typer.echo(_dumps({k: result[k] for k in METRIC_KEYS}))
+        return
+    table = Table(
+        title=f"{s_path} vs teacher {t_path}", caption=f"{zt.shape[0]} samples, {zt.shape[1]} classes"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in METRIC_KEYS:
+        table.add_row(key, _fmt(result[key]))
+    _console().print(table)
+
+
+def compare_command(
+    teacher: _TeacherOpt = None,
+    labels: _LabelsOpt = None,
+    control: _ControlOpt = None,
+    group: _GroupOpt = None,
+    level: _LevelOpt = 0.05,
+    correction: _CorrectionOpt = "holm",
+    as_json: _JsonOpt = False,
+) -> None:
+    """Audit groups of students against a control group from saved test logits (one file per student)."""
+    t_path = _required(teacher, "--teacher")
+    y_path = _required(labels, "--labels")
+    c_pattern = _required(control, "--control")
+    if not group:
+        raise InputError("missing option --group NAME=GLOB (at least one group)")
+    if correction not in CORRECTIONS:
+        raise InputError(f"--correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    if not (0.0 < level < 1.0):
+        raise InputError(f"--level must lie in (0, 1), got {level}")
+    specs: dict[str, str] = {}
+    for spec in group:
+        name, pattern = parse_group(spec)
+        if name in specs:
+            raise InputError(f"--group name {name!r} is given twice")
+        specs[name] = pattern
+
+    zt = _load_logits(t_path, "teacher logits")
+    y = validate_labels(load_npy(y_path, "labels"), zt.shape[0], zt.shape[1], y_path)
+    control_paths = expand_glob(c_pattern, "--control")
+    group_paths = {name: expand_glob(pattern, f"--group {name}") for name, pattern in specs.items()}
+    for label, paths in [("control", control_paths), *[(f"group {n!r}", p) for n, p in group_paths.items()]]:
+        if len(paths) < 2:
+            raise InputError(f"{label} has {len(paths)} logits file(s); at least 2 students are needed")
+    control_arrays = _load_student_files(control_paths, "control", zt.shape)
+    group_arrays = {
+        name: _load_student_files(paths, f"group {name}", zt.shape) for name, paths in group_paths.items()
+    }
+    with _one_line_warnings():
+        result = compare_logits(zt, y, control_arrays, group_arrays, level=level, correction=correction)
+    if as_json:
+        typer.echo(_dumps(result))
+        return
+    _print_compare(result, correction, level)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``metrics`` and ``compare`` to the ``kdaudit`` app."""
+    app.command("metrics")(metrics_command)
+    app.command("compare")(compare_command)
+

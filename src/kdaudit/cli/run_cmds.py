@@ -1,0 +1,157 @@
+"""``kdaudit run``, ``kdaudit setups`` and ``kdaudit report``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+import sys
+
+# A pipe or a log file gets a fixed, wide layout instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+class RichProgress:
+    """Models done / total with ETA, and the current model and epoch."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.models = None
+        self.current = None
+
+    def __enter__(self) -> "RichProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, total: int, todo: int) -> None:
+        self.models = self.progress.add_task("models", total=total)
+        self.current = self.progress.add_task("", total=None, visible=todo > 0)
+        if todo < total:
+            self.progress.console.print(f"{total - todo} of {total} models already finished; training {todo}")
+
+    def job_started(self, job, epochs: int) -> None:
+        self.progress.update(self.current, description=f"{job.run_id} epoch 0/{epochs}",
+                             total=epochs, completed=0, visible=True)
+
+    def epoch_done(self, job, epoch: int, epochs: int, loss: float) -> None:
+        self.progress.update(self.current, description=f"{job.run_id} epoch {epoch}/{epochs} loss {loss:.3f}",
+                             completed=epoch)
+
+    def job_finished(self, job, skipped: bool) -> None:
+        self.progress.advance(self.models)
+
+
+def _pct(mean: float, sem: float, scale: float = 100.0, digits: int = 1) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    s = f"{mean * scale:.{digits}f}"
+    if sem is not None and not (isinstance(sem, float) and math.isnan(sem)):
+        s += f"±{sem * scale:.{digits}f}"
+    return s
+
+
+def print_summary(outcome, out: Console = console) -> None:
+    t = outcome.tables
+    meta = outcome.meta
+    out.print()
+    out.print(
+        f"[bold]{meta.get('setup')}[/]: teacher accuracy {meta['teacher_accuracy'] * 100:.2f} % "
+        f"({meta['n_teacher_wrong']} of {meta['n_test']} test samples wrong), {meta['n_models']} models"
+    )
+    table = Table(title="Students vs teacher (mean ± SEM over seeds)")
+    for col in ("condition", "α", "n", "accuracy %", "agreement %", "JS ×10³ nats", "AD ×10²",
+                "agree | teacher right %", "agree | teacher wrong %"):
+        table.add_column(col, justify="left" if col == "condition" else "right", no_wrap=col == "condition")
+    for _, r in t.summary.iterrows():
+        table.add_row(
+            str(r["condition"]), f"{r['alpha']:g}", str(int(r["n"])),
+            _pct(r["accuracy_mean"], r["accuracy_sem"]),
+            _pct(r["agreement_mean"], r["agreement_sem"]),
+            _pct(r["js_divergence_mean"], r["js_divergence_sem"], 1e3, 2),
+            _pct(r["activation_distance_mean"], r["activation_distance_sem"], 1e2, 2),
+            _pct(r["agreement_teacher_correct_mean"], r["agreement_teacher_correct_sem"]),
+            _pct(r["agreement_teacher_wrong_mean"], r["agreement_teacher_wrong_sem"]),
+        )
+    out.print(table)
+    out.print("[bold]Verdicts[/]")
+    for v in t.verdicts:
+        out.print(
+            f"  {v.condition} α={v.alpha:g}: knowledge transfer [bold]{v.knowledge_transfer}[/], "
+            f"beyond regularisation [bold]{v.beyond_regularisation}[/], "
+            f"negative asymmetric payoff [bold]{v.negative_asymmetric_payoff}[/], "
+            f"compression [bold]{v.compression}[/]"
+        )
+        for s in v.sentences:
+            out.print(f"    {s}", markup=False, highlight=False)
+    report = outcome.paths.get("report.html")
+    out.print(f"\nReport: {report}")
+    if meta.get("wall_time_s") is not None:
+        out.print(f"Wall time: {meta['wall_time_s']:.1f} s")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        spec: Optional[str] = typer.Argument(None, help="A setup name (see `kdaudit setups`) or a spec YAML file; default: the default setup."),
+        set_: list[str] = typer.Option([], "--set", help="Override a spec field: --set train.epochs=3 (repeatable)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Audit directory (default: kdaudit-out/<setup name>)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        """Plan, train what is missing, analyse and report; prints the summary and the verdicts."""
+        from ..audit import run_audit
+        from ..config.spec import resolve_spec
+
+        resolved = resolve_spec(spec, set_)
+        console.print(f"Audit [bold]{resolved.name}[/]: {resolved.n_models()} models")
+        if quiet:
+            outcome = run_audit(resolved, out)
+        else:
+            with RichProgress(console) as progress:
+                outcome = run_audit(resolved, out, progress)
+        print_summary(outcome)
+
+    @app.command("setups")
+    def setups() -> None:
+        """List the named setups."""
+        from ..config.spec import DEFAULT_SETUP, load_setup_raw, setup_names, validate_spec
+
+        table = Table(title="kdaudit setups")
+        for col in ("name", "dataset", "model", "models", "description"):
+            table.add_column(col)
+        for name in setup_names():
+            s = validate_spec(load_setup_raw(name))
+            label = name + (" (default)" if name == DEFAULT_SETUP else "")
+            table.add_row(label, s.data.name, s.model.name, str(s.n_models()), " ".join(s.description.split()))
+        console.print(table)
+
+    @app.command("report")
+    def report(out_dir: Path = typer.Argument(..., help="A finished audit directory.")) -> None:
+        """Re-analyse a finished audit directory (no training) and rewrite its tables and report."""
+        from ..audit import reanalyse
+
+        print_summary(reanalyse(out_dir))

@@ -1,0 +1,132 @@
+"""Datasets as in-memory tensors, and the dataset registry.
+
+A dataset factory takes keyword options and returns a :class:`DataBundle`: train and test
+tensors already preprocessed (float inputs, int64 labels). Everything that fits in memory is
+held as tensors and batched by index, so no per-sample Python runs on the training hot path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+
+@dataclass
+class DataBundle:
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    info: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def fingerprint(self) -> str:
+        """Content hash of the tensors: a record can tell which data it saw."""
+        h = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            a = t.detach().cpu().contiguous().numpy()
+            h.update(str(a.shape).encode())
+            h.update(str(a.dtype).encode())
+            h.update(a.tobytes())
+        return h.hexdigest()[:16]
+
+
+def check_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, split: str) -> None:
+    """Clear errors for empty splits, length mismatches and labels out of range."""
+    if len(x) == 0:
+        raise InputError(f"dataset {name!r}: the {split} split is empty")
+    if len(x) != len(y):
+        raise InputError(
+            f"dataset {name!r}: {split} split has {len(x)} inputs but {len(y)} labels"
+        )
+    if y.min() < 0 or y.max() >= num_classes:
+        raise InputError(
+            f"dataset {name!r}: {split} labels must lie in [0, {num_classes}), "
+            f"found {int(y.min())}..{int(y.max())}"
+        )
+
+
+def subset_indices(n: int, size: int | None, seed: int, *, labels: np.ndarray | None = None) -> np.ndarray:
+    """A fixed, seeded subset of ``size`` indices out of ``n`` (all of them, in order, if None).
+
+    With ``labels`` the subset is stratified: each class keeps its share (rounded), so
+    a small subset stays balanced.
+    """
+    if size is None or size >= n:
+        return np.arange(n)
+    if size <= 0:
+        raise InputError(f"subset size must be positive, got {size}")
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return np.sort(rng.permutation(n)[:size])
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.floor(counts / n * size).astype(int)
+    # distribute the remainder to the largest fractional parts, deterministically
+    rest = size - quota.sum()
+    frac = counts / n * size - quota
+    for k in np.argsort(-frac, kind="stable")[:rest]:
+        quota[k] += 1
+    picked = []
+    for c, q in zip(classes, quota):
+        idx = np.flatnonzero(labels == c)
+        picked.append(idx[rng.permutation(len(idx))[:q]])
+    return np.sort(np.concatenate(picked))
+
+
+def to_bundle(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    num_classes: int,
+    *,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+    normalize: bool = True,
+    info: dict | None = None,
+) -> DataBundle:
+    """Validate, subset, standardise (train mean/std) and convert arrays to a DataBundle."""
+    check_split(name, x_train, y_train, num_classes, "train")
+    check_split(name, x_test, y_test, num_classes, "test")
+    tr = subset_indices(len(x_train), train_subset, subset_seed, labels=y_train)
+    te = subset_indices(len(x_test), test_subset, subset_seed + 1, labels=y_test)
+    xtr = x_train[tr].astype(np.float32)
+    xte = x_test[te].astype(np.float32)
+    if normalize:
+        mean = float(xtr.mean())
+        std = float(xtr.std()) or 1.0
+        xtr = (xtr - mean) / std
+        xte = (xte - mean) / std
+    meta = dict(info or {})
+    meta.update(n_train=int(len(tr)), n_test=int(len(te)), num_classes=int(num_classes))
+    return DataBundle(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(xtr)),
+        y_train=torch.from_numpy(y_train[tr].astype(np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(xte)),
+        y_test=torch.from_numpy(y_test[te].astype(np.int64)),
+        num_classes=int(num_classes),
+        info=meta,
+    )
+
+
+def load_dataset(name: str, **options) -> DataBundle:
+    """Build a registered dataset by name."""
+    from . import digits, fashion_mnist  # noqa: F401  (fill the registry)
+
+    return DATASETS.get(name)(**options)

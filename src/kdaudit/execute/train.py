@@ -1,0 +1,170 @@
+"""Training: a plain function of one job (no CLI, no YAML).
+
+Determinism: on CPU in fp32 the same job gives the same numbers. The data order of every
+epoch comes from a generator seeded with the job's seed, and the global torch RNG (dropout) is
+seeded with it too, so the students that share a seed see exactly the same batches and the
+same dropout masks (paired design); only the loss differs. RCD noise tables are drawn once per
+run from the seed and indexed by training-sample index, so each sample keeps one fixed
+"teacher output" across epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.base import DataBundle
+from ..errors import TrainingError
+from ..models import build_model
+from ..objectives import distillation_loss
+
+EpochCallback = Callable[[int, int, float], None]
+
+_NOISE_CODES = {"rcd-uniform": 1, "rcd-gaussian": 2}
+
+
+@dataclass
+class TrainResult:
+    state: dict[str, torch.Tensor]
+    test_logits: np.ndarray
+    test_labels: np.ndarray
+    train_logits: np.ndarray | None = None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_model(params: dict, data: DataBundle) -> nn.Module:
+    m = params["model"]
+    return build_model(m["name"], data.input_shape, data.num_classes, **m.get("kwargs", {}))
+
+
+def init_weights(params: dict, data: DataBundle) -> dict[str, torch.Tensor]:
+    """M0: the initial weights drawn once from ``init_seed``."""
+    torch.manual_seed(int(params["init_seed"]))
+    model = make_model(params, data)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def noise_table(kind: str, seed: int, n: int, num_classes: int) -> torch.Tensor:
+    """The RCD "teacher": Z ∈ R^{n×C}, U[0,1) or N(0,1), drawn once per run from ``seed``."""
+    if kind not in _NOISE_CODES:
+        raise ValueError(f"unknown noise kind {kind!r}")
+    rng = np.random.default_rng([int(seed), _NOISE_CODES[kind]])
+    z = rng.random((n, num_classes)) if kind == "rcd-uniform" else rng.standard_normal((n, num_classes))
+    return torch.from_numpy(z.astype(np.float32))
+
+
+def batch_order(seed: int, n: int, epochs: int, batch_size: int) -> list[list[torch.Tensor]]:
+    """The batches of every epoch: index tensors from a generator seeded with ``seed``."""
+    g = torch.Generator().manual_seed(int(seed))
+    order = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        order.append(list(torch.split(perm, batch_size)))
+    return order
+
+
+def _optimizer(train: dict, params) -> torch.optim.Optimizer:
+    kind = train["optimizer"]
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"])
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=train["lr"], weight_decay=train["weight_decay"])
+    return torch.optim.AdamW(params, lr=train["lr"], weight_decay=train["weight_decay"])
+
+
+def _lr_factor(train: dict, epoch: int) -> float:
+    if train["schedule"] == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / train["epochs"]))
+    if train["schedule"] == "step":
+        return train["step_gamma"] ** sum(1 for e in train["step_epochs"] if epoch >= e)
+    return 1.0
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> np.ndarray:
+    model.eval()
+    outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat(outs).double().numpy() if outs else np.zeros((0, 0))
+
+
+def train_model(
+    params: dict,
+    data: DataBundle,
+    init_state: dict[str, torch.Tensor],
+    *,
+    target_logits: torch.Tensor | None = None,
+    keep_train_logits: bool = False,
+    eval_batch_size: int = 2048,
+    on_epoch: EpochCallback | None = None,
+    name: str = "job",
+) -> TrainResult:
+    """Train one model from ``init_state`` per ``params`` (a job's spec slice).
+
+    ``target_logits`` (N_train×C) are the soft targets of the KD loss: the teacher's training
+    logits, or an RCD noise table; ``None`` with α = 0 is plain cross-entropy.
+    """
+    start = time.perf_counter()
+    train = params["train"]
+    alpha = float(params.get("alpha", 0.0))
+    seed = int(params["seed"])
+    if alpha > 0 and target_logits is None:
+        raise ValueError(f"{name}: α = {alpha} needs target logits")
+    if target_logits is not None and target_logits.shape != (len(data.x_train), data.num_classes):
+        raise ValueError(
+            f"{name}: target logits have shape {tuple(target_logits.shape)}, expected "
+            f"{(len(data.x_train), data.num_classes)}"
+        )
+    torch.manual_seed(seed)
+    model = make_model(params, data)
+    model.load_state_dict(init_state)
+    opt = _optimizer(train, model.parameters())
+    n = len(data.x_train)
+    history = []
+    batches = batch_order(seed, n, train["epochs"], train["batch_size"])
+    for epoch in range(train["epochs"]):
+        for group in opt.param_groups:
+            group["lr"] = train["lr"] * _lr_factor(train, epoch)
+        model.train()
+        total, count = 0.0, 0
+        for idx in batches[epoch]:
+            logits = model(data.x_train[idx])
+            tgt = target_logits[idx] if target_logits is not None else None
+            loss = distillation_loss(
+                logits, data.y_train[idx], tgt, alpha=alpha,
+                temperature=float(params.get("temperature", 1.0)),
+                kd_loss=params.get("kd_loss", "ce"), t2_scaling=bool(params.get("t2_scaling", False)),
+            )
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"{name}: the training loss became {value} at epoch {epoch + 1}; "
+                    "lower train.lr or check the data"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += value * len(idx)
+            count += len(idx)
+        history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1)})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, train["epochs"], total / max(count, 1))
+    test_logits = predict(model, data.x_test, eval_batch_size)
+    if not np.isfinite(test_logits).all():
+        raise TrainingError(f"{name}: the test logits are not finite")
+    train_logits = predict(model, data.x_train, eval_batch_size) if keep_train_logits else None
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return TrainResult(
+        state=state,
+        test_logits=test_logits.astype(np.float32),
+        test_labels=data.y_test.numpy().astype(np.int64),
+        train_logits=None if train_logits is None else train_logits.astype(np.float32),
+        history=history,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,3 @@
+"""Model registry: ``MODELS.get(name)(input_shape=..., num_classes=..., **kwargs)``."""
+
+from .base import MODELS, build_model  # noqa: F401

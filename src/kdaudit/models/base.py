@@ -1,0 +1,99 @@
+"""Model registry and the built-in architectures (MLP, small CNN).
+
+Every factory has the signature ``factory(input_shape, num_classes, **kwargs) -> nn.Module``
+and constructs its weights from the global torch RNG, so the caller seeds it (M0 is drawn
+once from ``init_seed`` and saved).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+from torch import nn
+
+from ..errors import SpecError
+from ..registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Module:
+    factory = MODELS.get(name)
+    params = inspect.signature(factory).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        allowed = [p for p in params if p not in ("input_shape", "num_classes")]
+        raise SpecError(
+            f"model.kwargs: unknown option(s) {', '.join(unknown)} for model {name!r}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    return factory(input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, hidden: list[int], num_classes: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = in_features
+        for i, width in enumerate(hidden):
+            layers += [nn.Linear(prev, width), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            prev = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@MODELS.register("mlp")
+def mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden: list[int] | tuple[int, ...] = (256,),
+    dropout: float = 0.0,
+) -> nn.Module:
+    if any(int(h) <= 0 for h in hidden):
+        raise SpecError(f"model.kwargs.hidden: widths must be positive, got {list(hidden)}")
+    if not 0.0 <= dropout < 1.0:
+        raise SpecError(f"model.kwargs.dropout: must lie in [0, 1), got {dropout}")
+    return MLP(math.prod(input_shape), [int(h) for h in hidden], num_classes, float(dropout))
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks (conv-BN-ReLU-maxpool) and a linear head; ``width`` scales channels."""
+
+    def __init__(self, in_channels: int, spatial: tuple[int, int], num_classes: int, width: int) -> None:
+        super().__init__()
+        c1, c2 = width, 2 * width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        h, w = spatial[0] // 4, spatial[1] // 4
+        self.head = nn.Linear(c2 * h * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@MODELS.register("small-cnn")
+def small_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    if len(input_shape) != 3:
+        raise SpecError(
+            f"model 'small-cnn' needs image inputs C×H×W, got {input_shape}; "
+            "set data.options.flatten=false"
+        )
+    if width <= 0:
+        raise SpecError(f"model.kwargs.width: must be positive, got {width}")
+    return SmallCNN(input_shape[0], (input_shape[1], input_shape[2]), num_classes, int(width))

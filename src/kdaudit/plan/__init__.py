@@ -1,0 +1,1 @@
+from .jobs import Job, Plan, build_plan, content_hash  # noqa: F401

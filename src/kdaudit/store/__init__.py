@@ -1,0 +1,1 @@
+from .jobstore import JobStore, sha256_file  # noqa: F401

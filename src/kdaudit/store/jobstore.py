@@ -1,0 +1,139 @@
+"""One directory per job, named by its content hash, written atomically.
+
+    <root>/<key>/weights.safetensors   the trained weights (safetensors only; no pickles)
+    <root>/<key>/outputs.npz           test logits and labels (teacher: also train logits)
+    <root>/<key>/record.json           spec slice, metrics, timings, versions, seeds, checksums
+
+A job is built in a temporary sibling directory and renamed into place once its record is
+written, so a reader never sees a half-written job. A job is *done* only if its record exists
+and the checksums of its artifacts match; anything else is treated as missing and re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import KdauditError
+
+ARTIFACTS = ("weights.safetensors", "outputs.npz")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class JobStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def job_dir(self, key: str) -> Path:
+        return self.root / key
+
+    def record_path(self, key: str) -> Path:
+        return self.job_dir(key) / "record.json"
+
+    def load_record(self, key: str) -> dict:
+        return json.loads(self.record_path(key).read_text())
+
+    def status(self, key: str) -> str:
+        """"done", "missing", or "corrupt" (record absent/unreadable or a checksum mismatch)."""
+        d = self.job_dir(key)
+        if not d.exists():
+            return "missing"
+        try:
+            record = self.load_record(key)
+        except (OSError, ValueError):
+            return "corrupt"
+        if record.get("key") != key:
+            return "corrupt"
+        for name, digest in record.get("checksums", {}).items():
+            path = d / name
+            if not path.exists() or sha256_file(path) != digest:
+                return "corrupt"
+        return "done"
+
+    def is_done(self, key: str) -> bool:
+        return self.status(key) == "done"
+
+    def load_weights(self, key: str) -> dict[str, torch.Tensor]:
+        return load_file(str(self.job_dir(key) / "weights.safetensors"))
+
+    def load_outputs(self, key: str) -> dict[str, np.ndarray]:
+        with np.load(self.job_dir(key) / "outputs.npz", allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def save(
+        self,
+        key: str,
+        record: dict,
+        weights: dict[str, torch.Tensor],
+        outputs: dict[str, np.ndarray] | None = None,
+    ) -> Path:
+        """Write a job's artifacts and record atomically; returns the job directory."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+        except OSError as exc:
+            raise KdauditError(f"cannot write to the store {self.root}: {exc.strerror}") from None
+        try:
+            checksums = {}
+            wpath = tmp / "weights.safetensors"
+            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(wpath))
+            checksums[wpath.name] = sha256_file(wpath)
+            if outputs is not None:
+                opath = tmp / "outputs.npz"
+                with open(opath, "wb") as fh:
+                    np.savez(fh, **outputs)
+                checksums[opath.name] = sha256_file(opath)
+            full = {**record, "key": key, "checksums": checksums}
+            rpath = tmp / "record.json"
+            rpath.write_text(json.dumps(full, indent=2, sort_keys=True, default=_json_default))
+            for p in tmp.iterdir():
+                _fsync(p)
+            final = self.job_dir(key)
+            if final.exists():  # a corrupt or stale copy: replace it
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            return final
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise KdauditError(f"cannot write job {key} to the store {self.root}: {exc.strerror or exc}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def clean_tmp(self) -> int:
+        """Remove leftovers of interrupted writes; returns how many were removed."""
+        n = 0
+        if self.root.exists():
+            for p in self.root.glob(".tmp-*"):
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+        return n
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

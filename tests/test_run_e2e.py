@@ -1,0 +1,126 @@
+"""`kdaudit run` end to end on a tiny grid: outputs, reruns, interruption and `kdaudit report`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdaudit.analysis.audit import RUNS_COLUMNS, TESTS_COLUMNS
+
+TINY = ["--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]"]
+TRANSFER_COLUMNS = ["condition", "alpha", "delta_pos", "delta_neg", "h_pos", "h_neg", "p_pos", "p_neg",
+                    "negative_asymmetric_payoff", "verdict"]
+
+
+def kdaudit(*args, cwd=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def records(out: Path) -> dict[str, dict]:
+    recs = {}
+    for p in (out / "jobs").glob("*/record.json"):
+        r = json.loads(p.read_text())
+        recs[r["run_id"]] = r
+    return recs
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit") / "tiny"
+    r = kdaudit("run", "digits-mlp", *TINY, "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_tiny_run_writes_every_output_with_documented_columns(tiny_run):
+    out, r = tiny_run
+    for name in ("spec.yaml", "runs.csv", "tests.csv", "transfer.csv", "report.md", "report.html"):
+        assert (out / name).is_file(), name
+    assert list((out / "figures").glob("*.png"))
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs.columns) == RUNS_COLUMNS
+    assert len(runs) == 1 + 2 * (1 + 3 * 3)
+    assert (runs.role == "teacher").sum() == 1
+    assert set(runs.condition) == {"teacher", "siddo", "kd", "rcd-uniform", "rcd-gaussian"}
+    students = runs[runs.role == "student"]
+    assert students[["accuracy", "agreement", "js_divergence"]].notna().all().all()
+    assert ((students.agreement >= 0) & (students.agreement <= 1)).all()
+    assert (students.n_teacher_correct + students.n_teacher_wrong == 539).all()
+    tests = pd.read_csv(out / "tests.csv")
+    assert list(tests.columns) == TESTS_COLUMNS
+    assert {"vs_siddo", "vs_rcd-uniform", "vs_rcd-gaussian"} <= set(tests.comparison)
+    transfer = pd.read_csv(out / "transfer.csv")
+    assert list(transfer.columns) == TRANSFER_COLUMNS
+    assert len(transfer) == 3 * 3
+    spec = (out / "spec.yaml").read_text()
+    assert "versions:" in spec and "torch:" in spec and "seeds: 2" in spec
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    # stdout: summary table, verdicts per α and the report path
+    assert "Verdicts" in r.stdout and "Report:" in r.stdout
+    for alpha in ("0.1", "0.5", "0.9"):
+        assert f"kd α={alpha}" in r.stdout
+    # records carry seeds, checksums and versions
+    rec = records(out)["kd-a0.5-s02"]
+    assert rec["seed"] == 2 and rec["alpha"] == 0.5 and set(rec["checksums"]) == {"weights.safetensors", "outputs.npz"}
+    assert rec["versions"]["torch"]
+
+
+def test_rerun_trains_nothing_and_gives_the_same_tables(tiny_run):
+    out, _ = tiny_run
+    before = {k: v["created"] for k, v in records(out).items()}
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "jobs").glob("*/weights.safetensors")}
+    runs_before = (out / "runs.csv").read_text()
+    r = kdaudit("run", "digits-mlp", *TINY, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "21 of 21 models already finished; training 0" in r.stdout
+    assert {k: v["created"] for k, v in records(out).items()} == before
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert (out / "runs.csv").read_text() == runs_before
+
+
+def test_report_reanalyses_without_training(tiny_run):
+    out, _ = tiny_run
+    runs_before = (out / "runs.csv").read_text()
+    tests_before = (out / "tests.csv").read_text()
+    (out / "report.html").unlink()
+    r = kdaudit("report", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.html").exists()
+    assert (out / "runs.csv").read_text() == runs_before
+    assert (out / "tests.csv").read_text() == tests_before
+
+
+def test_a_killed_audit_resumes_and_ends_with_the_same_runs_csv(tmp_path):
+    args = ["run", "digits-mlp", "--set", "protocol.seeds=2", "--set", "train.epochs=25",
+            "--set", "model.kwargs.hidden=[16]", "--quiet"]
+    ref = kdaudit(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "kdaudit.cli", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "jobs").glob("*/record.json"))) < 6:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = records(out)
+    assert 6 <= len(done_before) < 22, "the kill must land mid-way"
+    assert not (out / "runs.csv").exists()
+
+    again = kdaudit(*args, "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    after = records(out)
+    assert len(after) == 22  # m0 + 21 models
+    # finished jobs were not retrained
+    assert all(after[k]["created"] == v["created"] for k, v in done_before.items())
+    assert (out / "runs.csv").read_text() == (tmp_path / "ref" / "runs.csv").read_text()
+    assert not list((out / "jobs").glob(".tmp-*"))
