@@ -20,7 +20,8 @@ from kdaudit.analysis.audit import RUNS_COLUMNS, TESTS_COLUMNS, AuditTables, Ver
 from kdaudit.report import figures as kfig
 from kdaudit.report.render import fmt_p, write_report
 
-CHROMIUM = Path("/usr/bin/chromium")
+from browser_check import CHROMIUM, check_in_browser, chromium_available, run_chromium
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WEIRD = 'kd<b>&"$x$\'</b>'  # a condition name full of HTML (and mathtext) specials
 SUMMARY_METRICS = ["accuracy", "agreement", "js_divergence", "activation_distance",
@@ -237,102 +238,7 @@ def test_markdown_content(report):
 
 def test_numbers_and_meta_in_html(report):
     _, paths = report
-    doc = paths["report.html"].read_text(encoding="utf-8")
-    assert "0.0003" in doc and "2.1e-05" in doc
-    for label in ("Teacher test accuracy", "Wall time", "fp32", "PyTorch version", "Created"):
-        assert label in doc
-    for section in ("summary", "transfer", "tests", "figures", "how-to-read"):
-        assert f'id="{section}"' in doc
-    assert 'class="hl"' in doc  # highlighted significant rows
-    assert "nan" not in re.sub(r"<[^>]+>", " ", doc).lower().split()
-
-
-def test_fmt_p():
-    assert fmt_p(0.0003) == "0.0003"
-    assert fmt_p(2.1e-05) == "2.1e-05"
-    assert fmt_p(0.0421) == "0.042"
-    assert fmt_p(float("nan")) == "—"
-    assert fmt_p(None) == "—"
-
-
-def test_missing_meta_and_sparse_tables(tmp_path):
-    """No meta, no spec, only a teacher and a single-seed kd group with NaN: nothing crashes."""
-    runs = pd.DataFrame([
-        {c: np.nan for c in RUNS_COLUMNS} | {"run_id": "t", "role": "teacher", "condition": "teacher"},
-        {c: np.nan for c in RUNS_COLUMNS} | {"run_id": "k", "role": "student", "condition": "kd",
-                                              "alpha": 0.5, "seed": 1, "agreement": 0.9},
-    ], columns=RUNS_COLUMNS)
-    tables = AuditTables(
-        runs=runs, tests=pd.DataFrame(columns=TESTS_COLUMNS), transfer=pd.DataFrame(),
-        summary=pd.DataFrame(), verdicts=[],
-    )
-    paths = write_report(tmp_path, tables, {}, {})
-    doc = paths["report.html"].read_text(encoding="utf-8")
-    assert 'id="verdicts"' in doc and "No verdicts" in doc
-    assert paths["report.md"].is_file()
-    assert "figures/dist_agreement.png" in paths
-
-
-def test_figures_robust(tmp_path):
-    tables = synthetic_tables(seed=1)
-    runs = tables.runs.copy()
-    runs.loc[runs["condition"] == "kd", "accuracy"] = np.nan
-    written = kfig.plot_metric_distributions(runs, tmp_path)
-    assert [p.name for p in written] == [f"dist_{m}.png" for m in kfig.DIST_METRICS]
-    # no SIDDO in runs: Δ from the transfer table, no error bars
-    no_control = runs[runs["condition"] != "siddo"]
-    assert kfig.plot_transfer(no_control, tmp_path, tables.transfer) is not None
-    assert kfig.plot_transfer(no_control.iloc[:1], tmp_path / "x", None) is None
-    deltas = kfig.transfer_deltas(runs)
-    single = deltas[deltas["condition"] == "rcd-gaussian"].iloc[0]
-    assert math.isnan(single["sem_pos"]) and math.isfinite(single["delta_pos"])
-    kd = deltas[(deltas["condition"] == "kd") & np.isclose(deltas["alpha"], 0.1)].iloc[0]
-    ctrl = runs[runs["condition"] == "siddo"]["agreement_teacher_correct"]
-    x = runs[(runs["condition"] == "kd") & np.isclose(runs["alpha"], 0.1)]["agreement_teacher_correct"]
-    assert kd["sem_pos"] == pytest.approx(math.sqrt(_sem(x) ** 2 + _sem(ctrl) ** 2))
-    assert kfig.plot_accuracy_vs_agreement(runs.iloc[:1], tmp_path) is None
-
-
-# --------------------------------------------------------------------------------------------
-CHECK_SCRIPT = """
-<pre id="kdaudit-check"></pre>
-<script>
-window.addEventListener("load", function () {
-  var v = document.getElementById("verdicts");
-  var images = Array.prototype.map.call(document.images, function (im) {
-    return [im.id, im.complete, im.naturalWidth];
-  });
-  document.getElementById("kdaudit-check").textContent = JSON.stringify({
-    verdicts_visible: !!v && v.offsetHeight > 0, images: images
-  });
-});
-</script>
-"""
-
-
-def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-
-
-@pytest.mark.browser
-def test_report_in_browser(report, tmp_path):
-    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-        pytest.skip(f"{CHROMIUM} is not installed")
-    _, paths = report
-    doc = paths["report.html"].read_text(encoding="utf-8")
-    assert "</body>" in doc
-    probe = tmp_path / "probe.html"
-    probe.write_text(doc.replace("</body>", CHECK_SCRIPT + "</body>", 1), encoding="utf-8")
-
-    res = _chromium(["--dump-dom", probe.as_uri()], tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
-    m = re.search(r'<pre id="kdaudit-check">(.*?)</pre>', res.stdout, flags=re.S)
-    assert m and m.group(1).strip(), "the load check did not run"
-    check = json.loads(html.unescape(m.group(1)))
+    check = check_in_browser(paths["report.html"], tmp_path)
     assert check["verdicts_visible"] is True
     n_figs = len([k for k in paths if k.startswith("figures/")])
     assert len(check["images"]) == n_figs > 0
@@ -341,7 +247,7 @@ def test_report_in_browser(report, tmp_path):
         assert complete is True and natural_width > 0, f"image {img_id} did not load"
 
     shot = tmp_path / "shot.png"
-    res = _chromium([f"--screenshot={shot}", "--window-size=1200,2400", paths["report.html"].as_uri()],
+    res = run_chromium([f"--screenshot={shot}", "--window-size=1200,2400", paths["report.html"].as_uri()],
                     tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     data = shot.read_bytes()

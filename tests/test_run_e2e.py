@@ -124,3 +124,21 @@ def test_a_killed_audit_resumes_and_ends_with_the_same_runs_csv(tmp_path):
     assert all(after[k]["created"] == v["created"] for k, v in done_before.items())
     assert (out / "runs.csv").read_text() == (tmp_path / "ref" / "runs.csv").read_text()
     assert not list((out / "jobs").glob(".tmp-*"))
+
+
+@pytest.mark.browser
+def test_real_report_opens_in_browser_with_verdicts_and_figures(tiny_run, tmp_path):
+    from browser_check import check_in_browser, chromium_available
+
+    if not chromium_available():
+        pytest.skip("/usr/bin/chromium is not installed")
+    out, _ = tiny_run
+    html = (out / "report.html").read_text()
+    assert html.index('id="verdicts"') < html.index("<table")
+    assert "kd · α = 0.5" in html or "α = 0.5" in html
+    check = check_in_browser(out / "report.html", tmp_path)
+    assert check["verdicts_visible"] is True
+    n_figs = len(list((out / "figures").glob("*.png")))
+    assert len(check["images"]) == n_figs >= 5
+    for img_id, complete, width in check["images"]:
+        assert complete is True and width > 0, f"figure {img_id} did not load"

@@ -129,7 +129,7 @@ def analyse(
         "teacher_accuracy": float(runs.loc[runs.role == "teacher", "accuracy"].iloc[0]),
         "n_teacher_wrong": n_wrong,
         "n_models": len(plan.trained),
-        "train_seconds_total": float(sum(r.get("seconds", 0.0) for r in records)),
+        "train_seconds_total": round(float(sum(r.get("seconds", 0.0) for r in records)), 1),
         "precision": teacher_rec.get("host", {}).get("precision", "fp32"),
         "kdaudit_version": __version__,
         "torch_version": str(torch.__version__),

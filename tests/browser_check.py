@@ -1,0 +1,57 @@
+"""Open a report in headless Chromium and read back what the page shows (Chromium alone)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium_available() -> bool:
+    return CHROMIUM.exists() and shutil.which(str(CHROMIUM)) is not None
+
+
+CHECK_SCRIPT = """
+<pre id="kdaudit-check"></pre>
+<script>
+window.addEventListener("load", function () {
+  var v = document.getElementById("verdicts");
+  var images = Array.prototype.map.call(document.images, function (im) {
+    return [im.id, im.complete, im.naturalWidth];
+  });
+  document.getElementById("kdaudit-check").textContent = JSON.stringify({
+    verdicts_visible: !!v && v.offsetHeight > 0, images: images
+  });
+});
+</script>
+"""
+
+
+def run_chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+
+def check_in_browser(report_html: Path, tmp: Path) -> dict:
+    """Load a copy of ``report_html`` with a load-time probe; return what it saw.
+
+    ``{"verdicts_visible": bool, "images": [[id, complete, naturalWidth], ...]}``
+    """
+    doc = report_html.read_text(encoding="utf-8")
+    assert "</body>" in doc
+    probe = tmp / "probe.html"
+    probe.write_text(doc.replace("</body>", CHECK_SCRIPT + "</body>", 1), encoding="utf-8")
+    res = run_chromium(["--dump-dom", probe.as_uri()], tmp)
+    assert res.returncode == 0, res.stderr[-2000:]
+    m = re.search(r'<pre id="kdaudit-check">(.*?)</pre>', res.stdout, flags=re.S)
+    assert m and m.group(1).strip(), "the load check did not run"
+    return json.loads(html.unescape(m.group(1)))
