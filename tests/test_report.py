@@ -238,6 +238,68 @@ def test_markdown_content(report):
 
 def test_numbers_and_meta_in_html(report):
     _, paths = report
+    doc = paths["report.html"].read_text(encoding="utf-8")
+    assert "0.0003" in doc and "2.1e-05" in doc
+    for label in ("Teacher test accuracy", "Wall time", "fp32", "PyTorch version", "Created"):
+        assert label in doc
+    for section in ("summary", "transfer", "tests", "figures", "how-to-read"):
+        assert f'id="{section}"' in doc
+    assert 'class="hl"' in doc  # highlighted significant rows
+    assert "nan" not in re.sub(r"<[^>]+>", " ", doc).lower().split()
+
+
+def test_fmt_p():
+    assert fmt_p(0.0003) == "0.0003"
+    assert fmt_p(2.1e-05) == "2.1e-05"
+    assert fmt_p(0.0421) == "0.042"
+    assert fmt_p(float("nan")) == "—"
+    assert fmt_p(None) == "—"
+
+
+def test_missing_meta_and_sparse_tables(tmp_path):
+    """No meta, no spec, only a teacher and a single-seed kd group with NaN: nothing crashes."""
+    runs = pd.DataFrame([
+        {c: np.nan for c in RUNS_COLUMNS} | {"run_id": "t", "role": "teacher", "condition": "teacher"},
+        {c: np.nan for c in RUNS_COLUMNS} | {"run_id": "k", "role": "student", "condition": "kd",
+                                              "alpha": 0.5, "seed": 1, "agreement": 0.9},
+    ], columns=RUNS_COLUMNS)
+    tables = AuditTables(
+        runs=runs, tests=pd.DataFrame(columns=TESTS_COLUMNS), transfer=pd.DataFrame(),
+        summary=pd.DataFrame(), verdicts=[],
+    )
+    paths = write_report(tmp_path, tables, {}, {})
+    doc = paths["report.html"].read_text(encoding="utf-8")
+    assert 'id="verdicts"' in doc and "No verdicts" in doc
+    assert paths["report.md"].is_file()
+    assert "figures/dist_agreement.png" in paths
+
+
+def test_figures_robust(tmp_path):
+    tables = synthetic_tables(seed=1)
+    runs = tables.runs.copy()
+    runs.loc[runs["condition"] == "kd", "accuracy"] = np.nan
+    written = kfig.plot_metric_distributions(runs, tmp_path)
+    assert [p.name for p in written] == [f"dist_{m}.png" for m in kfig.DIST_METRICS]
+    # no SIDDO in runs: Δ from the transfer table, no error bars
+    no_control = runs[runs["condition"] != "siddo"]
+    assert kfig.plot_transfer(no_control, tmp_path, tables.transfer) is not None
+    assert kfig.plot_transfer(no_control.iloc[:1], tmp_path / "x", None) is None
+    deltas = kfig.transfer_deltas(runs)
+    single = deltas[deltas["condition"] == "rcd-gaussian"].iloc[0]
+    assert math.isnan(single["sem_pos"]) and math.isfinite(single["delta_pos"])
+    kd = deltas[(deltas["condition"] == "kd") & np.isclose(deltas["alpha"], 0.1)].iloc[0]
+    ctrl = runs[runs["condition"] == "siddo"]["agreement_teacher_correct"]
+    x = runs[(runs["condition"] == "kd") & np.isclose(runs["alpha"], 0.1)]["agreement_teacher_correct"]
+    assert kd["sem_pos"] == pytest.approx(math.sqrt(_sem(x) ** 2 + _sem(ctrl) ** 2))
+    assert kfig.plot_accuracy_vs_agreement(runs.iloc[:1], tmp_path) is None
+
+
+# --------------------------------------------------------------------------------------------
+@pytest.mark.browser
+def test_report_in_browser(report, tmp_path):
+    if not chromium_available():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    _, paths = report
     check = check_in_browser(paths["report.html"], tmp_path)
     assert check["verdicts_visible"] is True
     n_figs = len([k for k in paths if k.startswith("figures/")])

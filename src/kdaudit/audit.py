@@ -26,9 +26,11 @@ from .analysis.audit import AuditTables, build_audit_tables
 from .analysis.collect import collect_runs
 from .config.spec import AuditSpec, dump_spec, validate_spec
 from .errors import KdauditError
+from .faults import failpoint
 from .execute.runner import ExecutionStats, Progress, execute_plan, load_data, set_threads
 from .plan.jobs import Plan, build_plan
 from .store import JobStore
+from .tracking import open_tracker
 
 OUTPUT_FILES = ("spec.yaml", "runs.csv", "tests.csv", "transfer.csv", "summary.csv",
                 "audit.json", "report.md", "report.html")
@@ -88,8 +90,32 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
     write_spec(spec, out)
     set_threads(spec)
     store = store_for(spec, out)
-    stats = execute_plan(spec, plan, store, data, progress)
-    return analyse(spec, out, plan, store, stats, data_info=data.info, started=start)
+    tracker = open_tracker(spec, out)  # None unless tracking.mlflow is set
+    if tracker is not None:
+        progress = tracker.wrap(progress, store)
+    try:
+        stats = execute(spec, plan, store, data, progress)
+    except BaseException:
+        if tracker is not None:  # log what did finish, without hiding the failure
+            try:
+                tracker.log_jobs(plan, store)
+            except Exception:
+                pass
+        raise
+    outcome = analyse(spec, out, plan, store, stats, data_info=data.info, started=start)
+    if tracker is not None:
+        tracker.log_jobs(plan, store)
+        tracker.log_audit(out, outcome.meta)
+    return outcome
+
+
+def execute(spec: AuditSpec, plan: Plan, store: JobStore, data, progress: Progress | None = None) -> ExecutionStats:
+    """Run the plan's missing jobs on the spec's executor (``execution.executor``)."""
+    if spec.execution.executor == "dask":
+        from .execute.dask_executor import execute_plan_dask
+
+        return execute_plan_dask(spec, plan, store, progress)
+    return execute_plan(spec, plan, store, data, progress)
 
 
 def reanalyse(out_dir: str | Path) -> AuditOutcome:
@@ -141,6 +167,7 @@ def analyse(
     paths = write_tables(out, tables)
     if started is not None:
         meta["wall_time_s"] = round(time.perf_counter() - started, 1)
+    failpoint("report.write")
     paths.update(write_report(out, tables, spec.model_dump(mode="json"), meta))
     summary = {"meta": meta, "verdicts": [asdict(v) for v in tables.verdicts]}
     _atomic_write(out / "audit.json", json.dumps(summary, indent=2, default=_json_default))
@@ -154,6 +181,7 @@ def write_tables(out: Path, tables: AuditTables) -> dict[str, Path]:
                      ("transfer.csv", tables.transfer), ("summary.csv", tables.summary)):
         _atomic_write(out / name, df.to_csv(index=False))
         paths[name] = out / name
+        failpoint("analysis.tables")
     return paths
 
 

@@ -44,8 +44,11 @@ def fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     _register_commands()
+    from .run_cmds import mlflow_argv
+
+    args = mlflow_argv(sys.argv[1:] if argv is None else list(argv))
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=args, standalone_mode=True)
     except KdauditError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -79,6 +80,10 @@ def print_summary(outcome, out: Console = console) -> None:
     t = outcome.tables
     meta = outcome.meta
     out.print()
+    corrupt = outcome.stats.rerun_corrupt if outcome.stats is not None else []
+    if corrupt:
+        out.print(f"Found {len(corrupt)} corrupt job(s) in the store and re-ran them: {', '.join(corrupt)}",
+                  markup=False, highlight=False)
     out.print(
         f"[bold]{meta.get('setup')}[/]: teacher accuracy {meta['teacher_accuracy'] * 100:.2f} % "
         f"({meta['n_teacher_wrong']} of {meta['n_test']} test samples wrong), {meta['n_models']} models"
@@ -114,6 +119,70 @@ def print_summary(outcome, out: Console = console) -> None:
         out.print(f"Wall time: {meta['wall_time_s']:.1f} s")
 
 
+class Executor(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
+# `--mlflow` may stand alone; `mlflow_argv` then gives it this value, which means the default URI.
+MLFLOW_DEFAULT = ""
+_URI_STARTS = ("/", "./", "../", "~", "databricks")
+
+
+def mlflow_argv(args: list[str]) -> list[str]:
+    """Give a bare ``--mlflow`` its default value, so that it may be followed by anything.
+
+    ``--mlflow URI`` keeps its URI when the next word looks like one (has a ``:`` or starts
+    like a path); ``--mlflow=URI`` always does.
+    """
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            return out + args[i + 1:]
+        if arg == "--mlflow":
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            is_uri = nxt is not None and not nxt.startswith("-") and not nxt.endswith((".yaml", ".yml")) and (
+                ":" in nxt or nxt.startswith(_URI_STARTS))
+            if not is_uri:
+                out.append(MLFLOW_DEFAULT)
+    return out
+
+
+def apply_run_options(spec, executor: str | None, workers: int | None, scheduler: str | None,
+                      mlflow: str | None, out: Path | None):
+    """The spec with the ``kdaudit run`` flags that override its execution and tracking sections."""
+    from ..audit import default_out_dir
+    from ..config.spec import validate_spec
+    from ..errors import KdauditError
+    from ..tracking import default_mlflow_uri
+
+    if executor is None and workers is None and scheduler is None and mlflow is None:
+        return spec
+    raw = spec.model_dump(mode="json")
+    ex = raw["execution"]
+    if scheduler is not None:
+        if executor == "local":
+            raise KdauditError("--scheduler runs the jobs on a Dask cluster; it cannot go with --executor local")
+        ex.update(executor="dask", scheduler=scheduler)
+    elif executor is not None:
+        ex["executor"] = executor
+        if executor == "local":
+            ex["scheduler"] = None
+    if workers is not None:
+        ex["workers"] = workers
+    if mlflow is not None:
+        raw["tracking"]["mlflow"] = mlflow or default_mlflow_uri(out or default_out_dir(spec))
+    return validate_spec(raw)
+
+
+def _where(spec) -> str:
+    ex = spec.execution
+    if ex.executor != "dask":
+        return ""
+    return f" on the Dask scheduler {ex.scheduler}" if ex.scheduler else f" on {ex.workers} Dask workers"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
@@ -121,13 +190,18 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="Override a spec field: --set train.epochs=3 (repeatable)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Audit directory (default: kdaudit-out/<setup name>)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        executor: Optional[Executor] = typer.Option(None, "--executor", help="Where the jobs run: local (this process, the default) or dask (a Dask cluster)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes of the local Dask cluster (default 2)."),
+        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="A running Dask scheduler, e.g. tcp://host:8786 (implies --executor dask)."),
+        mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="[URI]", help="Log every job to MLflow at URI; without a URI, to sqlite:///<audit dir>/mlflow.db."),
     ) -> None:
         """Plan, train what is missing, analyse and report; prints the summary and the verdicts."""
         from ..audit import run_audit
         from ..config.spec import resolve_spec
 
-        resolved = resolve_spec(spec, set_)
-        console.print(f"Audit [bold]{resolved.name}[/]: {resolved.n_models()} models")
+        resolved = apply_run_options(resolve_spec(spec, set_), executor and executor.value, workers, scheduler,
+                                     mlflow, out)
+        console.print(f"Audit [bold]{resolved.name}[/]: {resolved.n_models()} models{_where(resolved)}")
         if quiet:
             outcome = run_audit(resolved, out)
         else:

@@ -50,6 +50,15 @@ class TrainSpec(_Strict):
     batch_size: int = Field(default=128, ge=1)
     eval_batch_size: int = Field(default=2048, ge=1)
     threads: int | None = Field(default=None, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    checkpoint_every: int | None = Field(default=None, ge=1)
+
+    def path_label(self) -> str:
+        """How the models are trained, as stated in records and reports."""
+        parts = [self.precision] + (["channels_last"] if self.channels_last else [])
+        return "+".join(parts + (["compile"] if self.compile else []))
 
 
 class ProtocolSpec(_Strict):
@@ -100,6 +109,26 @@ class OutputSpec(_Strict):
     store: str | None = None
 
 
+class ExecutionSpec(_Strict):
+    """Where the plan's jobs run. Never part of a job's key: every executor gives the same numbers."""
+
+    executor: Literal["local", "dask"] = "local"
+    workers: int = Field(default=2, ge=1)
+    threads_per_worker: int | None = Field(default=None, ge=1)
+    scheduler: str | None = None
+
+    @model_validator(mode="after")
+    def _scheduler_needs_dask(self) -> "ExecutionSpec":
+        if self.scheduler is not None and self.executor != "dask":
+            raise ValueError("scheduler: a scheduler address needs executor: dask")
+        return self
+
+
+class TrackingSpec(_Strict):
+    mlflow: str | None = None  # an MLflow tracking URI; null: no tracking
+    log_weights: bool = False  # also log each job's weights.safetensors and outputs.npz
+
+
 class AuditSpec(_Strict):
     name: str = DEFAULT_SETUP
     description: str = ""
@@ -109,6 +138,8 @@ class AuditSpec(_Strict):
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     @model_validator(mode="after")
     def _registered(self) -> "AuditSpec":

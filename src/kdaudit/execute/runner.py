@@ -1,12 +1,15 @@
-"""Execute a plan on the local machine: train what is missing, skip what is done.
+"""Execute a plan: train what is missing, skip what is done.
 
-Jobs run in topological order (M0 → teacher → students). Each job is loaded from, and written
-to, the :class:`JobStore` atomically, so an interrupted audit resumes where it stopped and a
-rerun of a finished audit trains nothing.
+:func:`run_job` is the unit of work: it trains one job from its spec slice and the artifacts of
+the jobs it depends on, and writes its own job directory atomically. It is a plain function of
+its arguments, so an executor can run it in this process (:func:`execute_plan`, the ``local``
+executor) or on a worker elsewhere. An interrupted audit resumes where it stopped and a rerun of
+a finished audit trains nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -20,6 +23,7 @@ from ..config.spec import AuditSpec
 from ..data.base import DataBundle, load_dataset
 from ..plan.jobs import Job, Plan, versions
 from ..store import JobStore
+from .checkpoint import Checkpointer
 from .train import init_weights, noise_table, train_model
 
 
@@ -45,22 +49,100 @@ class ExecutionStats:
     seconds: float = 0.0
 
 
+_DATA_CACHE: dict[str, DataBundle] = {}
+
+
 def load_data(spec: AuditSpec) -> DataBundle:
+    """The spec's dataset, loaded once per process (workers reuse it across jobs)."""
     d = spec.data
-    return load_dataset(
-        d.name,
-        **({"data_dir": d.data_dir} if d.data_dir else {}),
-        train_subset=d.train_subset,
-        test_subset=d.test_subset,
-        subset_seed=d.subset_seed,
-        **d.options,
-    )
+    cache_key = json.dumps(d.model_dump(mode="json"), sort_keys=True)
+    if cache_key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # hold one dataset at a time
+        _DATA_CACHE[cache_key] = load_dataset(
+            d.name,
+            **({"data_dir": d.data_dir} if d.data_dir else {}),
+            train_subset=d.train_subset,
+            test_subset=d.test_subset,
+            subset_seed=d.subset_seed,
+            **d.options,
+        )
+    return _DATA_CACHE[cache_key]
+
+
+def default_threads(spec: AuditSpec) -> int:
+    return spec.train.threads or max(1, min(os.cpu_count() or 1, 8))
 
 
 def set_threads(spec: AuditSpec) -> int:
-    threads = spec.train.threads or max(1, min(os.cpu_count() or 1, 8))
+    threads = default_threads(spec)
     torch.set_num_threads(threads)
     return threads
+
+
+def run_job(
+    job: Job,
+    spec: AuditSpec,
+    store: JobStore,
+    plan_keys: dict[str, str],
+    data: DataBundle | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Train (or draw, for M0) one job and save it; returns "trained" or "skipped" (already done).
+
+    ``plan_keys`` maps "init" and "teacher" to the keys of the plan's M0 and teacher jobs, whose
+    artifacts this job reads from ``store``.
+    """
+    progress = progress or NullProgress()
+    if store.is_done(job.key):
+        return "skipped"
+    data = data if data is not None else load_data(spec)
+    base_record = {
+        "run_id": job.run_id, "kind": job.kind, "condition": job.condition,
+        "alpha": job.alpha, "seed": job.seed, "deps": list(job.deps), "params": job.params,
+        "versions": versions(), "data_fingerprint": data.fingerprint(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": {"python": platform.python_version(), "threads": torch.get_num_threads(),
+                 "precision": spec.train.path_label(), "node": platform.node()},
+    }
+    if job.kind == "init":
+        store.save(job.key, {**base_record, "metrics": {}}, init_weights(job.params, data))
+        return "trained"
+
+    init_state = store.load_weights(plan_keys["init"])
+    target = None
+    if job.condition == "kd":
+        target = torch.from_numpy(store.load_outputs(plan_keys["teacher"])["train_logits"])
+    elif job.condition.startswith("rcd-"):
+        target = noise_table(job.condition, job.seed, len(data.x_train), data.num_classes)
+
+    checkpoint = None
+    if spec.train.checkpoint_every:
+        checkpoint = Checkpointer(store.root / ".checkpoints" / f"{job.key}.safetensors", spec.train.checkpoint_every)
+    progress.job_started(job, spec.train.epochs)
+    result = train_model(
+        job.params, data, init_state,
+        target_logits=target,
+        keep_train_logits=job.kind == "teacher",
+        eval_batch_size=spec.train.eval_batch_size,
+        on_epoch=lambda e, n, loss: progress.epoch_done(job, e, n, loss),
+        name=job.run_id,
+        checkpoint=checkpoint,
+    )
+    outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels}
+    if result.train_logits is not None:
+        outputs["train_logits"] = result.train_logits
+    acc = float((result.test_logits.argmax(1) == result.test_labels).mean())
+    record = {
+        **base_record,
+        "metrics": {"test_accuracy": acc, "final_train_loss": result.history[-1]["train_loss"]},
+        "history": result.history,
+        "seconds": result.seconds,
+        "resumed_from_epoch": result.resumed_from_epoch,
+    }
+    store.save(job.key, record, result.state, outputs)
+    if checkpoint is not None:
+        checkpoint.clear()
+    return "trained"
 
 
 def execute_plan(
@@ -70,6 +152,7 @@ def execute_plan(
     data: DataBundle,
     progress: Progress | None = None,
 ) -> ExecutionStats:
+    """The ``local`` executor: every job in topological order, in this process."""
     progress = progress or NullProgress()
     stats = ExecutionStats()
     start = time.perf_counter()
@@ -77,64 +160,16 @@ def execute_plan(
     status = {j.key: store.status(j.key) for j in plan.jobs}
     todo = [j for j in plan.trained if status[j.key] != "done"]
     progress.start(len(plan.trained), len(todo))
-    fingerprint = data.fingerprint()
-    teacher_train_logits: torch.Tensor | None = None
-    threads = torch.get_num_threads()
-
+    plan_keys = {"init": plan.init.key, "teacher": plan.teacher.key}
     for job in plan.jobs:
         if status[job.key] == "done":
             stats.skipped.append(job.run_id)
-            if job.trains:
-                progress.job_finished(job, skipped=True)
-            continue
-        if status[job.key] == "corrupt":
-            stats.rerun_corrupt.append(job.run_id)
-        base_record = {
-            "run_id": job.run_id, "kind": job.kind, "condition": job.condition,
-            "alpha": job.alpha, "seed": job.seed, "deps": list(job.deps), "params": job.params,
-            "versions": versions(), "data_fingerprint": fingerprint,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "host": {"python": platform.python_version(), "threads": threads, "precision": "fp32"},
-        }
-        if job.kind == "init":
-            state = init_weights(job.params, data)
-            store.save(job.key, {**base_record, "metrics": {}}, state)
+        else:
+            if status[job.key] == "corrupt":
+                stats.rerun_corrupt.append(job.run_id)
+            run_job(job, spec, store, plan_keys, data, progress)
             stats.trained.append(job.run_id)
-            continue
-
-        init_state = store.load_weights(plan.init.key)
-        target = None
-        if job.condition == "kd":
-            if teacher_train_logits is None:
-                teacher_train_logits = torch.from_numpy(store.load_outputs(plan.teacher.key)["train_logits"])
-            target = teacher_train_logits
-        elif job.condition.startswith("rcd-"):
-            target = noise_table(job.condition, job.seed, len(data.x_train), data.num_classes)
-
-        progress.job_started(job, spec.train.epochs)
-        result = train_model(
-            job.params, data, init_state,
-            target_logits=target,
-            keep_train_logits=job.kind == "teacher",
-            eval_batch_size=spec.train.eval_batch_size,
-            on_epoch=lambda e, n, loss, job=job: progress.epoch_done(job, e, n, loss),
-            name=job.run_id,
-        )
-        outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels}
-        if result.train_logits is not None:
-            outputs["train_logits"] = result.train_logits
-        labels = result.test_labels
-        acc = float((result.test_logits.argmax(1) == labels).mean())
-        record = {
-            **base_record,
-            "metrics": {"test_accuracy": acc, "final_train_loss": result.history[-1]["train_loss"]},
-            "history": result.history,
-            "seconds": result.seconds,
-        }
-        store.save(job.key, record, result.state, outputs)
-        if job.kind == "teacher":
-            teacher_train_logits = torch.from_numpy(result.train_logits) if result.train_logits is not None else None
-        stats.trained.append(job.run_id)
-        progress.job_finished(job, skipped=False)
+        if job.trains:
+            progress.job_finished(job, skipped=status[job.key] == "done")
     stats.seconds = time.perf_counter() - start
     return stats

@@ -78,8 +78,8 @@ def build_plan(spec: AuditSpec) -> Plan:
     ver = versions()
     data = spec.data.model_dump(mode="json")
     model = spec.model.model_dump(mode="json")
-    # threads and eval batch size are execution details, not part of a result's identity
-    train = spec.train.model_dump(mode="json", exclude={"threads", "eval_batch_size"})
+    # execution details that do not change a result are not part of its identity
+    train = spec.train.model_dump(mode="json", exclude={"threads", "eval_batch_size", "checkpoint_every"})
     proto = spec.protocol
 
     init_params = {"data": data, "model": model, "init_seed": proto.init_seed}

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import KdauditError
+from ..faults import failpoint
 
 ARTIFACTS = ("weights.safetensors", "outputs.npz")
 
@@ -99,11 +100,13 @@ class JobStore:
                 with open(opath, "wb") as fh:
                     np.savez(fh, **outputs)
                 checksums[opath.name] = sha256_file(opath)
+            failpoint("store.artifacts")
             full = {**record, "key": key, "checksums": checksums}
             rpath = tmp / "record.json"
             rpath.write_text(json.dumps(full, indent=2, sort_keys=True, default=_json_default))
             for p in tmp.iterdir():
                 _fsync(p)
+            failpoint("store.rename")
             final = self.job_dir(key)
             if final.exists():  # a corrupt or stale copy: replace it
                 shutil.rmtree(final)

@@ -1,0 +1,89 @@
+"""Mid-run checkpoints: a killed job resumes from its last finished epoch, with the same result.
+
+A checkpoint is ONE safetensors file (written to a temporary name and renamed into place, so it
+is either the old or the new one, never half of each) holding the model weights, the optimiser
+state tensors and the global torch RNG state (dropout); its metadata holds the number of
+finished epochs, the loss history and the optimiser's non-tensor state. The data order needs no
+saving: every epoch's batches derive from the job's seed, so a resumed job simply continues at
+the next epoch's batches. No pickles are involved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..faults import failpoint
+
+
+class Checkpointer:
+    def __init__(self, path: str | Path, every: int) -> None:
+        if every < 1:
+            raise ValueError("checkpoint interval must be ≥ 1 epoch")
+        self.path = Path(path)
+        self.every = int(every)
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        """Save after ``epoch`` (1-based)? Never after the last one: the job then finishes."""
+        return epoch % self.every == 0 and epoch < epochs
+
+    def save(self, epoch: int, model: torch.nn.Module, opt: torch.optim.Optimizer, history: list[dict]) -> None:
+        tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        opt_state = opt.state_dict()
+        scalars: dict[str, dict] = {}
+        for pid, st in opt_state["state"].items():
+            for name, value in st.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"opt.{pid}.{name}"] = value.detach().contiguous().clone()
+                else:
+                    scalars.setdefault(str(pid), {})[name] = value
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {
+            "epoch": str(epoch),
+            "history": json.dumps(history),
+            "opt_scalars": json.dumps(scalars),
+            "param_groups": json.dumps(opt_state["param_groups"]),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
+        save_file(tensors, str(tmp), metadata=meta)
+        failpoint("checkpoint.write")
+        os.replace(tmp, self.path)
+
+    def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict]] | None:
+        """Restore model, optimiser and RNG state; returns (finished epochs, history) or None."""
+        if not self.path.exists():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(self.path), framework="pt") as fh:
+                meta = fh.metadata()
+            tensors = load_file(str(self.path))
+            epoch = int(meta["epoch"])
+            history = json.loads(meta["history"])
+            scalars = json.loads(meta["opt_scalars"])
+            groups = json.loads(meta["param_groups"])
+        except (SafetensorError, OSError, KeyError, ValueError):
+            self.clear()  # unreadable: start the job afresh
+            return None
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v
+        for pid, values in scalars.items():
+            state.setdefault(int(pid), {}).update(values)
+        opt.load_state_dict({"state": state, "param_groups": groups})
+        torch.set_rng_state(tensors["rng.torch"])
+        return epoch, history
+
+    def clear(self) -> None:
+        for p in self.path.parent.glob(self.path.name + "*"):
+            p.unlink(missing_ok=True)

@@ -1,0 +1,212 @@
+"""The ``dask`` executor: the plan's jobs as a Dask task graph.
+
+One task per job that is not done, each a call of :func:`~kdaudit.execute.runner.run_job` on a
+worker, with Dask dependencies following ``job.deps`` (the teacher after M0, the students after
+M0 and, for KD, the teacher). Every task writes only its own job directory, atomically, into a
+store that every worker reaches at the same path. Without a scheduler address the executor
+starts a :class:`distributed.LocalCluster` of ``workers`` single-threaded processes on
+127.0.0.1; with one (``tcp://host:8786``) it runs on that cluster.
+
+A task that raises is retried once; a job that still fails is reported by run id at the end,
+after every job that does not depend on it has finished, and the finished jobs stay in the store
+so a rerun resumes. A worker that dies mid-task (killed, out of memory) loses nothing: Dask runs
+the task again elsewhere and the half-written job directory is never renamed into place.
+
+Dask is an optional dependency (``pip install 'kdaudit[dask]'``), imported only when this
+executor runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config.spec import AuditSpec
+from ..errors import KdauditError
+from ..plan.jobs import Job, Plan
+from ..store import JobStore
+from .runner import ExecutionStats, NullProgress, Progress, run_job
+
+INSTALL_HINT = "pip install 'kdaudit[dask]'"
+RETRIES = 1
+
+
+def import_distributed():
+    """``dask.distributed``, or a one-line :class:`KdauditError` saying what to install."""
+    try:
+        import distributed
+    except ImportError:
+        raise KdauditError(f"the dask executor needs dask.distributed, which is not installed: {INSTALL_HINT}") from None
+    return distributed
+
+
+def worker_threads(threads_per_worker: int | None, workers_per_host: int) -> int:
+    """Torch threads for one single-threaded worker process: a fair share of its host's cores."""
+    return threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers_per_host))
+
+
+def run_task(job: Job, spec: AuditSpec, store_root: str, plan_keys: dict[str, str],
+             threads_per_worker: int | None, workers_per_host: int, *deps: str) -> str:
+    """One job on a Dask worker; ``deps`` are the results of the tasks it waits for (order only).
+
+    The thread count is set here because it is per process. The dataset is loaded once per
+    worker process and reused by its later tasks (:func:`~kdaudit.execute.runner.load_data`).
+    """
+    import torch
+
+    torch.set_num_threads(worker_threads(threads_per_worker, workers_per_host))
+    return run_job(job, spec, JobStore(store_root), plan_keys)
+
+
+TaskFn = Callable[..., str]
+
+
+def submit_plan(client: Any, jobs: list[Job], task: TaskFn, spec: AuditSpec, store_root: str,
+                plan_keys: dict[str, str], threads_per_worker: int | None,
+                workers_per_host: int) -> dict[str, Any]:
+    """Submit one task per job (in topological order); returns job key → future.
+
+    A job's dependencies that are in ``jobs`` are passed to its task as futures, so Dask runs it
+    after them; dependencies already done in the store impose nothing.
+    """
+    token = uuid.uuid4().hex[:8]
+    futures: dict[str, Any] = {}
+    for job in jobs:
+        deps = [futures[k] for k in job.deps if k in futures]
+        priority = {"init": 2, "teacher": 1}.get(job.kind, 0)
+        futures[job.key] = client.submit(
+            task, job, spec, store_root, plan_keys, threads_per_worker, workers_per_host, *deps,
+            key=f"kdaudit-{job.run_id}-{job.key}-{token}", retries=RETRIES, priority=priority, pure=False,
+        )
+    return futures
+
+
+def execute_plan_dask(
+    spec: AuditSpec,
+    plan: Plan,
+    store: JobStore,
+    progress: Progress | None = None,
+    *,
+    task: TaskFn = run_task,
+) -> ExecutionStats:
+    """The ``dask`` executor (see the module docstring); same stats and progress calls as local.
+
+    ``task`` is the function each Dask task calls, :func:`run_task` unless a caller wraps it.
+    Raises :class:`KdauditError` naming the failed run ids once every other job has finished.
+    """
+    distributed = import_distributed()
+    progress = progress or NullProgress()
+    ex = spec.execution
+    stats = ExecutionStats()
+    start = time.perf_counter()
+    store.clean_tmp()
+    status = {j.key: store.status(j.key) for j in plan.jobs}
+    todo = [j for j in plan.jobs if status[j.key] != "done"]
+    progress.start(len(plan.trained), len([j for j in todo if j.trains]))
+    for job in plan.jobs:
+        if status[job.key] == "done":
+            stats.skipped.append(job.run_id)
+            if job.trains:
+                progress.job_finished(job, skipped=True)
+        elif status[job.key] == "corrupt":
+            stats.rerun_corrupt.append(job.run_id)
+    if not todo:
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+    store_root = str(Path(store.root).resolve())
+    plan_keys = {"init": plan.init.key, "teacher": plan.teacher.key}
+    by_key = {j.key: j for j in todo}
+    errors: dict[str, BaseException | None] = {}
+    client = cluster = None
+    try:
+        client, cluster = _connect(distributed, ex)
+        per_host = ex.workers if cluster is not None else _workers_per_host(client)
+        futures = submit_plan(client, todo, task, spec, store_root, plan_keys, ex.threads_per_worker, per_host)
+        job_of = {f.key: by_key[k] for k, f in futures.items()}
+        for fut in distributed.as_completed(list(futures.values()), loop=client.loop):
+            job = job_of[fut.key]
+            if fut.status == "finished":
+                outcome = fut.result()
+                (stats.skipped if outcome == "skipped" else stats.trained).append(job.run_id)
+                if job.trains:
+                    progress.job_finished(job, skipped=outcome == "skipped")
+            else:
+                errors[job.key] = _exception(fut)
+    finally:
+        _close(client, cluster)
+    stats.seconds = time.perf_counter() - start
+    if errors:
+        raise KdauditError(failure_message(todo, errors, n_finished=len(stats.trained)))
+    return stats
+
+
+def failure_message(todo: list[Job], errors: dict[str, BaseException | None], n_finished: int) -> str:
+    """One line: the jobs that failed (with why), those not run because a dependency failed."""
+    failed = [j for j in todo if j.key in errors and not any(d in errors for d in j.deps)]
+    blocked = [j for j in todo if j.key in errors and any(d in errors for d in j.deps)]
+    parts = [f"{len(failed)} of {len(todo)} jobs failed on the dask executor (after {RETRIES} retry): "
+             + ", ".join(f"{j.run_id} ({_describe(errors[j.key])})" for j in failed)]
+    if blocked:
+        names = [j.run_id for j in blocked]
+        shown = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+        parts.append(f"not run because a job they need failed: {shown}")
+    parts.append(f"{n_finished} finished jobs are saved in the store; rerun to resume")
+    return "; ".join(parts)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "cancelled"
+    text = " ".join(str(exc).split())
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _exception(fut: Any) -> BaseException | None:
+    try:
+        return fut.exception()
+    except BaseException as exc:  # cancelled futures raise instead of returning their exception
+        return exc
+
+
+def _connect(distributed: Any, ex: Any) -> tuple[Any, Any]:
+    if ex.scheduler:
+        try:
+            return distributed.Client(ex.scheduler, set_as_default=False), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise KdauditError(f"cannot connect to the Dask scheduler {ex.scheduler}: {exc}") from None
+    cluster = distributed.LocalCluster(
+        n_workers=ex.workers, threads_per_worker=1, processes=True,
+        host="127.0.0.1", dashboard_address=None,
+    )
+    try:
+        return distributed.Client(cluster, set_as_default=False), cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _workers_per_host(client: Any) -> int:
+    """The most worker processes on one host of a running cluster (at least 1)."""
+    try:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    except TypeError:  # older distributed: no n_workers argument
+        workers = client.scheduler_info().get("workers", {})
+    hosts = Counter(w.get("host") for w in workers.values())
+    return max(hosts.values(), default=1)
+
+
+def _close(client: Any, cluster: Any) -> None:
+    for thing in (client, cluster):
+        if thing is not None:
+            try:
+                thing.close()
+            except Exception:
+                pass

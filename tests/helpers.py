@@ -1,0 +1,159 @@
+"""Shared helpers for the end-to-end tests: run the CLI in a subprocess, read a store, snapshot a tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# The tiny grid of the crash-safety and determinism tests: digits, 2 seeds, 3 epochs, 21 models.
+# One torch thread: the chain runs next to other processes on a small machine, and the numbers
+# of a job depend on the thread count, so every run that is compared uses the same one.
+TINY3 = ["--set", "protocol.seeds=2", "--set", "train.epochs=3", "--set", "model.kwargs.hidden=[16]",
+         "--set", "train.threads=1"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "KDAUDIT_FAILPOINT"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def kdaudit(*args: str, cwd: str | Path | None = None, timeout: float = 600, env: dict | None = None,
+            ) -> subprocess.CompletedProcess:
+    """``python -m kdaudit.cli ARGS`` in a subprocess; stdout and stderr captured as text."""
+    return subprocess.run([sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env or cli_env())
+
+
+def kdaudit_popen(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kdaudit.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env or cli_env())
+
+
+def records(out: Path) -> dict[str, dict]:
+    """The records of an audit's finished jobs, by run id."""
+    recs = {}
+    for p in (out / "jobs").glob("*/record.json"):
+        r = json.loads(p.read_text())
+        recs[r["run_id"]] = r
+    return recs
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under ``root`` with its kind, size and mtime (ns): equal snapshots, untouched tree."""
+    snap = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        kind = "d" if p.is_dir() else "f"
+        snap[str(p.relative_to(root))] = (kind, 0 if kind == "d" else st.st_size, st.st_mtime_ns)
+    st = root.lstat()
+    snap["."] = ("d", 0, st.st_mtime_ns)
+    return snap
+
+
+def tmp_leftovers(root: Path) -> list[Path]:
+    """Anything under ``root`` named like a temporary of an atomic write (``.tmp-``)."""
+    return sorted(p for p in root.rglob("*") if ".tmp-" in p.name)
+
+
+# A fork server for long chains of short CLI runs: one process imports kdaudit (torch, scipy,
+# pandas: seconds) once, then forks one child per run; the child sets its environment, sends its
+# stdout/stderr to files and calls the same entry point as `python -m kdaudit.cli`. A child is
+# an ordinary `kdaudit` process from then on: a failpoint or an outside SIGKILL ends it the same way.
+_FORK_SERVER = r"""
+import json, os, sys, traceback
+import kdaudit.audit, kdaudit.report.render
+from kdaudit.cli import main as cli
+cli._register_commands()
+print("ready", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.environ.clear()
+            os.environ.update(req["env"])
+            for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+                f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(f, fd)
+                os.close(f)
+            try:
+                cli.main(req["args"])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    print(pid, flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+class ForkServer:
+    """Run ``kdaudit ARGS`` many times without paying for the imports each time."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+        self.proc = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=cli_env(), cwd=self.workdir)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def start(self, *args: str, env: dict | None = None) -> "ForkedRun":
+        self.n += 1
+        out, err = self.workdir / f"{self.n}.out", self.workdir / f"{self.n}.err"
+        req = {"args": list(args), "env": env or cli_env(), "stdout": str(out), "stderr": str(err)}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return ForkedRun(self, int(self.proc.stdout.readline()), out, err)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+class ForkedRun:
+    def __init__(self, server: ForkServer, pid: int, stdout: Path, stderr: Path) -> None:
+        self.server, self.pid, self.stdout_path, self.stderr_path = server, pid, stdout, stderr
+        self.returncode: int | None = None
+
+    def wait_for_output(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.stdout_path.read_text():
+            assert time.monotonic() < deadline, f"no {text!r} on stdout"
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float = 600) -> int:
+        if self.returncode is None:
+            line = self.server.proc.stdout.readline()  # the server reports when its child ends
+            self.returncode = int(line)
+        return self.returncode
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()

@@ -1,0 +1,267 @@
+"""Crash safety: `kdaudit run` killed with SIGKILL at many points of one audit, resumed each time.
+
+One audit directory goes through a chain of kills. Each kill point is a failpoint hit
+(``KDAUDIT_FAILPOINT=NAME:N``, see :mod:`kdaudit.faults`) drawn with a seeded RNG and spread
+over the training (a job's epochs, its artifacts written but not its record, its record written
+but not renamed, a mid-run checkpoint where the runner writes them) and over the analysis
+(between table files, before the report), plus a few SIGKILLs sent from outside after random
+delays. After every kill the same command runs again on the same directory. Each time:
+
+* every job that was finished before the kill is still there, byte for byte (never retrained);
+* the leftovers of interrupted writes (``.tmp-*``) are poisoned before the rerun and must be
+  removed by it, never adopted as finished jobs;
+* at the end, ``runs.csv`` and ``tests.csv`` are byte-identical to an uninterrupted run.
+
+A second test corrupts finished jobs in every way the store can notice and checks that the
+rerun names them, re-runs exactly them and ends with the clean analysis.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import TINY3, cli_env, kdaudit, kdaudit_popen, tmp_leftovers
+from kdaudit.config.spec import TrainSpec, resolve_spec
+from kdaudit.plan.jobs import build_plan
+from kdaudit.store import JobStore, sha256_file
+
+EPOCHS = 3
+SEED = 20240611
+TRAINING_KILLS = 14  # failpoint kills while jobs are being trained
+TRAINING_TIME_KILLS = 2  # SIGKILLs from outside while jobs are being trained
+ANALYSIS_TIME_KILLS = 1  # ... and once the analysis has begun
+ANALYSIS_KILLS = [("analysis.tables", 1), ("analysis.tables", 2), ("analysis.tables", 3),
+                  ("analysis.tables", 4), ("report.write", 1)]
+
+
+def _checkpoint_args() -> list[str]:
+    """Checkpoint every epoch where the runner writes mid-run checkpoints (``checkpoint.write``)."""
+    import kdaudit.execute.runner as runner
+
+    if "checkpoint_every" in TrainSpec.model_fields and "Checkpointer" in inspect.getsource(runner):
+        return ["--set", "train.checkpoint_every=1"]
+    return []
+
+
+CHECKPOINTS = _checkpoint_args()
+SETS = TINY3 + CHECKPOINTS
+ARGS = ["run", "digits-mlp", *SETS, "--quiet"]
+TRAINING_FAILPOINTS = ["train.epoch", "store.artifacts", "store.rename"] + (
+    ["checkpoint.write"] if CHECKPOINTS else [])
+
+
+def _plan():
+    return build_plan(resolve_spec("digits-mlp", [s for s in SETS if s != "--set"]))
+
+
+class Background:
+    """An uninterrupted run of the same spec, started at once and waited for when needed."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.proc = kdaudit_popen(*ARGS, "--out", str(out))
+
+    def finished(self) -> Path:
+        if self.proc is not None:
+            _, err = self.proc.communicate(timeout=600)
+            assert self.proc.returncode == 0, err
+            self.proc = None
+        return self.out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    bg = Background(tmp_path_factory.mktemp("crash") / "reference")
+    yield bg
+    if bg.proc is not None and bg.proc.poll() is None:
+        bg.proc.kill()
+        bg.proc.communicate()
+
+
+def _done(plan, store: JobStore) -> dict[str, tuple[bytes, int]]:
+    """The finished jobs: key → (record.json bytes, weights mtime)."""
+    snap = {}
+    for job in plan.jobs:
+        if store.status(job.key) == "done":
+            d = store.job_dir(job.key)
+            snap[job.key] = ((d / "record.json").read_bytes(), (d / "weights.safetensors").stat().st_mtime_ns)
+    return snap
+
+
+def _poison_leftovers(jobs: Path) -> list[Path]:
+    """Make every ``.tmp-*`` directory look like a finished job, but marked: adopting one shows."""
+    found = []
+    for tmp in sorted(jobs.glob(".tmp-*")):
+        key = tmp.name[len(".tmp-"):].rsplit("-", 1)[0]
+        rpath = tmp / "record.json"
+        rec = json.loads(rpath.read_text()) if rpath.exists() else {
+            "key": key, "run_id": "?",
+            "checksums": {p.name: sha256_file(p) for p in tmp.iterdir() if p.is_file()},
+        }
+        rec["poisoned"] = True
+        rpath.write_text(json.dumps(rec))
+        found.append(tmp)
+    return found
+
+
+def _training_kill(rng: random.Random, plan, store: JobStore, kills_left: int) -> tuple[str, int]:
+    """A failpoint hit inside one of the next pending jobs, so that the kills cover every job."""
+    pending = [j for j in plan.jobs if store.status(j.key) != "done"]
+    m0_pending = int(pending[0].kind == "init")
+    per = len(pending) / max(kills_left, 1)
+    before = min(len(pending) - 1, rng.choice([math.floor(per), math.ceil(per)]))  # jobs to let finish
+    trained_before = max(0, before - m0_pending)
+    name = rng.choice(TRAINING_FAILPOINTS)
+    if name == "train.epoch":
+        n = trained_before * EPOCHS + rng.randint(1, EPOCHS)
+    elif name == "checkpoint.write":  # every epoch but the last
+        n = trained_before * (EPOCHS - 1) + rng.randint(1, EPOCHS - 1)
+    else:  # store.*: one hit per saved job, M0 included
+        n = before + 1
+    return name, n
+
+
+def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(reference, tmp_path):
+    started = time.monotonic()
+    out = tmp_path / "chained"
+    plan = _plan()
+    store = JobStore(out / "jobs")
+    rng = random.Random(SEED)
+    log: list[str] = []
+    survived = avoided = starts = 0
+
+    def start(failpoint: tuple[str, int] | None, delay: float | None) -> None:
+        """One `kdaudit run` on the chained directory, killed by ``failpoint`` or after ``delay``."""
+        nonlocal survived, avoided, starts
+        before = _done(plan, store)
+        leftovers = _poison_leftovers(out / "jobs") if (out / "jobs").exists() else []
+        env = cli_env(KDAUDIT_FAILPOINT=f"{failpoint[0]}:{failpoint[1]}") if failpoint else cli_env()
+        proc = kdaudit_popen(*ARGS, "--out", str(out), env=env)
+        starts += 1
+        if delay is not None:
+            assert proc.stdout.readline().startswith("Audit digits-mlp")  # the run has begun
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)  # a no-op if it has finished already
+        stdout, stderr = proc.communicate(timeout=300)
+        what = f"{failpoint[0]}:{failpoint[1]}" if failpoint else (f"SIGKILL after {delay:.2f} s" if delay else "no kill")
+        killed = proc.returncode == -signal.SIGKILL
+        assert killed or proc.returncode == 0, (what, proc.returncode, stderr)
+        assert "Traceback" not in stderr, (what, stderr)
+
+        after = _done(plan, store)
+        # no finished job was retrained, rewritten or lost
+        for key, snap in before.items():
+            assert after.get(key) == snap, f"{what}: finished job {key} was retrained or lost"
+        # the run got past the store's cleanup (every failpoint lies after it): no leftover survives
+        reached = proc.returncode == 0 or failpoint is not None or len(after) > len(before)
+        if reached:
+            assert not [p for p in leftovers if p.exists()], f"{what}: a .tmp-* leftover survived the rerun"
+            avoided += len([k for k in before if k != plan.init.key])
+        for key in after:
+            assert "poisoned" not in json.loads(store.record_path(key).read_text()), \
+                f"{what}: an interrupted write was adopted as a finished job"
+        if failpoint is not None and not killed:
+            what += " (not reached)"
+        survived += killed
+        log.append(f"{what} -> {'killed' if killed else 'finished'}; {len(after)}/{len(plan.jobs)} jobs done")
+
+    # training: failpoints spread over the jobs, with SIGKILLs from outside in between
+    steps = TRAINING_KILLS + TRAINING_TIME_KILLS
+    timed = set(rng.sample(range(steps), TRAINING_TIME_KILLS))
+    kills_left = TRAINING_KILLS
+    for i in range(steps):
+        if len(_done(plan, store)) == len(plan.jobs):
+            break
+        if i in timed:
+            start(None, rng.uniform(0.1, 1.5))
+        else:
+            start(_training_kill(rng, plan, store, kills_left), None)
+            kills_left -= 1
+
+    # analysis: between the table files, before the report, and once from outside
+    analysis = [(fp, None) for fp in ANALYSIS_KILLS] + [(None, rng.uniform(0.5, 3.0))] * ANALYSIS_TIME_KILLS
+    rng.shuffle(analysis)
+    (out / ".runs.csv.tmp-999999").write_text("a table write cut short\n")  # what a kill there leaves
+    for failpoint, delay in analysis:
+        start(failpoint, delay)
+    start(None, None)  # the last rerun finishes the audit
+
+    ref = reference.finished()
+    summary = (f"{survived} kill points survived, {avoided} re-runs of finished models avoided, "
+               f"{starts} starts, {time.monotonic() - started:.0f} s:\n  " + "\n  ".join(log))
+    print(summary)
+    assert survived >= 20, summary
+    assert len(_done(plan, store)) == len(plan.jobs)
+    assert tmp_leftovers(out) == [], summary
+    for name in ("runs.csv", "tests.csv"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), f"{name} differs from the uninterrupted run"
+    ref_store = JobStore(ref / "jobs")
+    for job in plan.trained:
+        assert np.array_equal(store.load_outputs(job.key)["test_logits"], ref_store.load_outputs(job.key)["test_logits"])
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_record(path: Path, change) -> None:
+    rec = json.loads(path.read_text())
+    change(rec)
+    path.write_text(json.dumps(rec))
+
+
+CORRUPTIONS = {
+    "m0": ("weights.safetensors", _truncate),
+    "siddo-s01": ("weights.safetensors", _truncate),
+    "kd-a0.5-s02": ("outputs.npz", _flip_byte),
+    "rcd-uniform-a0.1-s01": ("record.json", Path.unlink),
+    "rcd-gaussian-a0.9-s02": ("record.json", lambda p: _edit_record(p, lambda r: r.update(key="0" * 20))),
+    "teacher": ("record.json", lambda p: _edit_record(p, lambda r: r["versions"].update(code="0"))),
+    "kd-a0.1-s01": ("record.json", lambda p: _edit_record(p, lambda r: r.pop("checksums"))),
+    "siddo-s02": ("record.json", lambda p: p.write_text("[]")),
+    "rcd-uniform-a0.9-s02": ("record.json", lambda p: p.write_text('{"key": ')),
+}
+
+
+def test_corrupt_jobs_are_reported_rerun_and_the_analysis_equals_the_clean_one(reference, tmp_path):
+    ref = reference.finished()
+    out = tmp_path / "corrupted"
+    shutil.copytree(ref, out)
+    plan = _plan()
+    store = JobStore(out / "jobs")
+    keys = {j.run_id: j.key for j in plan.jobs}
+    for run_id, (name, corrupt) in CORRUPTIONS.items():
+        corrupt(store.job_dir(keys[run_id]) / name)
+        assert store.status(keys[run_id]) == "corrupt", run_id
+    untouched = {k: store.record_path(k).read_bytes() for r, k in keys.items() if r not in CORRUPTIONS}
+
+    r = kdaudit(*ARGS, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    trained = [j.run_id for j in plan.trained if j.run_id in CORRUPTIONS]
+    line = next((ln for ln in r.stdout.splitlines() if "corrupt" in ln), "")
+    assert f"Found {len(CORRUPTIONS)} corrupt job(s)" in line, r.stdout
+    for run_id in CORRUPTIONS:
+        assert run_id in line, (run_id, line)
+    assert all(store.status(k) == "done" for k in keys.values())
+    assert {k: store.record_path(k).read_bytes() for k in untouched} == untouched  # only those re-ran
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["meta"]["trained_now"] == len(trained)
+    assert tmp_leftovers(out) == []
+    for name in ("runs.csv", "tests.csv", "transfer.csv", "summary.csv"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name

@@ -1,0 +1,243 @@
+"""The ``dask`` executor: same numbers as ``local``, dependencies, retries, dead workers.
+
+Every cluster here is a LocalCluster of 2 single-threaded worker processes bound to 127.0.0.1.
+Runs fix the torch thread count to 1 on both executors (``train.threads`` for local,
+``execution.threads_per_worker`` for dask): numbers are bit-identical at equal thread counts.
+"""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from kdaudit.config.spec import resolve_spec  # noqa: E402
+from kdaudit.errors import KdauditError  # noqa: E402
+from kdaudit.execute.dask_executor import execute_plan_dask, run_task  # noqa: E402
+from kdaudit.plan.jobs import build_plan  # noqa: E402
+from kdaudit.store import JobStore  # noqa: E402
+
+TINY = ["--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]"]
+LOCAL_1T = [*TINY, "--set", "train.threads=1"]
+DASK_1T = [*TINY, "--set", "execution.threads_per_worker=1"]
+SMALL = ["protocol.seeds=2", "train.epochs=1", "model.kwargs.hidden=[16]", "protocol.conditions=[siddo,kd]",
+         "protocol.alphas=[0.5]", "execution.executor=dask", "execution.threads_per_worker=1"]
+
+
+def kdaudit(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def records(out: Path) -> dict[str, dict]:
+    return {r["run_id"]: r for r in (json.loads(p.read_text()) for p in (out / "jobs").glob("*/record.json"))}
+
+
+def outputs_by_key(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    res = {}
+    for p in (out / "jobs").glob("*/outputs.npz"):
+        with np.load(p) as z:
+            res[p.parent.name] = {k: z[k] for k in z.files}
+    return res
+
+
+@pytest.fixture(scope="module")
+def local_ref(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "ref"
+    r = kdaudit("run", "digits-mlp", *LOCAL_1T, "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_dask_gives_the_same_runs_csv_and_logits_as_local(local_ref, tmp_path):
+    out = tmp_path / "dask"
+    start = time.perf_counter()
+    r = kdaudit("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--workers", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "on 2 Dask workers" in r.stdout
+    assert (out / "runs.csv").read_bytes() == (local_ref / "runs.csv").read_bytes()
+    ref, got = outputs_by_key(local_ref), outputs_by_key(out)
+    assert set(got) == set(ref) and len(got) == 21  # same job keys: executors do not change them
+    for key in ref:
+        for name in ref[key]:
+            assert np.array_equal(ref[key][name], got[key][name]), (key, name)
+    recs = records(out)
+    assert len(recs) == 22 and all(rec["host"]["threads"] == 1 for rec in recs.values())
+    assert "executor: dask" in (out / "spec.yaml").read_text()
+    # a rerun on dask trains nothing and starts no cluster
+    again = kdaudit("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert {k: v["created"] for k, v in records(out).items()} == {k: v["created"] for k, v in recs.items()}
+    print(f"dask run + rerun: {time.perf_counter() - start:.1f} s")
+
+
+# -- in-process runs with a wrapped task: dependencies, retries, failure collection --------------
+
+def recording_task(events: str, fail: tuple, job, spec, root, plan_keys, threads, per_host, *deps):
+    """``run_task`` that notes each attempt and the start/end time, and fails the jobs in ``fail``."""
+    d = Path(events)
+    with open(d / f"{job.run_id}.attempts", "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    if job.run_id in fail:
+        raise RuntimeError(f"injected failure in {job.run_id}")
+    start = time.time()
+    outcome = run_task(job, spec, root, plan_keys, threads, per_host, *deps)
+    (d / f"{job.run_id}.json").write_text(json.dumps({"start": start, "end": time.time(), "deps": list(deps)}))
+    return outcome
+
+
+class Recorder:
+    def __init__(self):
+        self.started, self.finished = None, []
+
+    def start(self, total, todo):
+        self.started = (total, todo)
+
+    def job_started(self, job, epochs): ...
+
+    def epoch_done(self, job, epoch, epochs, loss): ...
+
+    def job_finished(self, job, skipped):
+        self.finished.append((job.run_id, skipped))
+
+
+@pytest.fixture(scope="module")
+def flaky_then_rerun(tmp_path_factory):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this file
+    root = tmp_path_factory.mktemp("flaky")
+    spec = resolve_spec("digits-mlp", SMALL)
+    plan = build_plan(spec)
+    store = JobStore(root / "jobs")
+    first, second = root / "first", root / "second"
+    first.mkdir(), second.mkdir()
+    progress = Recorder()
+    t0 = time.perf_counter()
+    with pytest.raises(KdauditError) as err:
+        execute_plan_dask(spec, plan, store, progress,
+                          task=functools.partial(recording_task, str(first), ("teacher", "siddo-s01")))
+    t1 = time.perf_counter()
+    stats = execute_plan_dask(spec, plan, store, Recorder(),
+                              task=functools.partial(recording_task, str(second), ()))
+    print(f"failing run {t1 - t0:.1f} s, rerun {time.perf_counter() - t1:.1f} s")
+    return plan, store, first, second, str(err.value), progress, stats
+
+
+def events(d: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in d.glob("*.json")}
+
+
+def test_a_failing_job_is_retried_once_then_reported_while_the_others_finish(flaky_then_rerun):
+    plan, store, first, _, message, progress, stats = flaky_then_rerun
+    # each failing task ran twice (retries=1); the jobs that need the teacher never ran
+    for run_id in ("teacher", "siddo-s01"):
+        assert len((first / f"{run_id}.attempts").read_text().split()) == 2
+    assert not list(first.glob("kd-*.attempts"))
+    assert "2 of 6 jobs failed" in message
+    assert "teacher (RuntimeError: injected failure in teacher)" in message
+    assert "siddo-s01 (RuntimeError: injected failure in siddo-s01)" in message
+    assert "not run because a job they need failed: kd-a0.5-s01, kd-a0.5-s02" in message
+    assert "2 finished jobs are saved in the store; rerun to resume" in message
+    assert "\n" not in message
+    # the independent jobs finished and are in the store
+    done = {j.run_id for j in plan.jobs if store.is_done(j.key)}
+    assert done == {"m0", "siddo-s02"}
+    assert progress.started == (5, 5) and progress.finished == [("siddo-s02", False)]
+    # the rerun trains exactly what was missing
+    assert sorted(stats.trained) == ["kd-a0.5-s01", "kd-a0.5-s02", "siddo-s01", "teacher"]
+    assert sorted(stats.skipped) == ["m0", "siddo-s02"]
+    assert all(store.is_done(j.key) for j in plan.jobs)
+
+
+def test_tasks_run_after_the_jobs_they_depend_on(flaky_then_rerun):
+    plan, _, first, second, _, _, _ = flaky_then_rerun
+    ev1, ev2 = events(first), events(second)
+    assert set(ev1) == {"m0", "siddo-s02"}
+    assert ev1["siddo-s02"]["start"] >= ev1["m0"]["end"]
+    assert ev1["siddo-s02"]["deps"] == ["trained"]  # the result of M0's task
+    assert set(ev2) == {"teacher", "siddo-s01", "kd-a0.5-s01", "kd-a0.5-s02"}
+    for kd in ("kd-a0.5-s01", "kd-a0.5-s02"):
+        assert ev2[kd]["start"] >= ev2["teacher"]["end"]
+        assert ev2[kd]["deps"] == ["trained"]  # M0 was done already: only the teacher's task
+    assert ev2["teacher"]["deps"] == [] and ev2["siddo-s01"]["deps"] == []
+
+
+# -- a worker killed mid-task ---------------------------------------------------------------
+
+def test_workers_killed_mid_write_lose_nothing(local_ref, tmp_path):
+    """Every worker process kills itself inside its 3rd job write (between a job's files and its
+    record); Dask restarts it and reruns the task elsewhere. The grid completes (on a rerun if a
+    task ran out of workers) with the same runs.csv and no half-written job counted."""
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        env={"KDAUDIT_FAILPOINT": "store.artifacts:3"},
+    )
+    out = tmp_path / "killed"
+    try:
+        with distributed.Client(cluster, set_as_default=False) as client:
+            pids_before = set(client.run(os.getpid).values())
+            r = kdaudit("run", "digits-mlp", *DASK_1T, "--out", str(out), "--scheduler",
+                        cluster.scheduler_address, "--quiet")
+            client.wait_for_workers(2, timeout=60)
+            pids_after = set(client.run(os.getpid).values())
+    finally:
+        cluster.close()
+    assert not pids_before & pids_after, "the workers must have been killed and restarted"
+    if r.returncode != 0:  # a task whose workers all died is reported, the rest is kept
+        assert "jobs failed on the dask executor" in r.stderr and "rerun to resume" in r.stderr
+        r = kdaudit("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (out / "runs.csv").read_bytes() == (local_ref / "runs.csv").read_bytes()
+    assert len(records(out)) == 22
+
+
+# -- options, extras ------------------------------------------------------------------------
+
+def test_cli_flags_override_the_spec_and_never_change_job_keys():
+    from kdaudit.cli.run_cmds import apply_run_options
+
+    spec = resolve_spec("digits-mlp", TINY[1::2])
+    assert spec.execution.executor == "local" and spec.execution.workers == 2
+    on = apply_run_options(spec, None, 3, "tcp://10.0.0.1:8786", None, None)
+    assert (on.execution.executor, on.execution.scheduler, on.execution.workers) == ("dask", "tcp://10.0.0.1:8786", 3)
+    back = apply_run_options(on, "local", None, None, None, None)
+    assert back.execution.executor == "local" and back.execution.scheduler is None
+    assert [j.key for j in build_plan(on).jobs] == [j.key for j in build_plan(spec).jobs]
+    with pytest.raises(KdauditError, match="cannot go with --executor local"):
+        apply_run_options(spec, "local", None, "tcp://h:8786", None, None)
+    r = kdaudit("run", "digits-mlp", *TINY, "--set", "execution.scheduler=tcp://h:1", "--quiet")
+    assert r.returncode == 2 and "needs executor: dask" in r.stderr
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path):
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    r = kdaudit("run", "digits-mlp", *TINY, "--out", str(tmp_path / "x"), "--scheduler", "tcp://127.0.0.1:9",
+                "--quiet", env=env, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith("kdaudit: error: cannot connect to the Dask scheduler tcp://127.0.0.1:9")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_dask_is_one_line_saying_what_to_install(monkeypatch):
+    from kdaudit.execute import dask_executor
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(KdauditError, match=r"pip install 'kdaudit\[dask\]'"):
+        dask_executor.import_distributed()
+
+
+def test_importing_kdaudit_imports_neither_dask_nor_mlflow():
+    code = ("import sys, kdaudit, kdaudit.audit, kdaudit.cli.main, kdaudit.cli.run_cmds, kdaudit.tracking, "
+            "kdaudit.execute.dask_executor;"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'mlflow')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
