@@ -69,6 +69,11 @@ def tmp_leftovers(root: Path) -> list[Path]:
 _FORK_SERVER = r"""
 import json, os, sys, traceback
 import kdaudit.audit, kdaudit.report.render
+import torch._dynamo  # what the first optimizer imports lazily (seconds)
+try:
+    import sklearn.datasets  # the digits dataset
+except ImportError:
+    pass
 from kdaudit.cli import main as cli
 cli._register_commands()
 print("ready", flush=True)
@@ -133,7 +138,7 @@ class ForkedRun:
 
     def wait_for_output(self, text: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
-        while text not in self.stdout_path.read_text():
+        while not self.stdout_path.exists() or text not in self.stdout_path.read_text():
             assert time.monotonic() < deadline, f"no {text!r} on stdout"
             time.sleep(0.01)
 

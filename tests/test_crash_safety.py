@@ -24,13 +24,14 @@ import math
 import random
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import TINY3, cli_env, kdaudit, kdaudit_popen, tmp_leftovers
+from helpers import TINY3, ForkServer, cli_env, kdaudit, kdaudit_popen, tmp_leftovers
 from kdaudit.config.spec import TrainSpec, resolve_spec
 from kdaudit.plan.jobs import build_plan
 from kdaudit.store import JobStore, sha256_file
@@ -114,6 +115,13 @@ def _poison_leftovers(jobs: Path) -> list[Path]:
     return found
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has ended, as a killed writer leaves in its temporary's name."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 def _training_kill(rng: random.Random, plan, store: JobStore, kills_left: int) -> tuple[str, int]:
     """A failpoint hit inside one of the next pending jobs, so that the kills cover every job."""
     pending = [j for j in plan.jobs if store.status(j.key) != "done"]
@@ -131,7 +139,14 @@ def _training_kill(rng: random.Random, plan, store: JobStore, kills_left: int) -
     return name, n
 
 
-def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(reference, tmp_path):
+@pytest.fixture
+def fork_server(tmp_path):
+    server = ForkServer(tmp_path / "logs")
+    yield server
+    server.close()
+
+
+def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(reference, fork_server, tmp_path):
     started = time.monotonic()
     out = tmp_path / "chained"
     plan = _plan()
@@ -146,13 +161,15 @@ def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(refe
         before = _done(plan, store)
         leftovers = _poison_leftovers(out / "jobs") if (out / "jobs").exists() else []
         env = cli_env(KDAUDIT_FAILPOINT=f"{failpoint[0]}:{failpoint[1]}") if failpoint else cli_env()
-        proc = kdaudit_popen(*ARGS, "--out", str(out), env=env)
+        t0 = time.monotonic()
+        proc = fork_server.start(*ARGS, "--out", str(out), env=env)
         starts += 1
         if delay is not None:
-            assert proc.stdout.readline().startswith("Audit digits-mlp")  # the run has begun
+            proc.wait_for_output("Audit digits-mlp")  # the run has begun
             time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)  # a no-op if it has finished already
-        stdout, stderr = proc.communicate(timeout=300)
+            proc.kill()  # a no-op if it has finished already
+        proc.wait()
+        stderr = proc.stderr
         what = f"{failpoint[0]}:{failpoint[1]}" if failpoint else (f"SIGKILL after {delay:.2f} s" if delay else "no kill")
         killed = proc.returncode == -signal.SIGKILL
         assert killed or proc.returncode == 0, (what, proc.returncode, stderr)
@@ -173,7 +190,8 @@ def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(refe
         if failpoint is not None and not killed:
             what += " (not reached)"
         survived += killed
-        log.append(f"{what} -> {'killed' if killed else 'finished'}; {len(after)}/{len(plan.jobs)} jobs done")
+        log.append(f"{what} -> {'killed' if killed else 'finished'} after {time.monotonic() - t0:.1f} s; "
+                   f"{len(after)}/{len(plan.jobs)} jobs done")
 
     # training: failpoints spread over the jobs, with SIGKILLs from outside in between
     steps = TRAINING_KILLS + TRAINING_TIME_KILLS
@@ -191,7 +209,7 @@ def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(refe
     # analysis: between the table files, before the report, and once from outside
     analysis = [(fp, None) for fp in ANALYSIS_KILLS] + [(None, rng.uniform(0.5, 3.0))] * ANALYSIS_TIME_KILLS
     rng.shuffle(analysis)
-    (out / ".runs.csv.tmp-999999").write_text("a table write cut short\n")  # what a kill there leaves
+    (out / f".runs.csv.tmp-{_dead_pid()}").write_text("a table write cut short\n")  # what a kill there leaves
     for failpoint, delay in analysis:
         start(failpoint, delay)
     start(None, None)  # the last rerun finishes the audit

@@ -83,3 +83,36 @@ def test_store_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
         store.save("k1", {"run_id": "x"}, {"a": torch.zeros(2)}, {"test_logits": np.zeros((2, 2))})
     assert store.status("k1") == "missing"
     assert not any((tmp_path / "jobs").iterdir())
+
+
+def test_no_pickle_loading_anywhere_in_the_package():
+    """Weights go through safetensors and arrays through np.load(allow_pickle=False) only."""
+    from pathlib import Path
+
+    import kdaudit
+
+    root = Path(kdaudit.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        for needle in ("torch.load(", "pickle.load", "allow_pickle=True", "joblib.load"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(root)}: {needle}")
+        if "np.load(" in text and "allow_pickle=False" not in text:
+            offenders.append(f"{path.relative_to(root)}: np.load without allow_pickle=False")
+    assert offenders == []
+
+
+def test_a_record_from_other_result_versions_is_never_reused(tmp_path):
+    from kdaudit.plan.jobs import result_versions
+
+    store = JobStore(tmp_path / "jobs")
+    store.save("k1", {"run_id": "x"}, {"a": torch.zeros(2)}, {"test_logits": np.zeros((2, 2))})
+    assert store.status("k1") == "done"
+    assert store.load_record("k1")["versions"]["code"] == result_versions()["code"]
+    for field, value in (("code", "0"), ("torch", "1.0.0")):
+        rec = store.load_record("k1")
+        rec["versions"][field] = value
+        store.record_path("k1").write_text(json.dumps(rec))
+        assert store.status("k1") == "corrupt", field
+        store.save("k1", {"run_id": "x"}, {"a": torch.zeros(2)}, {"test_logits": np.zeros((2, 2))})

@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np

@@ -186,6 +186,13 @@ def write_tables(out: Path, tables: AuditTables) -> dict[str, Path]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer that was killed
+        try:
+            os.kill(int(stale.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except (ValueError, OSError):
+            pass
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)

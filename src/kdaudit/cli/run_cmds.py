@@ -83,7 +83,7 @@ def print_summary(outcome, out: Console = console) -> None:
     corrupt = outcome.stats.rerun_corrupt if outcome.stats is not None else []
     if corrupt:
         out.print(f"Found {len(corrupt)} corrupt job(s) in the store and re-ran them: {', '.join(corrupt)}",
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
     out.print(
         f"[bold]{meta.get('setup')}[/]: teacher accuracy {meta['teacher_accuracy'] * 100:.2f} % "
         f"({meta['n_teacher_wrong']} of {meta['n_test']} test samples wrong), {meta['n_models']} models"

@@ -75,8 +75,8 @@ def fashion_mnist(
     root = find_files(data_dir, download)
     arrays = {k: read_idx(root / f) for k, f in FILES.items()}
     for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim != 3:
+        x = arrays[f"x_{split}"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28):
             raise InputError(f"Fashion-MNIST {split} images must be N×28×28, got shape {x.shape}")
     shape = (-1, 28 * 28) if flatten else (-1, 1, 28, 28)
     return to_bundle(

@@ -98,8 +98,8 @@ def run_job(
     data = data if data is not None else load_data(spec)
     base_record = {
         "run_id": job.run_id, "kind": job.kind, "condition": job.condition,
-        "alpha": job.alpha, "seed": job.seed, "deps": list(job.deps), "params": job.params,
-        "versions": versions(), "data_fingerprint": data.fingerprint(),
+        "alpha": job.alpha, "seed": job.seed, "init_seed": spec.protocol.init_seed,
+        "deps": list(job.deps), "params": job.params, "versions": versions(), "data_fingerprint": data.fingerprint(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": {"python": platform.python_version(), "threads": torch.get_num_threads(),
                  "precision": spec.train.path_label(), "node": platform.node()},

@@ -26,8 +26,14 @@ def content_hash(payload: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def result_versions() -> dict:
+    """The versions that can change a trained model's numbers; part of every job key."""
+    return {"code": CODE_VERSION, "torch": torch.__version__.split("+")[0]}
+
+
 def versions() -> dict:
-    return {"kdaudit": __version__, "code": CODE_VERSION, "torch": torch.__version__.split("+")[0]}
+    """What a record states it was produced with: the result versions and kdaudit's own."""
+    return {"kdaudit": __version__, **result_versions()}
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ def _fmt_alpha(a: float) -> str:
 
 
 def build_plan(spec: AuditSpec) -> Plan:
-    ver = versions()
+    ver = result_versions()
     data = spec.data.model_dump(mode="json")
     model = spec.model.model_dump(mode="json")
     # execution details that do not change a result are not part of its identity

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import KdauditError
 from ..faults import failpoint
+from ..plan.jobs import result_versions, versions
 
 ARTIFACTS = ("weights.safetensors", "outputs.npz")
 
@@ -58,9 +59,15 @@ class JobStore:
             record = self.load_record(key)
         except (OSError, ValueError):
             return "corrupt"
-        if record.get("key") != key:
+        if not isinstance(record, dict) or record.get("key") != key:
             return "corrupt"
-        for name, digest in record.get("checksums", {}).items():
+        recorded = record.get("versions", {})
+        if any(recorded.get(k) != v for k, v in result_versions().items()):
+            return "corrupt"  # the key hashes the versions: the record contradicts its own key
+        checksums = record.get("checksums")
+        if not isinstance(checksums, dict) or "weights.safetensors" not in checksums:
+            return "corrupt"
+        for name, digest in checksums.items():
             path = d / name
             if not path.exists() or sha256_file(path) != digest:
                 return "corrupt"
@@ -101,7 +108,7 @@ class JobStore:
                     np.savez(fh, **outputs)
                 checksums[opath.name] = sha256_file(opath)
             failpoint("store.artifacts")
-            full = {**record, "key": key, "checksums": checksums}
+            full = {"versions": versions(), **record, "key": key, "checksums": checksums}
             rpath = tmp / "record.json"
             rpath.write_text(json.dumps(full, indent=2, sort_keys=True, default=_json_default))
             for p in tmp.iterdir():

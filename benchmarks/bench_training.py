@@ -1,0 +1,198 @@
+"""Training throughput of a whole audit grid, three ways, measured in one run.
+
+1. ``authors``: the style common in distillation research code — a ``Dataset`` returning one
+   sample at a time, a ``DataLoader``, the teacher's forward pass at every student step, fp32,
+   and an evaluation on the test set after every epoch.
+2. ``fp32``: kdaudit's fast path (preloaded tensors batched by index, teacher logits computed once
+   per teacher, RCD tables drawn once, one evaluation at the end), fp32.
+3. ``bf16``: the fast path with bf16 autocast and channels_last.
+
+Each way runs in its own process (so peak memory is its own) on the same grid: the teacher plus
+``seeds`` × {siddo, kd, rcd-uniform, rcd-gaussian × α} students of the chosen setup. Printed: wall
+time, training samples/s, the ratios to ``authors``, the achieved training FLOP/s (FLOPs of one
+training step counted with ``torch.utils.flop_counter``) as a fraction of a 2048² matmul peak this
+script measures, and peak RSS.
+
+    python benchmarks/bench_training.py [--setup fashion-mnist-mlp] [--seeds 10] [--epochs 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def matmul_peak(dtype_name: str, threads: int, n: int = 2048, repeat: int = 5) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def step_flops(spec) -> float:
+    """FLOPs of one training step (forward + backward) on one batch, counted by torch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kdaudit.execute.runner import load_data
+    from kdaudit.execute.train import make_model
+    from kdaudit.plan import build_plan
+
+    plan = build_plan(spec)
+    data = load_data(spec)
+    model = make_model(plan.teacher.params, data)
+    x = data.x_train[: spec.train.batch_size]
+    y = data.y_train[: spec.train.batch_size]
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / len(x)
+
+
+def authors_style(spec) -> dict:
+    """The grid trained the way typical research code does it."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from kdaudit.execute.runner import load_data
+    from kdaudit.execute.train import init_weights, make_model, noise_table
+    from kdaudit.objectives import distillation_loss
+    from kdaudit.plan import build_plan
+
+    class PerSample(Dataset):
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return self.x[i], self.y[i], i
+
+    plan = build_plan(spec)
+    data = load_data(spec)
+    m0 = init_weights(plan.init.params, data)
+    ds = PerSample(data.x_train, data.y_train)
+    teacher = None
+    samples = 0
+    for job in plan.trained:
+        p = job.params
+        torch.manual_seed(job.seed)
+        model = make_model(p, data)
+        model.load_state_dict(m0)
+        opt = torch.optim.SGD(model.parameters(), lr=p["train"]["lr"], momentum=p["train"]["momentum"])
+        loader = DataLoader(ds, batch_size=p["train"]["batch_size"], shuffle=True,
+                            generator=torch.Generator().manual_seed(job.seed))
+        noise = None
+        if job.condition.startswith("rcd-"):
+            noise = noise_table(job.condition, job.seed, len(ds), data.num_classes)
+        for _ in range(p["train"]["epochs"]):
+            model.train()
+            for x, y, idx in loader:
+                out = model(x)
+                target = None
+                if job.condition == "kd":
+                    with torch.no_grad():
+                        target = teacher(x)
+                elif noise is not None:
+                    target = noise[idx]
+                loss = distillation_loss(out, y, target, alpha=job.alpha,
+                                         temperature=p.get("temperature", 1.0))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                samples += len(y)
+            model.eval()
+            with torch.no_grad():
+                correct = 0
+                for i in range(0, len(data.x_test), 256):
+                    correct += (model(data.x_test[i:i + 256]).argmax(1) == data.y_test[i:i + 256]).sum().item()
+        if job.kind == "teacher":
+            teacher = model.eval()
+    return {"samples": samples}
+
+
+def kdaudit_way(spec) -> dict:
+    from kdaudit.execute.runner import execute_plan, load_data
+    from kdaudit.plan import build_plan
+    from kdaudit.store import JobStore
+
+    plan = build_plan(spec)
+    data = load_data(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        execute_plan(spec, plan, JobStore(tmp), data)
+    n = len(data.x_train) * spec.train.epochs * len(plan.trained)
+    return {"samples": n}
+
+
+def run_way(way: str, args) -> dict:
+    import torch
+
+    from kdaudit.config.spec import resolve_spec
+
+    overrides = [f"protocol.seeds={args.seeds}", f"train.epochs={args.epochs}", f"train.threads={args.threads}"]
+    if way == "bf16":
+        overrides += ["train.precision=bf16", "train.channels_last=true"]
+    spec = resolve_spec(args.setup, overrides)
+    torch.set_num_threads(args.threads)
+    from kdaudit.execute.runner import load_data
+
+    load_data(spec)  # data loading is not part of the timing
+    start = time.perf_counter()
+    out = authors_style(spec) if way == "authors" else kdaudit_way(spec)
+    out["seconds"] = time.perf_counter() - start
+    out["models"] = spec.n_models()
+    out["flops_per_sample"] = step_flops(spec)  # forward + backward of one sample
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--setup", default="fashion-mnist-mlp")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ways", default="authors,fp32,bf16")
+    ap.add_argument("--way", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.way:
+        print(json.dumps(run_way(args.way, args)))
+        return
+    peaks = {d: matmul_peak(d, args.threads) for d in ("fp32", "bf16")}
+    results = {}
+    for way in args.ways.split(","):
+        cmd = [sys.executable, __file__, "--way", way, "--setup", args.setup, "--seeds", str(args.seeds),
+               "--epochs", str(args.epochs), "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[way] = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = results.get("authors")
+    print(f"setup {args.setup}: {next(iter(results.values()))['models']} models, {args.epochs} epochs, "
+          f"{args.threads} threads")
+    print(f"matmul peak (2048², {args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print(f"{'way':8} {'wall s':>8} {'samples/s':>10} {'× authors':>10} {'GFLOP/s':>8} {'% peak':>7} {'peak MB':>8}")
+    for way, r in results.items():
+        sps = r["samples"] / r["seconds"]
+        flops = sps * r["flops_per_sample"]
+        peak = peaks["bf16" if way == "bf16" else "fp32"]
+        ratio = (base["seconds"] / r["seconds"]) if base else float("nan")
+        print(f"{way:8} {r['seconds']:8.1f} {sps:10.0f} {ratio:10.2f} {flops / 1e9:8.1f} "
+              f"{100 * flops / peak:6.1f}% {r['peak_rss_mb']:8.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""The bad-input catalogue: every malformed input the CLI can meet, in one table.
+
+Each case runs ``python -m kdaudit.cli ...`` in a subprocess (the disk-full cases through a small
+``python -c`` wrapper that makes one write fail with ENOSPC, then calls the same entry point)
+and must end with exit code 2, exactly one line on stderr that starts with ``kdaudit: error:`` and
+names the problem, and no traceback. Cases that point at an audit directory get their own copy
+of one finished tiny audit, whose file tree (names, sizes, mtimes) must be unchanged afterwards.
+
+The subprocesses of all cases run two at a time in a module fixture; each test then checks its
+own case.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from helpers import cli_env, kdaudit, tmp_leftovers, tree_snapshot
+from kdaudit.data.fashion_mnist import FILES
+from kdaudit.data.idx import write_idx
+
+# The finished audit that cases point at: 5 models, 1 epoch.
+AUDIT_SETS = ["--set", "protocol.conditions=[siddo, kd]", "--set", "protocol.alphas=[0.5]",
+              "--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]",
+              "--set", "train.threads=1"]
+RUN = ["run", "digits-mlp", *AUDIT_SETS, "--quiet"]
+FMNIST = ["--set", "data.name=fashion-mnist"]
+
+ENOSPC_WRAPPER = """
+import errno, os, sys
+import numpy as np
+import kdaudit.audit
+from kdaudit.cli.main import main
+
+def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+where = sys.argv[1]
+if where == "savez":  # a job's outputs.npz
+    np.savez = full
+elif where == "rename":  # a job directory moved into place
+    os.rename = full
+elif where == "tables":  # runs.csv written to its temporary, then moved into place
+    real = os.replace
+    os.replace = lambda src, dst: full() if str(dst).endswith(".csv") else real(src, dst)
+main(sys.argv[2:])
+"""
+
+
+@dataclass
+class Case:
+    id: str
+    args: Callable[[dict], list[str]]  # paths → argv after `kdaudit`
+    needle: str | Callable[[dict], str]  # must appear in the error line
+    audit: bool = False  # points at a copy of the finished audit, which must stay unchanged
+    enospc: str | None = None  # run through the ENOSPC wrapper, failing there
+    prepare: Callable[[Path], None] | None = None  # changes the audit copy before the snapshot
+    extra: list[Callable[[dict], None]] = field(default_factory=list)  # further checks afterwards
+
+
+def _spec(*sets: str, needle: str, id: str) -> Case:
+    return Case(id, lambda p: [*RUN, *[x for s in sets for x in ("--set", s)], "--out", p["audit"]],
+                needle, audit=True)
+
+
+def _data(name: str, needle: str) -> Case:
+    return Case(f"data-{name}", lambda p: [*RUN, *FMNIST, "--set", f"data.data_dir={p['fm'] / name}",
+                                           "--out", p["audit"]], needle, audit=True)
+
+
+def _logits(id: str, which: str, file: str, needle: str) -> Case:
+    def args(p: dict) -> list[str]:
+        files = {"teacher": p["logits"] / "teacher.npy", "student": p["logits"] / "student.npy",
+                 "labels": p["logits"] / "labels.npy"}
+        files[which] = p["logits"] / file
+        return ["metrics", *[x for k, f in files.items() for x in (f"--{k}", str(f))]]
+    return Case(id, args, needle)
+
+
+def _no_partial_job(p: dict) -> None:
+    jobs = Path(p["fresh"]) / "jobs"
+    assert not list(jobs.glob(".tmp-*"))
+    assert all((d / "record.json").exists() for d in jobs.iterdir())  # M0 at most
+
+
+def _no_tmp_left(p: dict) -> None:
+    assert tmp_leftovers(Path(p["fresh"])) == []
+
+
+def _delete_job(audit: Path) -> None:
+    shutil.rmtree(sorted(p for p in (audit / "jobs").iterdir() if (p / "outputs.npz").exists())[0])
+
+
+def _flip_outputs(audit: Path) -> None:
+    path = sorted((audit / "jobs").glob("*/outputs.npz"))[0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+CASES = [
+    # --- the spec -----------------------------------------------------------------------------
+    _spec("train.epoch=3", needle="train.epoch: unknown key; allowed: optimizer", id="spec-unknown-key"),
+    _spec("bogus=1", needle="bogus: unknown key", id="spec-unknown-top-level-key"),
+    _spec("train.epochs=three", needle="train.epochs: Input should be a valid integer", id="spec-wrong-type"),
+    _spec("train=5", needle="train: Input should be", id="spec-section-not-a-mapping"),
+    _spec("protocol.alphas=[0.5, 1.5]", needle="every α must lie in (0, 1]", id="spec-alpha-above-1"),
+    _spec("protocol.alphas=[0]", needle="α = 0 is the siddo condition", id="spec-alpha-zero"),
+    _spec("train.epochs=-1", needle="train.epochs: Input should be greater than or equal to 1",
+          id="spec-negative-epochs"),
+    _spec("protocol.conditions=[]", needle="protocol.conditions: must name at least one", id="spec-empty-conditions"),
+    _spec("protocol.conditions=[kd, distill]", needle="protocol.conditions", id="spec-unknown-condition"),
+    _spec("data.name=fashion_mnist", needle="did you mean 'fashion-mnist'", id="spec-unknown-dataset"),
+    _spec("model.name=mpl", needle="did you mean 'mlp'", id="spec-unknown-model"),
+    _spec("model.kwargs.widths=[16]", needle="model.kwargs: unknown option(s) widths", id="spec-unknown-model-option"),
+    _spec("model.kwargs.hidden=[a]", needle="model.kwargs.hidden", id="spec-model-option-wrong-type"),
+    _spec("data.options.bogus=1", needle="bogus", id="spec-unknown-dataset-option"),
+    _spec("data.options.test_fraction=2", needle="test_fraction must lie in (0, 1)", id="spec-bad-dataset-option"),
+    Case("spec-unknown-setup", lambda p: ["run", "digits-mpl", "--out", p["audit"]],
+         "unknown setup 'digits-mpl' (did you mean 'digits-mlp'?)", audit=True),
+    Case("spec-invalid-yaml", lambda p: ["run", str(p["specs"] / "invalid.yaml"), "--out", p["audit"]],
+         "invalid YAML at line 2", audit=True),
+    Case("spec-top-level-list", lambda p: ["run", str(p["specs"] / "list.yaml")],
+         "the top level must be a mapping, got list"),
+    Case("spec-top-level-scalar", lambda p: ["run", str(p["specs"] / "scalar.yaml")],
+         "the top level must be a mapping, got int"),
+    Case("spec-file-missing", lambda p: ["run", str(p["specs"] / "missing.yaml")], "spec file not found"),
+    Case("spec-file-is-a-directory", lambda p: ["run", str(p["specs"] / "dir.yaml")], "cannot read spec"),
+    Case("spec-file-unknown-key", lambda p: ["run", str(p["specs"] / "typo.yaml"), "--out", p["audit"]],
+         "trian: unknown key", audit=True),
+    Case("spec-file-unknown-base-setup", lambda p: ["run", str(p["specs"] / "base.yaml")],
+         "unknown setup 'digits-cnn-xl'"),
+    Case("set-without-equals", lambda p: ["run", "digits-mlp", "--set", "train", "--out", p["audit"]],
+         "--set 'train': expected key=value", audit=True),
+    Case("set-empty-key", lambda p: ["run", "digits-mlp", "--set", "=3"], "--set '=3': empty key"),
+    Case("set-into-a-value", lambda p: ["run", "digits-mlp", "--set", "train.epochs.max=3"],
+         "epochs is not a section"),
+    # --- datasets (Fashion-MNIST IDX files) --------------------------------------------------
+    _data("empty", "lacks train-images-idx3-ubyte.gz"),
+    _data("bad-magic", "bad magic number"),
+    _data("truncated-gzip", "cannot read IDX file"),
+    _data("labels-out-of-range", "labels must lie in [0, 10)"),
+    _data("empty-split", "the test split is empty"),
+    _data("length-mismatch", "test split has 20 inputs but 19 labels"),
+    _data("wrong-image-shape", "images must be N×28×28"),
+    # --- logits files for `kdaudit metrics` / `compare` ----------------------------------------
+    _logits("logits-nan", "student", "nan.npy", "non-finite"),
+    _logits("logits-wrong-shape", "student", "wrong_shape.npy", "shape"),
+    _logits("logits-integer-dtype", "teacher", "ints.npy", "floating point"),
+    _logits("logits-pickled-object-array", "student", "object.npy", "pickled object array"),
+    _logits("logits-not-npy", "student", "text.npy", "is not a .npy array"),
+    _logits("logits-npz-archive", "teacher", "archive.npz", "it is an .npz archive"),
+    _logits("logits-truncated-npy", "student", "truncated.npy", "truncated.npy"),
+    _logits("labels-out-of-range", "labels", "labels_range.npy", "outside [0, 10)"),
+    Case("compare-nan-in-control",
+         lambda p: ["compare", "--teacher", str(p["logits"] / "teacher.npy"), "--labels", str(p["logits"] / "labels.npy"),
+                    "--control", str(p["logits"] / "control" / "*.npy"), "--group", f"kd={p['logits'] / 's*.npy'}"],
+         "non-finite"),
+    # --- the environment ----------------------------------------------------------------------
+    Case("out-under-a-file", lambda p: [*RUN, "--out", str(p["file"] / "sub")], "cannot create output directory"),
+    Case("out-is-a-file", lambda p: [*RUN, "--out", str(p["file"])], "cannot create output directory"),
+    Case("store-under-a-file", lambda p: [*RUN, "--set", f"output.store={p['file'] / 'store'}", "--out", p["fresh"]],
+         "cannot write to the store"),
+    Case("disk-full-job-outputs", lambda p: [*RUN, "--out", p["fresh"]], "No space left on device",
+         enospc="savez", extra=[_no_partial_job]),
+    Case("disk-full-job-rename", lambda p: [*RUN, "--out", p["fresh"]], "No space left on device",
+         enospc="rename", extra=[_no_partial_job]),
+    Case("disk-full-tables", lambda p: [*RUN, "--out", p["fresh"]], "runs.csv: No space left on device",
+         enospc="tables", extra=[_no_tmp_left]),
+    # --- `kdaudit report` -------------------------------------------------------------------
+    Case("report-no-spec", lambda p: ["report", str(p["specs"])], "is not an audit directory (no spec.yaml)"),
+    Case("report-missing-directory", lambda p: ["report", str(p["specs"] / "nowhere")], "no spec.yaml"),
+    Case("report-missing-job", lambda p: ["report", p["audit"]], "1 of 5 models are not finished",
+         audit=True, prepare=_delete_job),
+    Case("report-corrupt-job", lambda p: ["report", p["audit"]], "1 of 5 models are not finished",
+         audit=True, prepare=_flip_outputs),
+    Case("report-invalid-spec-yaml", lambda p: ["report", p["audit"]], "invalid YAML", audit=True,
+         prepare=lambda a: (a / "spec.yaml").write_text("name: [unclosed\n")),
+    Case("report-spec-unknown-key", lambda p: ["report", p["audit"]], "trian: unknown key", audit=True,
+         prepare=lambda a: (a / "spec.yaml").write_text((a / "spec.yaml").read_text() + "trian: {}\n")),
+]
+
+
+def _write_inputs(root: Path) -> dict:
+    """Every malformed file the cases read."""
+    specs = root / "specs"
+    specs.mkdir()
+    (specs / "invalid.yaml").write_text("name: x\ntrain: [unclosed\n")
+    (specs / "list.yaml").write_text("- digits-mlp\n- train.epochs=3\n")
+    (specs / "scalar.yaml").write_text("42\n")
+    (specs / "dir.yaml").mkdir()
+    (specs / "typo.yaml").write_text("setup: digits-mlp\ntrian:\n  epochs: 1\n")
+    (specs / "base.yaml").write_text("setup: digits-cnn-xl\n")
+
+    rng = np.random.default_rng(0)
+    good = {
+        "x_train": rng.integers(0, 256, size=(60, 28, 28), dtype=np.uint8),
+        "y_train": (np.arange(60) % 10).astype(np.uint8),
+        "x_test": rng.integers(0, 256, size=(20, 28, 28), dtype=np.uint8),
+        "y_test": (np.arange(20) % 10).astype(np.uint8),
+    }
+    variants = {
+        "empty": None,
+        "bad-magic": {},
+        "truncated-gzip": {},
+        "labels-out-of-range": {"y_test": np.full(20, 12, np.uint8)},
+        "empty-split": {"x_test": np.zeros((0, 28, 28), np.uint8), "y_test": np.zeros(0, np.uint8)},
+        "length-mismatch": {"y_test": good["y_test"][:19]},
+        "wrong-image-shape": {"x_test": good["x_test"].reshape(20, 784)},
+    }
+    fm = root / "fm"
+    for name, changes in variants.items():
+        d = fm / name
+        d.mkdir(parents=True)
+        if changes is None:
+            continue
+        for k, f in FILES.items():
+            write_idx(d / f, {**good, **changes}[k])
+    bad_magic = fm / "bad-magic" / FILES["x_train"]
+    raw = bytearray(gzip.decompress(bad_magic.read_bytes()))
+    raw[:4] = b"\x01\x02\x08\x03"
+    bad_magic.write_bytes(gzip.compress(bytes(raw)))
+    truncated = fm / "truncated-gzip" / FILES["x_test"]
+    truncated.write_bytes(truncated.read_bytes()[:60])
+
+    logits = root / "logits"
+    (logits / "control").mkdir(parents=True)
+    n, c = 50, 10
+    labels = rng.integers(0, c, size=n)
+    z = rng.normal(size=(n, c)).astype(np.float32)
+    np.save(logits / "teacher.npy", z)
+    np.save(logits / "labels.npy", labels)
+    for i in range(3):
+        np.save(logits / f"s{i}.npy", z + rng.normal(size=z.shape).astype(np.float32))
+        np.save(logits / "control" / f"c{i}.npy", z + rng.normal(size=z.shape).astype(np.float32))
+    nan = z.copy()
+    nan[4, 2] = np.nan
+    np.save(logits / "control" / "c1.npy", nan)
+    np.save(logits / "student.npy", z)
+    np.save(logits / "nan.npy", nan)
+    np.save(logits / "wrong_shape.npy", z[:, :-1])
+    np.save(logits / "ints.npy", (z * 10).astype(np.int64))
+    np.save(logits / "object.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (logits / "text.npy").write_text("teacher logits\n")
+    np.savez(logits / "archive.npz", z=z)
+    np.save(logits / "truncated.npy", z)
+    (logits / "truncated.npy").write_bytes((logits / "truncated.npy").read_bytes()[:300])
+    np.save(logits / "labels_range.npy", np.full(n, c, dtype=np.int64))
+
+    regular = root / "a-file"
+    regular.write_text("not a directory\n")
+    return {"specs": specs, "fm": fm, "logits": logits, "file": regular}
+
+
+@dataclass
+class Result:
+    case: Case
+    paths: dict
+    proc: subprocess.CompletedProcess
+    before: dict | None
+    after: dict | None
+
+
+def _run_case(case: Case, root: Path, audit: Path, common: dict) -> Result:
+    work = root / "cases" / case.id
+    work.mkdir(parents=True)
+    paths = {**common, "fresh": str(work / "fresh-audit")}
+    before = None
+    if case.audit:
+        copy = work / "audit"
+        shutil.copytree(audit, copy)
+        if case.prepare:
+            case.prepare(copy)
+        paths["audit"] = str(copy)
+        before = tree_snapshot(copy)
+    else:
+        paths["audit"] = str(work / "no-audit-here")
+    args = case.args(paths)
+    env = cli_env(HOME=str(work), KDAUDIT_DATA=str(work / "no-data"))  # no Fashion-MNIST found elsewhere
+    if case.enospc:
+        proc = subprocess.run([sys.executable, "-c", ENOSPC_WRAPPER, case.enospc, *args], capture_output=True,
+                              text=True, cwd=work, timeout=600, env=env)
+    else:
+        proc = kdaudit(*args, cwd=work, env=env)
+    after = tree_snapshot(Path(paths["audit"])) if case.audit else None
+    return Result(case, paths, proc, before, after)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, Result]:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    audit = root / "finished"
+    built = kdaudit(*RUN, "--out", str(audit))
+    assert built.returncode == 0, built.stderr
+    common = _write_inputs(root)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {c.id: pool.submit(_run_case, c, root, audit, common) for c in CASES}
+        return {k: f.result() for k, f in futures.items()}
+
+
+def test_the_catalogue_is_large_enough():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_clear_line_and_exit_2(results, case):
+    r = results[case.id]
+    proc = r.proc
+    where = f"{case.id}: kdaudit {' '.join(case.args(r.paths))}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr, where
+    assert proc.returncode == 2, where
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, where
+    assert lines[0].startswith("kdaudit: error: "), where
+    needle = case.needle(r.paths) if callable(case.needle) else case.needle
+    assert needle in lines[0], where
+    if case.audit:
+        assert r.after == r.before, f"{case.id}: the audit directory changed: " + ", ".join(
+            sorted(k for k in set(r.before) | set(r.after) if r.before.get(k) != r.after.get(k)))
+    for check in case.extra:
+        check(r.paths)
