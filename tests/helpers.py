@@ -67,7 +67,7 @@ def tmp_leftovers(root: Path) -> list[Path]:
 # stdout/stderr to files and calls the same entry point as `python -m kdaudit.cli`. A child is
 # an ordinary `kdaudit` process from then on: a failpoint or an outside SIGKILL ends it the same way.
 _FORK_SERVER = r"""
-import json, os, sys, traceback
+import json, os, sys
 import kdaudit.audit, kdaudit.report.render
 import torch._dynamo  # what the first optimizer imports lazily (seconds)
 try:
@@ -80,26 +80,17 @@ print("ready", flush=True)
 for line in sys.stdin:
     req = json.loads(line)
     pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.environ.clear()
-            os.environ.update(req["env"])
-            for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
-                f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.dup2(f, fd)
-                os.close(f)
-            try:
-                cli.main(req["args"])
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+    if pid == 0:  # from here on, this is `python -m kdaudit.cli ARGS` and exits like it
+        os.environ.clear()
+        os.environ.update(req["env"])
+        os.chdir(req["cwd"])
+        for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+            f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(f, fd)
+            os.close(f)
+        exec(req["prelude"], {"__name__": "prelude"})
+        cli.main(req["args"])
+        sys.exit(0)
     print(pid, flush=True)
     _, status = os.waitpid(pid, 0)
     print(os.waitstatus_to_exitcode(status), flush=True)
@@ -117,10 +108,13 @@ class ForkServer:
                                      stdout=subprocess.PIPE, text=True, env=cli_env(), cwd=self.workdir)
         assert self.proc.stdout.readline().strip() == "ready"
 
-    def start(self, *args: str, env: dict | None = None) -> "ForkedRun":
+    def start(self, *args: str, env: dict | None = None, cwd: str | Path | None = None,
+              prelude: str = "") -> "ForkedRun":
+        """Start ``kdaudit ARGS``; ``prelude`` is Python run in the child first (e.g. a monkeypatch)."""
         self.n += 1
         out, err = self.workdir / f"{self.n}.out", self.workdir / f"{self.n}.err"
-        req = {"args": list(args), "env": env or cli_env(), "stdout": str(out), "stderr": str(err)}
+        req = {"args": list(args), "env": env or cli_env(), "cwd": str(cwd or self.workdir), "prelude": prelude,
+               "stdout": str(out), "stderr": str(err)}
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         return ForkedRun(self, int(self.proc.stdout.readline()), out, err)

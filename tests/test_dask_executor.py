@@ -31,9 +31,20 @@ SMALL = ["protocol.seeds=2", "train.epochs=1", "model.kwargs.hidden=[16]", "prot
          "protocol.alphas=[0.5]", "execution.executor=dask", "execution.threads_per_worker=1"]
 
 
-def kdaudit(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def kdaudit_here(*args) -> int:
+    """``kdaudit ARGS`` in this process (no interpreter start-up); returns the exit code."""
+    import torch
+
+    from kdaudit.cli.main import main
+
+    threads = torch.get_num_threads()
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return exc.code or 0
+    finally:
+        torch.set_num_threads(threads)
+    return 0
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -51,17 +62,16 @@ def outputs_by_key(out: Path) -> dict[str, dict[str, np.ndarray]]:
 @pytest.fixture(scope="module")
 def local_ref(tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "ref"
-    r = kdaudit("run", "digits-mlp", *LOCAL_1T, "--out", str(out), "--quiet")
-    assert r.returncode == 0, r.stderr
+    assert kdaudit_here("run", "digits-mlp", *LOCAL_1T, "--out", str(out), "--quiet") == 0
     return out
 
 
-def test_dask_gives_the_same_runs_csv_and_logits_as_local(local_ref, tmp_path):
+def test_dask_gives_the_same_runs_csv_and_logits_as_local(local_ref, tmp_path, capsys):
     out = tmp_path / "dask"
     start = time.perf_counter()
-    r = kdaudit("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--workers", "2", "--quiet")
-    assert r.returncode == 0, r.stderr
-    assert "on 2 Dask workers" in r.stdout
+    assert kdaudit_here("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--workers", "2",
+                        "--quiet") == 0
+    assert "on 2 Dask workers" in capsys.readouterr().out
     assert (out / "runs.csv").read_bytes() == (local_ref / "runs.csv").read_bytes()
     ref, got = outputs_by_key(local_ref), outputs_by_key(out)
     assert set(got) == set(ref) and len(got) == 21  # same job keys: executors do not change them
@@ -72,8 +82,7 @@ def test_dask_gives_the_same_runs_csv_and_logits_as_local(local_ref, tmp_path):
     assert len(recs) == 22 and all(rec["host"]["threads"] == 1 for rec in recs.values())
     assert "executor: dask" in (out / "spec.yaml").read_text()
     # a rerun on dask trains nothing and starts no cluster
-    again = kdaudit("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--quiet")
-    assert again.returncode == 0, again.stderr
+    assert kdaudit_here("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--quiet") == 0
     assert {k: v["created"] for k, v in records(out).items()} == {k: v["created"] for k, v in recs.items()}
     print(f"dask run + rerun: {time.perf_counter() - start:.1f} s")
 
@@ -181,36 +190,37 @@ def test_tasks_run_after_the_jobs_they_depend_on(flaky_then_rerun):
 
 # -- a worker killed mid-task ---------------------------------------------------------------
 
-def test_workers_killed_mid_write_lose_nothing(local_ref, tmp_path):
-    """Every worker process kills itself inside its 8th job write (between a job's files and its
-    record); Dask restarts it and reruns the task elsewhere. The grid completes (on a rerun if a
-    task ran out of workers) with the same runs.csv and no half-written job counted."""
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-        env={"KDAUDIT_FAILPOINT": "store.artifacts:8"},
-    )
+def arm_failpoint(value: str) -> None:
+    os.environ["KDAUDIT_FAILPOINT"] = value
+
+
+def test_workers_killed_mid_write_lose_nothing(local_ref, cluster, tmp_path, capsys):
+    """Each worker process of a running cluster is set to kill itself inside its 3rd job write
+    (its files written, its record not yet); the nanny starts a fresh worker and Dask reruns the
+    task. The grid completes with the same runs.csv and no half-written job counted (on a rerun,
+    should a task run out of workers)."""
     out = tmp_path / "killed"
-    try:
-        with distributed.Client(cluster, set_as_default=False) as client:
-            pids_before = set(client.run(os.getpid).values())
-            r = kdaudit("run", "digits-mlp", *DASK_1T, "--out", str(out), "--scheduler",
-                        cluster.scheduler_address, "--quiet")
-            client.wait_for_workers(2, timeout=60)
-            pids_after = set(client.run(os.getpid).values())
-    finally:
-        cluster.close()
-    assert pids_before != pids_after, "workers must have been killed and restarted"
-    if r.returncode != 0:  # a task whose workers all died is reported, the rest is kept
-        assert "jobs failed on the dask executor" in r.stderr and "rerun to resume" in r.stderr
-        r = kdaudit("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--quiet")
-    assert r.returncode == 0, r.stderr
+    with distributed.Client(cluster, set_as_default=False) as client:
+        pids_before = set(client.run(os.getpid).values())
+        client.run(arm_failpoint, "store.artifacts:3")  # these processes only: restarted ones are clean
+        rc = kdaudit_here("run", "digits-mlp", *DASK_1T, "--out", str(out), "--scheduler",
+                          cluster.scheduler_address, "--quiet")
+        client.wait_for_workers(2, timeout=120)
+        pids_after = set(client.run(os.getpid).values())
+    assert pids_before and not pids_before & pids_after, "both workers must have been killed and restarted"
+    assert list((out / "jobs").glob(".tmp-*")), "a kill must have landed inside a job write"
+    if rc != 0:  # a task whose workers all died is reported, the rest is kept
+        err = capsys.readouterr().err
+        assert "jobs failed on the dask executor" in err and "rerun to resume" in err
+        rc = kdaudit_here("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--quiet")
+    assert rc == 0
     assert (out / "runs.csv").read_bytes() == (local_ref / "runs.csv").read_bytes()
     assert len(records(out)) == 22
 
 
 # -- options, extras ------------------------------------------------------------------------
 
-def test_cli_flags_override_the_spec_and_never_change_job_keys():
+def test_cli_flags_override_the_spec_and_never_change_job_keys(capsys):
     from kdaudit.cli.run_cmds import apply_run_options
 
     spec = resolve_spec("digits-mlp", TINY[1::2])
@@ -222,17 +232,23 @@ def test_cli_flags_override_the_spec_and_never_change_job_keys():
     assert [j.key for j in build_plan(on).jobs] == [j.key for j in build_plan(spec).jobs]
     with pytest.raises(KdauditError, match="cannot go with --executor local"):
         apply_run_options(spec, "local", None, "tcp://h:8786", None, None)
-    r = kdaudit("run", "digits-mlp", *TINY, "--set", "execution.scheduler=tcp://h:1", "--quiet")
-    assert r.returncode == 2 and "needs executor: dask" in r.stderr
+    with pytest.raises(KdauditError, match="add --executor dask"):
+        apply_run_options(spec, None, 4, None, None, None)
+    assert apply_run_options(spec, "dask", 4, None, None, None).execution.workers == 4
+    assert kdaudit_here("run", "digits-mlp", *TINY, "--set", "execution.scheduler=tcp://h:1", "--quiet") == 2
+    assert "needs executor: dask" in capsys.readouterr().err
 
 
-def test_an_unreachable_scheduler_is_one_line(tmp_path):
-    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
-    r = kdaudit("run", "digits-mlp", *TINY, "--out", str(tmp_path / "x"), "--scheduler", "tcp://127.0.0.1:9",
-                "--quiet", env=env, timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.startswith("kdaudit: error: cannot connect to the Dask scheduler tcp://127.0.0.1:9")
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        rc = kdaudit_here("run", "digits-mlp", *TINY, "--out", str(tmp_path / "x"), "--scheduler",
+                          "tcp://127.0.0.1:9", "--quiet")
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("kdaudit: error: cannot connect to the Dask scheduler tcp://127.0.0.1:9")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_missing_dask_is_one_line_saying_what_to_install(monkeypatch):

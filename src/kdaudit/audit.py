@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from . import __version__
 from .analysis.audit import AuditTables, build_audit_tables
 from .analysis.collect import collect_runs
-from .config.spec import AuditSpec, dump_spec, validate_spec
+from .config.spec import AuditSpec, dump_spec, read_yaml, validate_spec
 from .errors import KdauditError
 from .faults import failpoint
 from .execute.runner import ExecutionStats, Progress, execute_plan, load_data, set_threads
+from .models import build_model
 from .plan.jobs import Plan, build_plan
 from .store import JobStore
 from .tracking import open_tracker
@@ -76,8 +76,9 @@ def read_spec(out_dir: Path) -> AuditSpec:
     path = out_dir / "spec.yaml"
     if not path.exists():
         raise KdauditError(f"{out_dir} is not an audit directory (no spec.yaml)")
-    raw = yaml.safe_load(path.read_text()) or {}
-    raw.pop("versions", None)
+    raw = read_yaml(path)
+    if isinstance(raw, dict):
+        raw.pop("versions", None)
     return validate_spec(raw)
 
 
@@ -87,6 +88,8 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
     out = prepare_out_dir(Path(out_dir) if out_dir else default_out_dir(spec))
     plan = build_plan(spec)
     data = load_data(spec)
+    # bad model options fail here, before anything is written into the audit directory
+    build_model(spec.model.name, data.input_shape, data.num_classes, **spec.model.kwargs)
     write_spec(spec, out)
     set_threads(spec)
     store = store_for(spec, out)
@@ -194,8 +197,12 @@ def _atomic_write(path: Path, text: str) -> None:
         except (ValueError, OSError):
             pass
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:  # e.g. a full disk: one line, and no temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise KdauditError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _json_default(o):

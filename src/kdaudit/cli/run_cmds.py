@@ -51,7 +51,8 @@ class RichProgress:
 
     def start(self, total: int, todo: int) -> None:
         self.models = self.progress.add_task("models", total=total)
-        self.current = self.progress.add_task("", total=None, visible=todo > 0)
+        # shown by job_started (executors that train in this process report their epochs)
+        self.current = self.progress.add_task("", total=None, visible=False)
         if todo < total:
             self.progress.console.print(f"{total - todo} of {total} models already finished; training {todo}")
 
@@ -170,6 +171,8 @@ def apply_run_options(spec, executor: str | None, workers: int | None, scheduler
         if executor == "local":
             ex["scheduler"] = None
     if workers is not None:
+        if ex["executor"] != "dask":
+            raise KdauditError("--workers sets the number of Dask workers: add --executor dask")
         ex["workers"] = workers
     if mlflow is not None:
         raw["tracking"]["mlflow"] = mlflow or default_mlflow_uri(out or default_out_dir(spec))

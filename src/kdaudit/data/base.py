@@ -8,12 +8,13 @@ held as tensors and batched by index, so no per-sample Python runs on the traini
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, SpecError
 from ..registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -126,7 +127,16 @@ def to_bundle(
 
 
 def load_dataset(name: str, **options) -> DataBundle:
-    """Build a registered dataset by name."""
+    """Build a registered dataset by name; an unknown or ill-typed option is a one-line error."""
     from . import digits, fashion_mnist  # noqa: F401  (fill the registry)
 
-    return DATASETS.get(name)(**options)
+    factory = DATASETS.get(name)
+    params = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        allowed = [p for p in params if p not in ("train_subset", "test_subset", "subset_seed")]
+        raise SpecError(f"dataset {name!r} has no option {', '.join(unknown)}; its options: {', '.join(allowed)}")
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"dataset {name!r}: bad option value or data ({exc})") from None

@@ -1,8 +1,9 @@
 """Fashion-MNIST (Zalando, MIT): 60k train + 10k test 28×28 grey images, 10 classes.
 
-Looked up, in order: ``data_dir`` from the spec, ``$KDAUDIT_DATA/fashion-mnist``, the Debian
-package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), and the user cache
-``~/.cache/kdaudit/fashion-mnist`` where ``download: true`` fetches the official files.
+Looked up, in order: ``data_dir`` from the spec (when set, it must hold the files: kdaudit then
+looks nowhere else), ``$KDAUDIT_DATA/fashion-mnist``, the Debian package ``dataset-fashion-mnist``
+(``/usr/share/datasets/fashion-mnist``), and the user cache ``~/.cache/kdaudit/fashion-mnist``
+where ``download: true`` fetches the official files.
 """
 
 from __future__ import annotations
@@ -39,13 +40,19 @@ def candidate_dirs(data_dir: str | None) -> list[Path]:
 
 
 def find_files(data_dir: str | None, download: bool = False) -> Path:
+    if data_dir:  # an explicit directory is never silently replaced by another copy
+        given = Path(data_dir).expanduser()
+        missing = [f for f in FILES.values() if not (given / f).exists()]
+        if not missing:
+            return given
+        if given.exists():
+            raise InputError(f"Fashion-MNIST: {data_dir} lacks {', '.join(missing)}")
+        if not download:
+            raise InputError(f"Fashion-MNIST: data.data_dir {data_dir} does not exist")
     tried = candidate_dirs(data_dir)
     for d in tried:
         if all((d / f).exists() for f in FILES.values()):
             return d
-    if data_dir and Path(data_dir).exists():
-        missing = [f for f in FILES.values() if not (Path(data_dir) / f).exists()]
-        raise InputError(f"Fashion-MNIST: {data_dir} lacks {', '.join(missing)}")
     if download:
         target = tried[-1]
         target.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,10 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kwa
             f"model.kwargs: unknown option(s) {', '.join(unknown)} for model {name!r}; "
             f"allowed: {', '.join(allowed)}"
         )
-    return factory(input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
+    try:
+        return factory(input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as exc:  # an option of the wrong type, e.g. hidden: [a]
+        raise SpecError(f"model.kwargs: bad option value for model {name!r} ({exc})") from None
 
 
 class MLP(nn.Module):

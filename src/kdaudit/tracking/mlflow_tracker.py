@@ -165,7 +165,7 @@ class MlflowTracker:
         """Log one finished job from its record; False if it was logged already (or is not done)."""
         if job.key in self.logged or not store.is_done(job.key):
             return False
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         record = store.load_record(job.key)
         tags = {TAG_KIND: "job", TAG_JOB_KEY: job.key, TAG_AUDIT: self.spec.name, TAG_VERSION: __version__,
