@@ -62,12 +62,13 @@ def tmp_leftovers(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if ".tmp-" in p.name)
 
 
-# A fork server for long chains of short CLI runs: one process imports kdaudit (torch, scipy,
-# pandas: seconds) once, then forks one child per run; the child sets its environment, sends its
-# stdout/stderr to files and calls the same entry point as `python -m kdaudit.cli`. A child is
-# an ordinary `kdaudit` process from then on: a failpoint or an outside SIGKILL ends it the same way.
+# A fork server for many short CLI runs: one process imports kdaudit (torch, scipy, pandas:
+# seconds) once, then forks one child per run; the child takes the run's environment, working
+# directory and stdout/stderr files, calls the entry point of `python -m kdaudit.cli` and exits
+# as the interpreter would (exit code, traceback of an uncaught exception, atexit handlers), only
+# without tearing every module down. A failpoint or an outside SIGKILL ends it as any process.
 _FORK_SERVER = r"""
-import json, os, sys
+import atexit, json, os, sys
 import kdaudit.audit, kdaudit.report.render
 import torch._dynamo  # what the first optimizer imports lazily (seconds)
 try:
@@ -81,16 +82,30 @@ for line in sys.stdin:
     req = json.loads(line)
     pid = os.fork()
     if pid == 0:  # from here on, this is `python -m kdaudit.cli ARGS` and exits like it
-        os.environ.clear()
-        os.environ.update(req["env"])
-        os.chdir(req["cwd"])
-        for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
-            f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(f, fd)
-            os.close(f)
-        exec(req["prelude"], {"__name__": "prelude"})
-        cli.main(req["args"])
-        sys.exit(0)
+        code = 1
+        try:
+            os.environ.clear()
+            os.environ.update(req["env"])
+            os.chdir(req["cwd"])
+            for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+                f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(f, fd)
+                os.close(f)
+            exec(req["prelude"], {"__name__": "prelude"})
+            cli.main(req["args"])
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            sys.excepthook(*sys.exc_info())
+        finally:  # what the interpreter does at exit, short of tearing every module down (seconds)
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     print(pid, flush=True)
     _, status = os.waitpid(pid, 0)
     print(os.waitstatus_to_exitcode(status), flush=True)
@@ -137,13 +152,15 @@ class ForkedRun:
             time.sleep(0.01)
 
     def kill(self) -> None:
+        """SIGKILL, unless the run has ended (its exit is then read by :meth:`wait`)."""
         if self.returncode is None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
-    def wait(self, timeout: float = 600) -> int:
+    def wait(self) -> int:
+        """The exit code, as ``Popen.returncode`` has it (-9: killed by SIGKILL)."""
         if self.returncode is None:
             line = self.server.proc.stdout.readline()  # the server reports when its child ends
             self.returncode = int(line)

@@ -12,8 +12,12 @@ delays. After every kill the same command runs again on the same directory. Each
   removed by it, never adopted as finished jobs;
 * at the end, ``runs.csv`` and ``tests.csv`` are byte-identical to an uninterrupted run.
 
+The chained runs are processes forked from a server that has imported kdaudit once
+(:class:`helpers.ForkServer`; a fresh interpreter spends seconds importing torch), each calling
+the CLI's entry point; the uninterrupted reference run is a plain ``python -m kdaudit.cli``.
 A second test corrupts finished jobs in every way the store can notice and checks that the
-rerun names them, re-runs exactly them and ends with the clean analysis.
+rerun (a plain ``python -m kdaudit.cli`` again) names them, re-runs exactly them and ends with
+the clean analysis.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ from kdaudit.store import JobStore, sha256_file
 
 EPOCHS = 3
 SEED = 20240611
-TRAINING_KILLS = 14  # failpoint kills while jobs are being trained
-TRAINING_TIME_KILLS = 2  # SIGKILLs from outside while jobs are being trained
+TRAINING_KILLS = 18  # failpoint kills while jobs are being trained
+TRAINING_TIME_KILLS = 3  # SIGKILLs from outside while jobs are being trained
 ANALYSIS_TIME_KILLS = 1  # ... and once the analysis has begun
+MIN_KILLS = 20
 ANALYSIS_KILLS = [("analysis.tables", 1), ("analysis.tables", 2), ("analysis.tables", 3),
                   ("analysis.tables", 4), ("report.write", 1)]
 
@@ -105,10 +110,11 @@ def _poison_leftovers(jobs: Path) -> list[Path]:
     for tmp in sorted(jobs.glob(".tmp-*")):
         key = tmp.name[len(".tmp-"):].rsplit("-", 1)[0]
         rpath = tmp / "record.json"
-        rec = json.loads(rpath.read_text()) if rpath.exists() else {
-            "key": key, "run_id": "?",
-            "checksums": {p.name: sha256_file(p) for p in tmp.iterdir() if p.is_file()},
-        }
+        try:
+            rec = json.loads(rpath.read_text())
+        except (OSError, ValueError):  # not written yet, or cut short by an outside kill
+            rec = {"key": key, "run_id": "?",
+                   "checksums": {p.name: sha256_file(p) for p in tmp.iterdir() if p.name != rpath.name}}
         rec["poisoned"] = True
         rpath.write_text(json.dumps(rec))
         found.append(tmp)
@@ -122,21 +128,29 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _training_kill(rng: random.Random, plan, store: JobStore, kills_left: int) -> tuple[str, int]:
-    """A failpoint hit inside one of the next pending jobs, so that the kills cover every job."""
+def _epochs_left(store: JobStore, job) -> int:
+    """Epochs a pending job still has to train: fewer than all when it resumes from a checkpoint."""
+    from safetensors import safe_open
+
+    ckpt = store.root / ".checkpoints" / f"{job.key}.safetensors"
+    try:
+        with safe_open(str(ckpt), framework="pt") as fh:
+            return EPOCHS - int(fh.metadata()["epoch"])
+    except Exception:  # none (or unreadable: the job starts afresh)
+        return EPOCHS
+
+
+def _training_kill(rng: random.Random, name: str, plan, store: JobStore, kills_left: int) -> tuple[str, int]:
+    """A hit of failpoint ``name`` inside one of the next pending jobs, so that the kills cover every job."""
     pending = [j for j in plan.jobs if store.status(j.key) != "done"]
-    m0_pending = int(pending[0].kind == "init")
     per = len(pending) / max(kills_left, 1)
-    before = min(len(pending) - 1, rng.choice([math.floor(per), math.ceil(per)]))  # jobs to let finish
-    trained_before = max(0, before - m0_pending)
-    name = rng.choice(TRAINING_FAILPOINTS)
-    if name == "train.epoch":
-        n = trained_before * EPOCHS + rng.randint(1, EPOCHS)
-    elif name == "checkpoint.write":  # every epoch but the last
-        n = trained_before * (EPOCHS - 1) + rng.randint(1, EPOCHS - 1)
-    else:  # store.*: one hit per saved job, M0 included
-        n = before + 1
-    return name, n
+    target = min(len(pending) - 1, rng.choice([math.floor(per), math.ceil(per)]))  # jobs to let finish first
+    epochs = [0 if j.kind == "init" else _epochs_left(store, j) for j in pending]
+    if name == "checkpoint.write" and epochs[target] > 1:  # after every epoch but the last
+        return name, sum(max(e - 1, 0) for e in epochs[:target]) + rng.randint(1, epochs[target] - 1)
+    if name in ("train.epoch", "checkpoint.write") and epochs[target] > 0:
+        return "train.epoch", sum(epochs[:target]) + rng.randint(1, epochs[target])
+    return (name if name.startswith("store.") else "store.rename"), target + 1  # one hit per saved job
 
 
 @pytest.fixture
@@ -197,28 +211,32 @@ def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(refe
     steps = TRAINING_KILLS + TRAINING_TIME_KILLS
     timed = set(rng.sample(range(steps), TRAINING_TIME_KILLS))
     kills_left = TRAINING_KILLS
+    deck: list[str] = []  # every training failpoint as often as the others
     for i in range(steps):
         if len(_done(plan, store)) == len(plan.jobs):
             break
         if i in timed:
-            start(None, rng.uniform(0.1, 1.5))
+            start(None, rng.uniform(0.05, 0.5))
         else:
-            start(_training_kill(rng, plan, store, kills_left), None)
+            deck = deck or rng.sample(TRAINING_FAILPOINTS, len(TRAINING_FAILPOINTS))
+            start(_training_kill(rng, deck.pop(), plan, store, kills_left), None)
             kills_left -= 1
 
     # analysis: between the table files, before the report, and once from outside
-    analysis = [(fp, None) for fp in ANALYSIS_KILLS] + [(None, rng.uniform(0.5, 3.0))] * ANALYSIS_TIME_KILLS
+    analysis = [(fp, None) for fp in ANALYSIS_KILLS] + [(None, rng.uniform(0.2, 2.5))] * ANALYSIS_TIME_KILLS
     rng.shuffle(analysis)
     (out / f".runs.csv.tmp-{_dead_pid()}").write_text("a table write cut short\n")  # what a kill there leaves
     for failpoint, delay in analysis:
         start(failpoint, delay)
+    while survived < MIN_KILLS:  # a kill point not reached (the run was faster than planned): more analysis ones
+        start(rng.choice(ANALYSIS_KILLS), None)
     start(None, None)  # the last rerun finishes the audit
 
     ref = reference.finished()
     summary = (f"{survived} kill points survived, {avoided} re-runs of finished models avoided, "
                f"{starts} starts, {time.monotonic() - started:.0f} s:\n  " + "\n  ".join(log))
     print(summary)
-    assert survived >= 20, summary
+    assert survived >= MIN_KILLS, summary
     assert len(_done(plan, store)) == len(plan.jobs)
     assert tmp_leftovers(out) == [], summary
     for name in ("runs.csv", "tests.csv"):
@@ -252,6 +270,7 @@ CORRUPTIONS = {
     "rcd-gaussian-a0.9-s02": ("record.json", lambda p: _edit_record(p, lambda r: r.update(key="0" * 20))),
     "teacher": ("record.json", lambda p: _edit_record(p, lambda r: r["versions"].update(code="0"))),
     "kd-a0.1-s01": ("record.json", lambda p: _edit_record(p, lambda r: r.pop("checksums"))),
+    "kd-a0.9-s01": ("record.json", lambda p: _edit_record(p, lambda r: r.update(versions="1"))),
     "siddo-s02": ("record.json", lambda p: p.write_text("[]")),
     "rcd-uniform-a0.9-s02": ("record.json", lambda p: p.write_text('{"key": ')),
 }

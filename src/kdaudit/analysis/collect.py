@@ -23,7 +23,7 @@ def collect_runs(plan: Plan, store: JobStore, temperature: float) -> pd.DataFram
     missing = [j.run_id for j in plan.trained if not store.is_done(j.key)]
     if missing:
         raise KdauditError(
-            f"{len(missing)} of {len(plan.trained)} models are not finished "
+            f"{len(missing)} of {len(plan.trained)} models are not finished or are corrupt in the store "
             f"(e.g. {', '.join(missing[:3])}); run `kdaudit run` on this audit first"
         )
     t_out = store.load_outputs(plan.teacher.key)

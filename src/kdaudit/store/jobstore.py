@@ -62,7 +62,7 @@ class JobStore:
         if not isinstance(record, dict) or record.get("key") != key:
             return "corrupt"
         recorded = record.get("versions", {})
-        if any(recorded.get(k) != v for k, v in result_versions().items()):
+        if not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in result_versions().items()):
             return "corrupt"  # the key hashes the versions: the record contradicts its own key
         checksums = record.get("checksums")
         if not isinstance(checksums, dict) or "weights.safetensors" not in checksums:
