@@ -17,6 +17,7 @@ test: install system-deps
 
 bench: install
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_training.py
 
 install: $(STAMP)
 

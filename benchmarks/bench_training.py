@@ -43,6 +43,15 @@ def matmul_peak(dtype_name: str, threads: int, n: int = 2048, repeat: int = 5) -
     return 2 * n**3 / best
 
 
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AMX-bf16 or AVX512-bf16)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def step_flops(spec) -> float:
     """FLOPs of one training step (forward + backward) on one batch, counted by torch."""
     import torch
@@ -167,19 +176,38 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ways", default="authors,fp32,bf16")
+    ap.add_argument("--force-bf16", action="store_true", help="run the bf16 way even without native bf16")
     ap.add_argument("--way", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.way == "peak":
+        # bf16 without native support falls back to a slow kernel: measure it on a smaller matrix
+        print(json.dumps({"fp32": matmul_peak("fp32", args.threads),
+                          "bf16": matmul_peak("bf16", args.threads, n=2048 if native_bf16() else 512, repeat=2)}))
+        return
     if args.way:
         print(json.dumps(run_way(args.way, args)))
         return
-    peaks = {d: matmul_peak(d, args.threads) for d in ("fp32", "bf16")}
-    results = {}
-    for way in args.ways.split(","):
+
+    def child(way: str) -> dict:
+        # every measurement in its own process: own peak memory, and no idle torch threads of
+        # this process competing with it
         cmd = [sys.executable, __file__, "--way", way, "--setup", args.setup, "--seeds", str(args.seeds),
                "--epochs", str(args.epochs), "--threads", str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[way] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    peaks = child("peak")
+    results = {}
+    ways = args.ways.split(",")
+    if "bf16" in ways and not native_bf16() and not args.force_bf16:
+        ways.remove("bf16")
+        print(f"bf16: skipped — this CPU has no AMX-bf16 / AVX512-bf16 (a bf16 matmul runs at "
+              f"{peaks['bf16'] / 1e9:.1f} GFLOP/s here vs {peaks['fp32'] / 1e9:.0f} fp32); --force-bf16 runs it anyway")
+    for way in ways:
+        results[way] = child(way)
     base = results.get("authors")
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"CPU: {cpu}")
     print(f"setup {args.setup}: {next(iter(results.values()))['models']} models, {args.epochs} epochs, "
           f"{args.threads} threads")
     print(f"matmul peak (2048², {args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
