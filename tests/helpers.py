@@ -36,10 +36,28 @@ def kdaudit_popen(*args: str, env: dict | None = None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env or cli_env())
 
 
+def kdaudit_here(*args: str) -> int:
+    """``kdaudit ARGS`` in this process (no interpreter start-up); returns the exit code."""
+    import torch
+
+    from kdaudit.cli.main import main
+
+    threads = torch.get_num_threads()
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return exc.code or 0
+    finally:
+        torch.set_num_threads(threads)
+    return 0
+
+
 def records(out: Path) -> dict[str, dict]:
     """The records of an audit's finished jobs, by run id."""
     recs = {}
     for p in (out / "jobs").glob("*/record.json"):
+        if p.parent.name.startswith("."):  # a write in progress (.tmp-*), not a finished job
+            continue
         r = json.loads(p.read_text())
         recs[r["run_id"]] = r
     return recs

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import kdaudit_here, records
+
 distributed = pytest.importorskip("distributed")
 
 from kdaudit.config.spec import resolve_spec  # noqa: E402
@@ -29,26 +31,6 @@ LOCAL_1T = [*TINY, "--set", "train.threads=1"]
 DASK_1T = [*TINY, "--set", "execution.threads_per_worker=1"]
 SMALL = ["protocol.seeds=2", "train.epochs=1", "model.kwargs.hidden=[16]", "protocol.conditions=[siddo,kd]",
          "protocol.alphas=[0.5]", "execution.executor=dask", "execution.threads_per_worker=1"]
-
-
-def kdaudit_here(*args) -> int:
-    """``kdaudit ARGS`` in this process (no interpreter start-up); returns the exit code."""
-    import torch
-
-    from kdaudit.cli.main import main
-
-    threads = torch.get_num_threads()
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return exc.code or 0
-    finally:
-        torch.set_num_threads(threads)
-    return 0
-
-
-def records(out: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in (json.loads(p.read_text()) for p in (out / "jobs").glob("*/record.json"))}
 
 
 def outputs_by_key(out: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import kdaudit_here, records
+
 mlflow = pytest.importorskip("mlflow")
 
 from kdaudit import __version__  # noqa: E402
@@ -30,22 +32,6 @@ SMALL = [*GRID, "protocol.conditions=[siddo,kd]", "protocol.alphas=[0.5]"]
 
 def sets(overrides):
     return [a for o in overrides for a in ("--set", o)]
-
-
-def kdaudit_here(*args) -> int:
-    """``kdaudit ARGS`` in this process (no interpreter start-up); returns the exit code."""
-    import torch
-
-    from kdaudit.cli.main import main
-
-    threads = torch.get_num_threads()
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return exc.code or 0
-    finally:
-        torch.set_num_threads(threads)
-    return 0
 
 
 def free_port() -> int:
@@ -94,10 +80,6 @@ def mlflow_server(tmp_path_factory):
 
 def job_runs(client, experiment_id):
     return client.search_runs([experiment_id], filter_string="tags.`kdaudit.kind` = 'job'", max_results=1000)
-
-
-def records(out: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in (json.loads(p.read_text()) for p in (out / "jobs").glob("*/record.json"))}
 
 
 def test_every_job_is_one_mlflow_run_on_a_tracking_server(mlflow_server, tmp_path):

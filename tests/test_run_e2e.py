@@ -1,34 +1,18 @@
 """`kdaudit run` end to end on a tiny grid: outputs, reruns, interruption and `kdaudit report`."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from kdaudit.analysis.audit import RUNS_COLUMNS, TESTS_COLUMNS
+from helpers import kdaudit, records
+from kdaudit.analysis.audit import RUNS_COLUMNS, TESTS_COLUMNS, TRANSFER_COLUMNS
 
 TINY = ["--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]"]
-TRANSFER_COLUMNS = ["condition", "alpha", "delta_pos", "delta_neg", "h_pos", "h_neg", "p_pos", "p_neg",
-                    "negative_asymmetric_payoff", "verdict"]
-
-
-def kdaudit(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
-
-
-def records(out: Path) -> dict[str, dict]:
-    recs = {}
-    for p in (out / "jobs").glob("*/record.json"):
-        r = json.loads(p.read_text())
-        recs[r["run_id"]] = r
-    return recs
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +92,7 @@ def test_a_killed_audit_resumes_and_ends_with_the_same_runs_csv(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kdaudit.cli", *args, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "jobs").glob("*/record.json"))) < 6:
+    while time.time() < deadline and len(records(out)) < 6:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
