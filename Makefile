@@ -24,6 +24,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# torchattacks only cross-checks kdaudit's own FGSM/PGD in the tests; its declared
+	# dependencies (torchvision) would replace the CPU torch, so it goes in without them
+	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 system-deps:

@@ -116,3 +116,36 @@ def test_target_shape_mismatch_is_rejected(setup):
     job = _job(plan, "kd-a0.5-s01")
     with pytest.raises(ValueError, match="target logits have shape"):
         train_model(job.params, data, m0, target_logits=torch.zeros(3, 10))
+
+
+def test_warmup_then_cosine_and_step_factors_by_hand():
+    import math
+
+    from kdaudit.execute.train import _lr_factor
+
+    t = {"epochs": 10, "warmup_epochs": 2, "schedule": "cosine", "step_epochs": [], "step_gamma": 0.1}
+    got = [_lr_factor(t, e) for e in range(10)]
+    want = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert got == pytest.approx(want)
+    s = {"epochs": 100, "warmup_epochs": 0, "schedule": "step", "step_epochs": [60], "step_gamma": 0.2}
+    assert [_lr_factor(s, e) for e in (0, 59, 60, 99)] == pytest.approx([1, 1, 0.2, 0.2])
+
+
+def test_grad_clip_bounds_every_update():
+    """With SGD (no momentum) and grad_clip c, no step moves the parameters by more than lr·c."""
+    from kdaudit.data.base import load_dataset
+    from kdaudit.execute.train import init_weights, train_model
+
+    data = load_dataset("digits", train_subset=256, test_subset=64)
+    params = {"model": {"name": "mlp", "kwargs": {"hidden": [16]}}, "init_seed": 0, "seed": 1,
+              "train": {"optimizer": "sgd", "lr": 0.5, "momentum": 0.0, "weight_decay": 0.0,
+                        "schedule": "constant", "step_epochs": [], "step_gamma": 0.1, "epochs": 1,
+                        "batch_size": 256, "warmup_epochs": 0, "grad_clip": 1e-3}}
+    init = init_weights(params, data)
+    moved = train_model(params, data, init).state
+    norm = sum(float(((moved[k] - init[k]) ** 2).sum()) for k in init) ** 0.5
+    # one full batch: one step of length at most lr·c (float32 weights: 1e-4 relative slack)
+    assert 0 < norm <= 0.5 * 1e-3 * (1 + 1e-4)
+    params["train"]["grad_clip"] = None
+    free = train_model(params, data, init).state
+    assert sum(float(((free[k] - init[k]) ** 2).sum()) for k in init) ** 0.5 > 10 * norm

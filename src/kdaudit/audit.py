@@ -32,7 +32,7 @@ from .plan.jobs import Plan, build_plan
 from .store import JobStore
 from .tracking import open_tracker
 
-OUTPUT_FILES = ("spec.yaml", "runs.csv", "tests.csv", "transfer.csv", "summary.csv",
+OUTPUT_FILES = ("spec.yaml", "data.json", "runs.csv", "tests.csv", "transfer.csv", "summary.csv",
                 "audit.json", "report.md", "report.html")
 
 
@@ -45,10 +45,14 @@ class AuditOutcome:
     meta: dict
     stats: ExecutionStats | None
     paths: dict[str, Path]
+    security: object | None = None  # SecurityTables when spec.security is enabled
 
 
 def default_out_dir(spec: AuditSpec) -> Path:
-    return Path(spec.output.dir) if spec.output.dir else Path("kdaudit-out") / spec.name
+    if spec.output.dir:
+        return Path(spec.output.dir)
+    suffix = f"-{spec.preset}" if spec.preset not in (None, "cpu") else ""
+    return Path("kdaudit-out") / f"{spec.name}{suffix}"
 
 
 def store_for(spec: AuditSpec, out_dir: Path) -> JobStore:
@@ -72,6 +76,16 @@ def write_spec(spec: AuditSpec, out_dir: Path) -> Path:
     return path
 
 
+def write_data_info(data, out_dir: Path) -> Path:
+    """``data.json``: what the audit trained on — sizes, classes, the content fingerprint, the
+    standardisation, and for text the tokenizer and its vocabulary, so outputs can be reproduced."""
+    path = out_dir / "data.json"
+    info = {"name": data.name, "fingerprint": data.fingerprint(), "input_shape": list(data.input_shape),
+            "input_dtype": str(data.x_train.dtype).replace("torch.", ""), **data.info}
+    _atomic_write(path, json.dumps(info, indent=1, default=_json_default, ensure_ascii=False))
+    return path
+
+
 def read_spec(out_dir: Path) -> AuditSpec:
     path = out_dir / "spec.yaml"
     if not path.exists():
@@ -89,8 +103,13 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
     plan = build_plan(spec)
     data = load_data(spec)
     # bad model options fail here, before anything is written into the audit directory
-    build_model(spec.model.name, data.input_shape, data.num_classes, **spec.model.kwargs)
+    build_model(spec.model.name, data.input_shape, data.num_classes, data.model_args(), **spec.model.kwargs)
+    if spec.security.enabled:
+        from .security.poisoning import check_security
+
+        check_security(spec, data)
     write_spec(spec, out)
+    write_data_info(data, out)
     set_threads(spec)
     store = store_for(spec, out)
     tracker = open_tracker(spec, out)  # None unless tracking.mlflow is set
@@ -105,7 +124,8 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
             except Exception:
                 pass
         raise
-    outcome = analyse(spec, out, plan, store, stats, data_info=data.info, started=start)
+    outcome = analyse(spec, out, plan, store, stats, data_info=data.info, started=start, data=data,
+                      progress=progress)
     if tracker is not None:
         tracker.log_jobs(plan, store)
         tracker.log_audit(out, outcome.meta)
@@ -137,6 +157,8 @@ def analyse(
     stats: ExecutionStats | None,
     data_info: dict | None = None,
     started: float | None = None,
+    data=None,
+    progress=None,
 ) -> AuditOutcome:
     from .report.render import write_report
 
@@ -168,14 +190,42 @@ def analyse(
         meta.update(trained_now=len([r for r in stats.trained if r != "m0"]),
                     reused=len([r for r in stats.skipped if r != "m0"]))
     paths = write_tables(out, tables)
+    security = None
+    if spec.security.enabled:
+        security = analyse_security(spec, out, plan, store, data if data is not None else load_data(spec), progress)
+        meta["security"] = security.meta
+        paths.update(write_security_tables(out, security))
     if started is not None:
         meta["wall_time_s"] = round(time.perf_counter() - started, 1)
     failpoint("report.write")
-    paths.update(write_report(out, tables, spec.model_dump(mode="json"), meta))
+    paths.update(write_report(out, tables, spec.model_dump(mode="json"), meta, security))
     summary = {"meta": meta, "verdicts": [asdict(v) for v in tables.verdicts]}
+    if security is not None:
+        summary["security"] = security.sentences
     _atomic_write(out / "audit.json", json.dumps(summary, indent=2, default=_json_default))
     paths["audit.json"] = out / "audit.json"
-    return AuditOutcome(out, spec, plan, tables, meta, stats, paths)
+    return AuditOutcome(out, spec, plan, tables, meta, stats, paths, security)
+
+
+def analyse_security(spec: AuditSpec, out: Path, plan: Plan, store: JobStore, data, progress=None):
+    """Security metrics of every model (cached per model under ``out/security``) and their tests."""
+    from .analysis.security import build_security_tables
+    from .security.evaluate import evaluate_security
+
+    on_model = getattr(progress, "security_model", None)
+    result = evaluate_security(spec, plan, store, data, out, on_model)
+    tables = build_security_tables(result.runs, result.metrics, result.meta,
+                                   level=spec.analysis.level, correction=spec.analysis.correction)
+    return tables
+
+
+def write_security_tables(out: Path, security) -> dict[str, Path]:
+    paths = {}
+    for name, df in (("security_runs.csv", security.runs), ("security_tests.csv", security.tests),
+                     ("security_summary.csv", security.summary)):
+        _atomic_write(out / name, df.to_csv(index=False))
+        paths[name] = out / name
+    return paths
 
 
 def write_tables(out: Path, tables: AuditTables) -> dict[str, Path]:

@@ -67,6 +67,13 @@ class RichProgress:
     def job_finished(self, job, skipped: bool) -> None:
         self.progress.advance(self.models)
 
+    def security_model(self, done: int, total: int, run_id: str) -> None:
+        """Security evaluation: one more model measured (adversarial examples, backdoor trigger)."""
+        if getattr(self, "security", None) is None:
+            self.progress.update(self.current, visible=False)
+            self.security = self.progress.add_task("security", total=total)
+        self.progress.update(self.security, completed=done, description=f"security: {run_id}")
+
 
 def _pct(mean: float, sem: float, scale: float = 100.0, digits: int = 1) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
@@ -114,6 +121,11 @@ def print_summary(outcome, out: Console = console) -> None:
         )
         for s in v.sentences:
             out.print(f"    {s}", markup=False, highlight=False)
+    security = outcome.meta.get("security")
+    if security is not None:
+        out.print("[bold]Security[/]")
+        for s in outcome.security.sentences:
+            out.print(f"  {s}", markup=False, highlight=False)
     report = outcome.paths.get("report.html")
     out.print(f"\nReport: {report}")
     if meta.get("wall_time_s") is not None:
@@ -190,8 +202,9 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         spec: Optional[str] = typer.Argument(None, help="A setup name (see `kdaudit setups`) or a spec YAML file; default: the default setup."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="The setup's preset: cpu (sizes that run here in minutes, the default) or paper (the paper's sizes and recipes, for a GPU)."),
         set_: list[str] = typer.Option([], "--set", help="Override a spec field: --set train.epochs=3 (repeatable)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Audit directory (default: kdaudit-out/<setup name>)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Audit directory (default: kdaudit-out/<setup name>, with -<preset> for presets other than cpu)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
         executor: Optional[Executor] = typer.Option(None, "--executor", help="Where the jobs run: local (this process, the default) or dask (a Dask cluster)."),
         workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes of the local Dask cluster (default 2)."),
@@ -202,7 +215,7 @@ def register(app: typer.Typer) -> None:
         from ..audit import run_audit
         from ..config.spec import resolve_spec
 
-        resolved = apply_run_options(resolve_spec(spec, set_), executor and executor.value, workers, scheduler,
+        resolved = apply_run_options(resolve_spec(spec, set_, preset), executor and executor.value, workers, scheduler,
                                      mlflow, out)
         console.print(f"Audit [bold]{resolved.name}[/]: {resolved.n_models()} models{_where(resolved)}")
         if quiet:
@@ -214,16 +227,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("setups")
     def setups() -> None:
-        """List the named setups."""
-        from ..config.spec import DEFAULT_SETUP, load_setup_raw, setup_names, validate_spec
+        """List the named setups (run one with `kdaudit run NAME [--preset cpu|paper]`)."""
+        from ..config.spec import DEFAULT_SETUP, load_setup_raw, setup_file_raw, setup_names, validate_spec
 
         table = Table(title="kdaudit setups")
-        for col in ("name", "dataset", "model", "models", "description"):
-            table.add_column(col)
+        for col in ("name", "modality", "dataset", "model", "models", "presets", "description"):
+            table.add_column(col, no_wrap=col != "description")
         for name in setup_names():
             s = validate_spec(load_setup_raw(name))
+            presets = list((setup_file_raw(name).get("presets") or {}).keys())
             label = name + (" (default)" if name == DEFAULT_SETUP else "")
-            table.add_row(label, s.data.name, s.model.name, str(s.n_models()), " ".join(s.description.split()))
+            table.add_row(label, s.modality or "", s.data.name, s.model.name, str(s.n_models()),
+                          ", ".join(presets), " ".join(s.description.split()))
         console.print(table)
 
     @app.command("report")

@@ -18,6 +18,8 @@ from ..errors import SpecError
 
 CONDITIONS = ("siddo", "kd", "rcd-uniform", "rcd-gaussian")
 DEFAULT_SETUP = "fashion-mnist-mlp"
+DEFAULT_PRESET = "cpu"
+PRESETS = ("cpu", "paper")
 
 
 class _Strict(BaseModel):
@@ -46,6 +48,8 @@ class TrainSpec(_Strict):
     schedule: Literal["constant", "cosine", "step"] = "constant"
     step_epochs: list[int] = Field(default_factory=list)
     step_gamma: float = Field(default=0.1, gt=0)
+    warmup_epochs: int = Field(default=0, ge=0)
+    grad_clip: float | None = Field(default=None, gt=0)
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)
     eval_batch_size: int = Field(default=2048, ge=1)
@@ -54,6 +58,15 @@ class TrainSpec(_Strict):
     channels_last: bool = False
     compile: bool = False
     checkpoint_every: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "TrainSpec":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        bad = [e for e in self.step_epochs if e <= 0]  # one past the last epoch is never reached
+        if bad:
+            raise ValueError(f"step_epochs must be positive epoch numbers, got {bad}")
+        return self
 
     def path_label(self) -> str:
         """How the models are trained, as stated in records and reports."""
@@ -129,9 +142,67 @@ class TrackingSpec(_Strict):
     log_weights: bool = False  # also log each job's weights.safetensors and outputs.npz
 
 
+class AdversarialSpec(_Strict):
+    """Adversarial transfer: examples crafted on the teacher, replayed on every student.
+
+    ``eps`` and ``step_size`` are in the data's raw units (pixels in [0, 1], waveform amplitude
+    in [-1, 1]; standardised units for features without a raw range). Token inputs use a greedy
+    character/token substitution attack with ``budget`` substitutions instead.
+    """
+
+    enabled: bool = False
+    attack: Literal["fgsm", "pgd"] = "pgd"
+    norm: Literal["linf", "l2"] = "linf"
+    eps: list[float] = Field(default_factory=lambda: [0.03, 0.1, 0.2])
+    steps: int = Field(default=10, ge=1)
+    step_size: float | None = Field(default=None, gt=0)
+    random_start: bool = True
+    targeted: bool = False
+    target: int | None = Field(default=None, ge=0)  # targeted: this class; None: (y + 1) mod C
+    samples: int | None = Field(default=1000, ge=1)  # test samples attacked (stratified subset)
+    whitebox_eps: float | None = Field(default=None, gt=0)  # default: the largest eps
+    budget: int = Field(default=2, ge=1)
+
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("must list at least one ε > 0")
+        if any(not e > 0 for e in v):
+            raise ValueError(f"every ε must be > 0, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an ε twice")
+        return sorted(float(e) for e in v)
+
+
+class BackdoorSpec(_Strict):
+    """Backdoor transfer: the teacher trains on data poisoned with a trigger (dirty labels toward
+    ``target``); students are distilled on the clean data. ``trigger`` defaults by modality:
+    image ``patch``, waveform ``tone``, log-mel ``band``, tokens ``token``."""
+
+    enabled: bool = False
+    rate: float = Field(default=0.1, ge=0, lt=1)
+    target: int = Field(default=0, ge=0)
+    trigger: Literal["patch", "tone", "band", "token"] | None = None
+    size: int | None = Field(default=None, ge=1)
+    value: float | None = None
+
+
+class SecuritySpec(_Strict):
+    adversarial: AdversarialSpec = Field(default_factory=AdversarialSpec)
+    backdoor: BackdoorSpec = Field(default_factory=BackdoorSpec)
+    seed: int = Field(default=0, ge=0)  # attack randomness (random starts, sample choice, poisoning)
+
+    @property
+    def enabled(self) -> bool:
+        return self.adversarial.enabled or self.backdoor.enabled
+
+
 class AuditSpec(_Strict):
     name: str = DEFAULT_SETUP
     description: str = ""
+    modality: Literal["image", "audio", "text"] | None = None
+    preset: str | None = None  # which preset of a named setup this spec was made from
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -140,12 +211,16 @@ class AuditSpec(_Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
 
     @model_validator(mode="after")
     def _registered(self) -> "AuditSpec":
-        from ..data.base import DATASETS
-        from ..data import digits, fashion_mnist  # noqa: F401
+        from ..data.base import DATASETS, load_builtin
         from ..models import MODELS
+        from ..models import load_builtin as load_models
+
+        load_builtin()
+        load_models()
 
         if self.data.name not in DATASETS:
             raise ValueError("data.name: " + DATASETS.unknown_message(self.data.name))
@@ -202,7 +277,8 @@ def setup_names() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_setup_raw(name: str) -> dict:
+def setup_file_raw(name: str) -> dict:
+    """A named setup's YAML as written: the common fields plus its ``presets`` overlays."""
     root = resources.files("kdaudit.config") / "setups"
     path = root / f"{name}.yaml"
     if not path.is_file():
@@ -213,6 +289,37 @@ def load_setup_raw(name: str) -> dict:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SpecError(f"unknown setup {name!r}{hint}; known: {', '.join(names)}")
     return yaml.safe_load(path.read_text())
+
+
+def apply_preset(raw: dict, preset: str | None, origin: str) -> dict:
+    """Merge the chosen preset (default ``cpu``) of ``raw["presets"]`` into the spec.
+
+    A named setup carries a ``cpu`` preset (sizes that finish here in minutes) and a ``paper``
+    preset (the paper's model sizes and recipes, for a GPU); the preset's fields override the
+    common ones. A spec without presets accepts no ``--preset``.
+    """
+    raw = copy.deepcopy(raw)
+    presets = raw.pop("presets", None)
+    if presets is None:
+        if preset is not None:
+            raise SpecError(f"{origin} has no presets; --preset {preset} does not apply")
+        return raw
+    if not isinstance(presets, dict) or not presets:
+        raise SpecError(f"{origin}: presets must map preset names to spec fields")
+    chosen = preset or (DEFAULT_PRESET if DEFAULT_PRESET in presets else next(iter(presets)))
+    if chosen not in presets:
+        raise SpecError(f"{origin} has no preset {chosen!r}; its presets: {', '.join(presets)}")
+    over = presets[chosen] or {}
+    if not isinstance(over, dict):
+        raise SpecError(f"{origin}: preset {chosen!r} must be a mapping of spec fields")
+    merged = _merge(raw, over)
+    merged["preset"] = chosen
+    return merged
+
+
+def load_setup_raw(name: str, preset: str | None = None) -> dict:
+    """A named setup with its preset applied (default ``cpu``), ready for validation."""
+    return apply_preset(setup_file_raw(name), preset, f"setup {name!r}")
 
 
 def read_yaml(path: Path) -> dict:
@@ -255,20 +362,34 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
-def resolve_spec(source: str | None, overrides: list[str] | None = None) -> AuditSpec:
-    """A setup name, a YAML path, or None (the default setup), plus ``--set`` overrides."""
+def resolve_spec(
+    source: str | None, overrides: list[str] | None = None, preset: str | None = None
+) -> AuditSpec:
+    """A setup name, a YAML path, or None (the default setup), a preset, and ``--set`` overrides.
+
+    A YAML file may start from a named setup (``setup: NAME``); its own fields override the
+    setup's, and the preset (``--preset``, else ``preset:`` in the file, else ``cpu``) picks
+    that setup's sizes.
+    """
     if source is None:
-        raw = load_setup_raw(DEFAULT_SETUP)
+        raw = load_setup_raw(DEFAULT_SETUP, preset)
     elif source.endswith((".yaml", ".yml")) or Path(source).exists():
         path = Path(source)
         if not path.exists():
             raise SpecError(f"spec file not found: {path}")
         raw = read_yaml(path)
-        base = raw.pop("setup", None) if isinstance(raw, dict) else None
+        if not isinstance(raw, dict):
+            raise SpecError(f"spec {path}: the top level must be a mapping, got {type(raw).__name__}")
+        base = raw.pop("setup", None)
+        wanted = preset or raw.pop("preset", None)
         if base is not None:
-            raw = _merge(load_setup_raw(str(base)), raw)
+            raw = _merge(load_setup_raw(str(base), wanted), raw)
+        elif "presets" in raw or preset is not None:
+            raw = apply_preset(raw, wanted, f"spec {path}")
+        elif wanted is not None:  # e.g. an audit's own spec.yaml, presets already applied
+            raw["preset"] = wanted
     else:
-        raw = load_setup_raw(source)
+        raw = load_setup_raw(source, preset)
     return validate_spec(apply_overrides(raw, overrides or []))
 
 

@@ -19,6 +19,17 @@ from ..registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 
+# Modules whose import fills DATASETS with the built-in datasets.
+BUILTIN_MODULES = ("digits", "fashion_mnist", "mnist", "cifar", "audio", "speech_commands", "text")
+
+
+def load_builtin() -> None:
+    """Import the built-in dataset modules (idempotent)."""
+    import importlib
+
+    for mod in BUILTIN_MODULES:
+        importlib.import_module(f"{__package__}.{mod}")
+
 
 @dataclass
 class DataBundle:
@@ -33,6 +44,13 @@ class DataBundle:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    def model_args(self) -> dict:
+        """Data-dependent model arguments (e.g. ``vocab_size`` for token inputs).
+
+        A factory receives those it declares; the spec's ``model.kwargs`` cannot override them.
+        """
+        return dict(self.info.get("model_args", {}))
 
     def fingerprint(self) -> str:
         """Content hash of the tensors: a record can tell which data it saw."""
@@ -101,19 +119,29 @@ def to_bundle(
     normalize: bool = True,
     info: dict | None = None,
 ) -> DataBundle:
-    """Validate, subset, standardise (train mean/std) and convert arrays to a DataBundle."""
+    """Validate, subset, standardise (train mean/std) and convert arrays to a DataBundle.
+
+    Integer inputs (token ids) stay int64 and are never standardised. For float inputs with
+    ``normalize`` the standardisation is recorded in ``info["normalization"]`` (mean, std), so
+    raw-space bounds (e.g. pixels in [0, 1]) can be mapped into the model's input space.
+    """
     check_split(name, x_train, y_train, num_classes, "train")
     check_split(name, x_test, y_test, num_classes, "test")
     tr = subset_indices(len(x_train), train_subset, subset_seed, labels=y_train)
     te = subset_indices(len(x_test), test_subset, subset_seed + 1, labels=y_test)
-    xtr = x_train[tr].astype(np.float32)
-    xte = x_test[te].astype(np.float32)
-    if normalize:
-        mean = float(xtr.mean())
-        std = float(xtr.std()) or 1.0
-        xtr = (xtr - mean) / std
-        xte = (xte - mean) / std
     meta = dict(info or {})
+    if np.issubdtype(x_train.dtype, np.integer):
+        xtr = x_train[tr].astype(np.int64)
+        xte = x_test[te].astype(np.int64)
+    else:
+        xtr = x_train[tr].astype(np.float32)
+        xte = x_test[te].astype(np.float32)
+        if normalize:
+            mean = float(xtr.mean())
+            std = float(xtr.std()) or 1.0
+            xtr = (xtr - mean) / std
+            xte = (xte - mean) / std
+            meta["normalization"] = {"mean": mean, "std": std}
     meta.update(n_train=int(len(tr)), n_test=int(len(te)), num_classes=int(num_classes))
     return DataBundle(
         name=name,
@@ -128,8 +156,7 @@ def to_bundle(
 
 def load_dataset(name: str, **options) -> DataBundle:
     """Build a registered dataset by name; an unknown or ill-typed option is a one-line error."""
-    from . import digits, fashion_mnist  # noqa: F401  (fill the registry)
-
+    load_builtin()
     factory = DATASETS.get(name)
     params = inspect.signature(factory).parameters
     unknown = sorted(set(options) - set(params))

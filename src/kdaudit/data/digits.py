@@ -36,5 +36,6 @@ def digits(
     return to_bundle(
         "digits", x[mask], y[mask], x[test_idx], y[test_idx], 10,
         train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed,
-        info={"source": "sklearn.datasets.load_digits"},
+        info={"source": "sklearn.datasets.load_digits", "classes": [str(i) for i in range(10)],
+              "modality": "image", "raw_range": [0.0, 1.0], "image_shape": [1, 8, 8]},
     )

@@ -118,9 +118,16 @@ def run_job(
     checkpoint = None
     if spec.train.checkpoint_every:
         checkpoint = Checkpointer(store.root / ".checkpoints" / f"{job.key}.safetensors", spec.train.checkpoint_every)
+    train_data, clean_inputs = data, None
+    if "backdoor" in job.params:
+        from ..security.poisoning import poisoned_bundle
+
+        train_data = poisoned_bundle(data, job.params["backdoor"])
+        clean_inputs = data.x_train  # students distil the teacher's outputs on the clean data
     progress.job_started(job, spec.train.epochs)
     result = train_model(
-        job.params, data, init_state,
+        job.params, train_data, init_state,
+        train_logits_inputs=clean_inputs,
         target_logits=target,
         keep_train_logits=job.kind == "teacher",
         eval_batch_size=spec.train.eval_batch_size,

@@ -44,7 +44,7 @@ class TrainResult:
 
 def make_model(params: dict, data: DataBundle) -> nn.Module:
     m = params["model"]
-    return build_model(m["name"], data.input_shape, data.num_classes, **m.get("kwargs", {}))
+    return build_model(m["name"], data.input_shape, data.num_classes, data.model_args(), **m.get("kwargs", {}))
 
 
 def init_weights(params: dict, data: DataBundle) -> dict[str, torch.Tensor]:
@@ -83,8 +83,16 @@ def _optimizer(train: dict, params) -> torch.optim.Optimizer:
 
 
 def _lr_factor(train: dict, epoch: int) -> float:
+    """The learning-rate multiplier of ``epoch`` (0-based), set at the start of each epoch.
+
+    ``warmup_epochs`` W: epochs 0..W-1 ramp linearly, (e + 1) / W; the schedule (cosine over
+    the remaining epochs, or steps at the given epochs) follows.
+    """
+    warm = int(train.get("warmup_epochs", 0))
+    if epoch < warm:
+        return (epoch + 1) / warm
     if train["schedule"] == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * epoch / train["epochs"]))
+        return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / (train["epochs"] - warm)))
     if train["schedule"] == "step":
         return train["step_gamma"] ** sum(1 for e in train["step_epochs"] if epoch >= e)
     return 1.0
@@ -104,6 +112,7 @@ def train_model(
     *,
     target_logits: torch.Tensor | None = None,
     keep_train_logits: bool = False,
+    train_logits_inputs: torch.Tensor | None = None,
     eval_batch_size: int = 2048,
     on_epoch: EpochCallback | None = None,
     name: str = "job",
@@ -113,6 +122,8 @@ def train_model(
 
     ``target_logits`` (N_train×C) are the soft targets of the KD loss: the teacher's training
     logits, or an RCD noise table; ``None`` with α = 0 is plain cross-entropy.
+    ``keep_train_logits`` returns the trained model's logits on ``train_logits_inputs``
+    (default: the training inputs; a poisoned teacher gives them on the clean ones).
 
     Fast path: inputs are batched by index from preloaded tensors, targets are indexed from a
     table computed once. Opt-in ``train.precision: bf16`` (autocast), ``train.channels_last``
@@ -147,6 +158,7 @@ def train_model(
     batches = batch_order(seed, n, train["epochs"], train["batch_size"])
     forward = torch.compile(model) if train.get("compile", False) else model
     autocast = train.get("precision", "fp32") == "bf16"
+    clip = train.get("grad_clip")
     x_train = data.x_train.contiguous(memory_format=torch.channels_last) if channels_last else data.x_train
     for epoch in range(first_epoch, train["epochs"]):
         for group in opt.param_groups:
@@ -171,6 +183,8 @@ def train_model(
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             total += value * len(idx)
             count += len(idx)
@@ -183,7 +197,8 @@ def train_model(
     test_logits = predict(model, data.x_test, eval_batch_size)
     if not np.isfinite(test_logits).all():
         raise TrainingError(f"{name}: the test logits are not finite")
-    train_logits = predict(model, data.x_train, eval_batch_size) if keep_train_logits else None
+    logits_on = data.x_train if train_logits_inputs is None else train_logits_inputs
+    train_logits = predict(model, logits_on, eval_batch_size) if keep_train_logits else None
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     return TrainResult(
         state=state,

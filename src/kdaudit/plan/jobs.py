@@ -96,6 +96,9 @@ def build_plan(spec: AuditSpec) -> Plan:
     )
     base = {"data": data, "model": model, "train": train}
     t_params = {**base, "seed": proto.teacher_seed, "condition": "teacher", "alpha": 0.0}
+    if spec.security.backdoor.enabled:  # a poisoned teacher: its key (and the KD students') differ
+        bd = spec.security.backdoor.model_dump(mode="json", exclude={"enabled"})
+        t_params["backdoor"] = {**bd, "seed": spec.security.seed}
     teacher = Job(
         key=content_hash({"kind": "teacher", **t_params, "deps": [init.key], "versions": ver}),
         kind="teacher", run_id="teacher", condition="teacher", alpha=0.0,

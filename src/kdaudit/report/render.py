@@ -433,6 +433,22 @@ def figure_info(paths: Iterable[Path]) -> list[FigureInfo]:
     return sorted(infos, key=lambda f: rank.get(f.name, 2))  # stable: keeps metric order
 
 
+_SECURITY_TITLES = {
+    "security_adv_follows": "Adversarial transfer: copying the teacher's adversarial label",
+    "security_adv_fooled": "Adversarial transfer: fooled by the teacher's adversarial examples",
+    "security_backdoor": "Backdoor inheritance",
+}
+_SECURITY_CAPTIONS = {
+    "security_adv_follows": "Share of the teacher's transferable adversarial examples on which the student "
+                            "outputs the teacher's (wrong) adversarial label, against the attack budget; "
+                            "mean ± SEM over seeds, one panel per α (SIDDO repeated in each).",
+    "security_adv_fooled": "Share of the teacher's transferable adversarial examples that also fool the "
+                           "student, against the attack budget; mean ± SEM over seeds.",
+    "security_backdoor": "Attack success rate of the teacher's backdoor trigger on each group of students "
+                         "(distilled on clean data); mean ± SEM over seeds; dashed: the teacher.",
+}
+
+
 HOW_TO_READ: tuple[tuple[str, str], ...] = (
     ("The question",
      "Knowledge distillation (KD) trains a student on a mix of the true labels and the teacher's "
@@ -655,11 +671,26 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def _html_figures(figures: Sequence[FigureInfo]) -> str:
+    """Each figure embedded as a data URI, with its title and caption."""
+    parts = []
+    for f in figures:
+        parts.append("<figure>")
+        parts.append(f"<h3>{_e(f.title)}</h3>")
+        parts.append(f'<img id="{_e(f.html_id)}" src="{_data_uri(f.path)}" alt="{_e(f.title)}">')
+        if f.caption:
+            parts.append(f"<figcaption>{_e(f.caption)}</figcaption>")
+        parts.append("</figure>")
+    return "\n".join(parts)
+
+
 def render_html(
     tables: AuditTables,
     spec: Mapping[str, Any] | None,
     meta: Mapping[str, Any] | None,
     figures: Sequence[FigureInfo] = (),
+    security: Any = None,
+    security_figures: Sequence[FigureInfo] = (),
 ) -> str:
     """The self-contained HTML report as a string (figures read from their paths and embedded)."""
     meta = dict(meta or {})
@@ -733,6 +764,30 @@ def render_html(
     parts.append(_html_table(transfer) if transfer else '<p class="note">No transfer table available.</p>')
     parts.append("</section>")
 
+    if security is not None:
+        parts.append('<section id="security"><h2>Security</h2>')
+        parts.append("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in security.sentences) + "</ul>")
+        sec_table = _security_table(security)
+        if sec_table:
+            parts.append('<p class="note">Mean ± SEM over seeds. adv_fooled / adv_follows / adv_accuracy: '
+                         "on the teacher's transferable adversarial examples (teacher right on the clean "
+                         "input, fooled on the adversarial one), the share that fools the student, on "
+                         "which it outputs the teacher's adversarial label, and its accuracy; "
+                         "whitebox_accuracy: the model's accuracy under the same attack crafted on "
+                         "itself; backdoor_asr: share of triggered test inputs (true class not the "
+                         "target) classified as the target.</p>")
+            parts.append(_html_table(sec_table))
+        sec_tests = _tests_tables(security.tests)
+        for label, t in sec_tests:
+            n_sig = sum(t.highlight)
+            parts.append(f'<details class="tests"><summary>Security tests: {_e(label)} '
+                         f'<span class="count">{len(t.rows)} tests · {n_sig} significant</span></summary>')
+            parts.append(_html_table(t))
+            parts.append("</details>")
+        if security_figures:
+            parts.append('<div class="figures">' + _html_figures(security_figures) + "</div>")
+        parts.append("</section>")
+
     parts.append('<section id="tests"><h2>Significance tests</h2>')
     tests = _tests_tables(tables.tests)
     if tests:
@@ -752,13 +807,7 @@ def render_html(
 
     if figures:
         parts.append('<section id="figures"><h2>Figures</h2><div class="figures">')
-        for f in figures:
-            parts.append("<figure>")
-            parts.append(f"<h3>{_e(f.title)}</h3>")
-            parts.append(f'<img id="{_e(f.html_id)}" src="{_data_uri(f.path)}" alt="{_e(f.title)}">')
-            if f.caption:
-                parts.append(f"<figcaption>{_e(f.caption)}</figcaption>")
-            parts.append("</figure>")
+        parts.append(_html_figures(figures))
         parts.append("</div></section>")
 
     parts.append('<section id="how-to-read"><h2>How to read this report</h2><dl class="read">')
@@ -819,6 +868,8 @@ def render_markdown(
     spec: Mapping[str, Any] | None,
     meta: Mapping[str, Any] | None,
     figures: Sequence[FigureInfo] = (),
+    security: Any = None,
+    security_figures: Sequence[FigureInfo] = (),
 ) -> str:
     """The Markdown report; figures are linked as ``figures/NAME.png``."""
     meta = dict(meta or {})
@@ -856,6 +907,16 @@ def render_markdown(
     transfer = _transfer_table(tables.transfer)
     out += [_md_table(transfer) if transfer else "No transfer table available.", ""]
 
+    if security is not None:
+        out += ["## Security", ""]
+        out += [f"- {_m(s)}" for s in security.sentences] + [""]
+        sec_table = _security_table(security)
+        if sec_table:
+            out += ["Mean ± SEM over seeds (see the HTML report for the definitions).", "",
+                    _md_table(sec_table), ""]
+        for f in security_figures:
+            out += [f"![{_m(f.title)}](figures/{f.path.name})", ""]
+
     out += ["## Significance tests", ""]
     tests = _tests_tables(tables.tests)
     if tests:
@@ -887,11 +948,27 @@ def render_markdown(
 
 
 # --------------------------------------------------------------------------------------------
+def _security_table(security: Any) -> Table | None:
+    """Mean ± SEM of every security metric per group (teacher first)."""
+    summary = getattr(security, "summary", None)
+    if summary is None or len(summary) == 0:
+        return None
+    metrics = [c[:-5] for c in summary.columns if c.endswith("_mean")]
+    headers = ["condition", "α", "n"] + metrics
+    rows = []
+    for _, r in summary.iterrows():
+        rows.append([str(r["condition"]), fmt_alpha(r["alpha"]) if r["condition"] != "teacher" else "—",
+                     fmt_int(r["n"])] + [fmt_mean_sem(r[f"{m}_mean"], r[f"{m}_sem"]) for m in metrics])
+    return Table(headers=headers, numeric=[False, True, True] + [True] * len(metrics), rows=rows,
+                 highlight=[False] * len(rows))
+
+
 def write_report(
     out_dir: Path | str,
     tables: AuditTables,
     spec: Mapping[str, Any] | None,
     meta: Mapping[str, Any] | None,
+    security: Any = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` into ``out_dir``.
 
@@ -905,10 +982,18 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     fig_paths = write_figures(out, tables)
     infos = figure_info(fig_paths)
+    sec_infos: list[FigureInfo] = []
+    if security is not None:
+        from .security_figures import write_security_figures
+
+        sec_paths = write_security_figures(security.runs, security.meta, out)
+        fig_paths = list(fig_paths) + sec_paths
+        sec_infos = [FigureInfo(p.stem, p, _SECURITY_TITLES.get(p.stem, p.stem), _SECURITY_CAPTIONS.get(p.stem, ""))
+                     for p in sec_paths]
     md_path = out / "report.md"
     html_path = out / "report.html"
-    md_path.write_text(render_markdown(tables, spec, meta, infos), encoding="utf-8")
-    html_path.write_text(render_html(tables, spec, meta, infos), encoding="utf-8")
+    md_path.write_text(render_markdown(tables, spec, meta, infos, security, sec_infos), encoding="utf-8")
+    html_path.write_text(render_html(tables, spec, meta, infos, security, sec_infos), encoding="utf-8")
     written: dict[str, Path] = {"report.md": md_path, "report.html": html_path}
     for p in fig_paths:
         written[f"figures/{Path(p).name}"] = Path(p)

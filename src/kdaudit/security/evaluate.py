@@ -1,0 +1,251 @@
+"""Security metrics of every model of an audit: adversarial transfer and backdoor inheritance.
+
+After the plan's models are trained, :func:`evaluate_security` loads each one from the store and
+measures, on the same test samples for all of them:
+
+- **adversarial transfer** (``security.adversarial``): adversarial examples are crafted once on
+  the teacher (FGSM or PGD in the model's input space, ε in the data's raw units, clipped to the
+  valid range; for token inputs a greedy character/token substitution attack with ε read as the
+  number of substitutions). Each student is scored on the *transferable* examples — those the
+  teacher classified right and the attack made it get wrong: ``adv_fooled@ε`` (the student is
+  fooled too), ``adv_follows@ε`` (it outputs the teacher's adversarial label: the teacher's error
+  copied) and ``adv_accuracy@ε``. ``whitebox_accuracy@ε`` is the student's accuracy under the same
+  attack crafted on itself, a reference for its own robustness.
+- **backdoor inheritance** (``security.backdoor``): the teacher was trained on poisoned data
+  (:mod:`kdaudit.security.poisoning`); every model is scored on the triggered test inputs whose
+  true class is not the target: ``backdoor_asr`` (classified as the target) and
+  ``clean_accuracy`` on the untouched test set.
+
+Results are cached per model under ``<audit>/security/`` keyed by the job and the security spec,
+so a rerun or a crash loses nothing already measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config.spec import AuditSpec
+from ..data.base import DataBundle, subset_indices
+from ..plan.jobs import Job, Plan, content_hash, result_versions
+from ..store import JobStore
+
+EVAL_BATCH = 512
+
+
+@dataclass
+class SecurityResult:
+    runs: pd.DataFrame  # one row per model (teacher first): run_id, role, condition, alpha, seed, metrics
+    metrics: list[str]  # the metric columns, in display order
+    meta: dict = field(default_factory=dict)  # what was attacked and how, for the report
+
+
+def eps_label(eps: float) -> str:
+    return f"{eps:g}"
+
+
+def adversarial_metrics(eps_list: list[float], whitebox_eps: float) -> list[str]:
+    cols = []
+    for e in eps_list:
+        cols += [f"adv_fooled@{eps_label(e)}", f"adv_follows@{eps_label(e)}", f"adv_accuracy@{eps_label(e)}"]
+    return cols + [f"whitebox_accuracy@{eps_label(whitebox_eps)}"]
+
+
+def _load_model(job: Job, store: JobStore, data: DataBundle) -> torch.nn.Module:
+    from ..execute.train import make_model
+
+    model = make_model(job.params, data)
+    model.load_state_dict(store.load_weights(job.key))
+    return model.eval()
+
+
+@torch.inference_mode()
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    return torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]).double().numpy()
+
+
+class _Adversarial:
+    """The attack of ``security.adversarial`` on one dataset: crafted on the teacher once."""
+
+    def __init__(self, spec: AuditSpec, data: DataBundle, teacher: torch.nn.Module) -> None:
+        from .attacks import attack_space
+
+        adv = spec.security.adversarial
+        self.spec = adv
+        self.seed = spec.security.seed
+        self.tokens = not torch.is_floating_point(data.x_test)
+        n = len(data.x_test)
+        self.idx = subset_indices(n, adv.samples, self.seed + 7, labels=data.y_test.numpy())
+        self.x = data.x_test[self.idx]
+        self.y = data.y_test[self.idx]
+        if self.tokens:
+            vocab = int(data.model_args().get("vocab_size", int(data.x_test.max()) + 1))
+            # the most frequent real tokens (ids sorted by train frequency; 0 pad, 1 unk)
+            self.candidates = torch.arange(2, min(vocab, 2 + 64))
+            self.pad_id = int(data.model_args().get("pad_id", 0))
+            self.levels = [float(b) for b in range(1, adv.budget + 1)]
+            self.whitebox = float(adv.budget)
+            self.space = None
+            self.how = (f"greedy token substitution, up to {adv.budget} substitutions among the "
+                        f"{len(self.candidates)} most frequent tokens (ε = number of substitutions)")
+        else:
+            self.space = attack_space(data.info, data.x_test)
+            self.levels = list(adv.eps)
+            self.whitebox = float(adv.whitebox_eps or max(adv.eps))
+            kind = "FGSM" if adv.attack == "fgsm" else f"PGD-{adv.steps}"
+            self.how = (f"{kind} ({adv.norm.upper()}, {'targeted' if adv.targeted else 'untargeted'}"
+                        f"{', random start' if adv.attack == 'pgd' and adv.random_start else ''}); "
+                        f"valid range: {self.space.how}")
+        num_classes = data.num_classes
+        self.target = None
+        if adv.targeted:
+            t = torch.full_like(self.y, adv.target) if adv.target is not None else (self.y + 1) % num_classes
+            self.target = t
+        self.teacher_clean = _logits(teacher, self.x)
+        self.adv_inputs: dict[float, torch.Tensor] = {}
+        self.teacher_adv: dict[float, np.ndarray] = {}
+        for level in self.levels:
+            xa = self.attack(teacher, level)
+            self.adv_inputs[level] = xa
+            self.teacher_adv[level] = _logits(teacher, xa)
+
+    def attack(self, model: torch.nn.Module, level: float) -> torch.Tensor:
+        from .attacks import attack_batched, char_substitution, fgsm, pgd
+
+        adv = self.spec
+        kw = {} if self.target is None else {"target": self.target}
+        if self.tokens:
+            return char_substitution(model, self.x, self.y, budget=int(level), candidates=self.candidates,
+                                     pad_id=self.pad_id, targeted=adv.targeted, **kw)
+        space = self.space
+        eps = space.eps(level)
+        common = dict(norm=adv.norm, targeted=adv.targeted, lo=space.lo, hi=space.hi, **kw)
+        if adv.attack == "fgsm":
+            return attack_batched(fgsm, model, self.x, self.y, EVAL_BATCH, eps=eps, **common)
+        step = space.eps(adv.step_size) if adv.step_size else None
+        gen = torch.Generator().manual_seed(self.seed)
+        return attack_batched(pgd, model, self.x, self.y, EVAL_BATCH, eps=eps, steps=adv.steps, step_size=step,
+                              random_start=adv.random_start, generator=gen, **common)
+
+    def measure(self, model: torch.nn.Module, is_teacher: bool) -> dict[str, float]:
+        from .attacks import success_rate, transfer_rates, transferable_mask
+
+        y = self.y.numpy()
+        row: dict[str, float] = {}
+        for level in self.levels:
+            mask = transferable_mask(self.teacher_clean, self.teacher_adv[level], y)
+            logits = self.teacher_adv[level] if is_teacher else _logits(model, self.adv_inputs[level])
+            r = transfer_rates(logits, self.teacher_adv[level].argmax(1), y, mask=mask)
+            lab = eps_label(level)
+            row[f"adv_fooled@{lab}"] = r["fooled"]
+            row[f"adv_follows@{lab}"] = r["follows_teacher"]
+            row[f"adv_accuracy@{lab}"] = r["adv_accuracy"]
+        xw = self.adv_inputs[self.whitebox] if is_teacher and self.whitebox in self.adv_inputs \
+            else self.attack(model, self.whitebox)
+        row[f"whitebox_accuracy@{eps_label(self.whitebox)}"] = 1.0 - success_rate(_logits(model, xw), y)
+        return row
+
+    def facts(self) -> dict:
+        y = self.y.numpy()
+        correct = self.teacher_clean.argmax(1) == y
+        return {
+            "attack": self.how, "levels": self.levels, "whitebox_level": self.whitebox,
+            "n_attacked": int(len(y)), "teacher_clean_accuracy": float(correct.mean()),
+            "teacher_success": {eps_label(e): float((self.teacher_adv[e].argmax(1)[correct] != y[correct]).mean())
+                                if correct.any() else math.nan for e in self.levels},
+            "n_transferable": {eps_label(e): int(((self.teacher_adv[e].argmax(1) != y) & correct).sum())
+                               for e in self.levels},
+        }
+
+
+class _Backdoor:
+    def __init__(self, plan: Plan, data: DataBundle) -> None:
+        from .backdoor import triggered_test_set
+        from .poisoning import trigger_for
+
+        params = plan.teacher.params["backdoor"]
+        self.target = int(params["target"])
+        self.trigger = trigger_for(data, params)
+        self.x, self.y_true, _ = triggered_test_set(data.x_test, data.y_test, self.trigger, self.target)
+        self.params = params
+
+    def measure(self, model: torch.nn.Module, clean_logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        from .backdoor import attack_success_rate
+
+        y_true = self.y_true.numpy() if isinstance(self.y_true, torch.Tensor) else np.asarray(self.y_true)
+        return {
+            "backdoor_asr": attack_success_rate(_logits(model, self.x), y_true, self.target),
+            "clean_accuracy": float((clean_logits.argmax(1) == labels).mean()),
+        }
+
+    def facts(self) -> dict:
+        return {"trigger": self.trigger.describe(), "target": self.target, "rate": self.params["rate"],
+                "n_triggered": int(len(self.x))}
+
+
+def evaluate_security(
+    spec: AuditSpec,
+    plan: Plan,
+    store: JobStore,
+    data: DataBundle,
+    out_dir: Path,
+    on_model: Callable[[int, int, str], None] | None = None,
+) -> SecurityResult | None:
+    """Measure every trained model (teacher first); None when ``security`` is not enabled."""
+    sec = spec.security
+    if not sec.enabled:
+        return None
+    cache = out_dir / "security"
+    cache.mkdir(parents=True, exist_ok=True)
+    tag = content_hash({"security": sec.model_dump(mode="json"), "data": data.fingerprint(),
+                        "versions": result_versions()})
+    jobs = plan.trained
+    teacher = _load_model(plan.teacher, store, data)
+    attack = _Adversarial(spec, data, teacher) if sec.adversarial.enabled else None
+    backdoor = _Backdoor(plan, data) if sec.backdoor.enabled else None
+    metrics: list[str] = []
+    if attack is not None:
+        metrics += adversarial_metrics(attack.levels, attack.whitebox)
+    if backdoor is not None:
+        metrics += ["backdoor_asr", "clean_accuracy"]
+    rows = []
+    for i, job in enumerate(jobs):
+        path = cache / f"{job.key}-{tag}.json"
+        row = None
+        if path.exists():
+            try:
+                row = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                row = None
+        if row is None:
+            model = teacher if job.kind == "teacher" else _load_model(job, store, data)
+            row = {}
+            if attack is not None:
+                row.update(attack.measure(model, job.kind == "teacher"))
+            if backdoor is not None:
+                out = store.load_outputs(job.key)
+                row.update(backdoor.measure(model, out["test_logits"], out["test_labels"]))
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(row))
+            os.replace(tmp, path)
+        rows.append({"run_id": job.run_id, "role": "teacher" if job.kind == "teacher" else "student",
+                     "condition": job.condition, "alpha": job.alpha if job.kind == "student" else math.nan,
+                     "seed": job.seed, **row})
+        if on_model is not None:
+            on_model(i + 1, len(jobs), job.run_id)
+    runs = pd.DataFrame(rows)
+    meta = {}
+    if attack is not None:
+        meta["adversarial"] = attack.facts()
+    if backdoor is not None:
+        meta["backdoor"] = backdoor.facts()
+    return SecurityResult(runs=runs[["run_id", "role", "condition", "alpha", "seed", *metrics]], metrics=metrics,
+                          meta=meta)
