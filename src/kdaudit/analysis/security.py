@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .audit import CONTROL, TESTS_COLUMNS, _fmt_alpha, _test_row, display_name, is_rcd
+from .audit import CONTROL, TESTS_COLUMNS, _fmt_alpha, _test_row, _values, display_name, is_rcd
 from .stats import adjust_pvalues, mann_whitney, mean_sem
 from .transfer import format_p
 
@@ -31,10 +31,6 @@ class SecurityTables:
     summary: pd.DataFrame  # per condition and α (teacher first): n, <metric>_mean, <metric>_sem
     sentences: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # what was attacked and how (from the evaluation)
-
-
-def _num(df: pd.DataFrame, metric: str) -> np.ndarray:
-    return pd.to_numeric(df[metric], errors="coerce").to_numpy(np.float64)
 
 
 def build_security_tables(
@@ -56,7 +52,7 @@ def build_security_tables(
             opponents += [(f"vs_{r}", groups[(r, alpha)]) for r in sorted(rcd_at.get(alpha, []))]
         for comparison, b in opponents:
             for m in metrics:
-                rows.append(_test_row(comparison, cond, alpha, m, mann_whitney(_num(g, m), _num(b, m))))
+                rows.append(_test_row(comparison, cond, alpha, m, mann_whitney(_values(g, m), _values(b, m))))
     tests = pd.DataFrame(rows, columns=TESTS_COLUMNS)
     if len(tests):
         tests["p_adjusted"] = adjust_pvalues(tests["p_value"].to_numpy(np.float64), correction)
@@ -71,7 +67,7 @@ def build_security_tables(
             continue
         row: dict[str, Any] = {"condition": cond, "alpha": alpha, "n": int(len(g))}
         for m in metrics:
-            row[f"{m}_mean"], row[f"{m}_sem"] = mean_sem(_num(g, m))
+            row[f"{m}_mean"], row[f"{m}_sem"] = mean_sem(_values(g, m))
         summary_rows.append(row)
     summary = pd.DataFrame(summary_rows)
 

@@ -10,17 +10,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .figures import _DPI, _colours, _save, _style_axes, condition_order, figure_dir, sem
-
-
-def _students(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs.loc[runs["role"] == "student"]
-
-
-def _mean_sem(values) -> tuple[float, float]:
-    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
-    v = v[np.isfinite(v)]
-    return (float(v.mean()) if v.size else math.nan), sem(v)
+from ..analysis.stats import mean_sem as _mean_sem
+from .figures import _DPI, _colours, _save, _students, _style_axes, condition_order, figure_dir
 
 
 def plot_adversarial(runs: pd.DataFrame, levels: list[float], out_dir: Path | str, *,

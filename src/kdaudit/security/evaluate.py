@@ -67,9 +67,10 @@ def _load_model(job: Job, store: JobStore, data: DataBundle) -> torch.nn.Module:
     return model.eval()
 
 
-@torch.inference_mode()
 def _logits(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    return torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]).double().numpy()
+    from ..execute.train import predict
+
+    return predict(model, x, EVAL_BATCH)
 
 
 class _Adversarial:
@@ -180,9 +181,8 @@ class _Backdoor:
     def measure(self, model: torch.nn.Module, clean_logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         from .backdoor import attack_success_rate
 
-        y_true = self.y_true.numpy() if isinstance(self.y_true, torch.Tensor) else np.asarray(self.y_true)
         return {
-            "backdoor_asr": attack_success_rate(_logits(model, self.x), y_true, self.target),
+            "backdoor_asr": attack_success_rate(_logits(model, self.x), self.y_true.numpy(), self.target),
             "clean_accuracy": float((clean_logits.argmax(1) == labels).mean()),
         }
 
