@@ -102,8 +102,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
     out = prepare_out_dir(Path(out_dir) if out_dir else default_out_dir(spec))
     plan = build_plan(spec)
     data = load_data(spec)
-    # bad model options fail here, before anything is written into the audit directory
-    build_model(spec.model.name, data.input_shape, data.num_classes, data.model_args(), **spec.model.kwargs)
+    preflight(spec, data)  # bad models, checkpoints and hint layers fail before anything is written
     if spec.security.enabled:
         from .security.poisoning import check_security
 
@@ -130,6 +129,56 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
         tracker.log_jobs(plan, store)
         tracker.log_audit(out, outcome.meta)
     return outcome
+
+
+def _build(model_spec, data) -> torch.nn.Module:
+    return build_model(model_spec.name, data.input_shape, data.num_classes, data.model_args(), **model_spec.kwargs)
+
+
+def preflight(spec: AuditSpec, data) -> None:
+    """Everything that can be checked before training: both architectures build and return one
+    logit per class, a given teacher checkpoint fits its model, the hint layers exist and their
+    cached tables fit under the cap."""
+    from .execute.train import check_checkpoint, read_checkpoint
+    from .models.base import check_model_output, resolve_module
+
+    models = {}
+    for role, m in (("student", spec.student_model), ("teacher", spec.teacher_model)):
+        with torch.random.fork_rng(devices=[]):
+            models[role] = _build(m, data)
+        check_model_output(models[role], data.input_shape, data.num_classes, data.x_train.dtype)
+    if spec.teacher.checkpoint is not None:
+        path = Path(spec.teacher.checkpoint).expanduser()
+        check_checkpoint(models["teacher"], read_checkpoint(path), path, data.num_classes)
+    hint = spec.protocol.hint
+    if hint is not None and any(c != "siddo" for c in spec.protocol.conditions):
+        from .objectives.hints import check_table_size, feature_shape, target_shape
+
+        s_shape = feature_shape(models["student"], resolve_module(models["student"], hint.student_layer), data.x_train)
+        t_layer = hint.teacher_layer or hint.student_layer
+        t_shape = feature_shape(models["teacher"], resolve_module(models["teacher"], t_layer), data.x_train)
+        check_table_size(len(data.x_train), target_shape(s_shape, t_shape), hint.max_table_mb, "hint target")
+
+
+def model_sizes(spec: AuditSpec, out: Path) -> dict[str, int]:
+    """Parameter counts of the student and teacher architectures (from the audit's data.json)."""
+    from types import SimpleNamespace
+
+    from .models.base import model_param_count
+
+    path = out / "data.json"
+    if not path.exists():
+        return {}
+    info = json.loads(path.read_text())
+    fake = SimpleNamespace(input_shape=tuple(info["input_shape"]), num_classes=int(info["num_classes"]),
+                           model_args=lambda: dict(info.get("model_args", {})))
+    with torch.random.fork_rng(devices=[]):
+        return {"student_params": model_param_count(_build(spec.student_model, fake)),
+                "teacher_params": model_param_count(_build(spec.teacher_model, fake))}
+
+
+def _model_label(m) -> str:
+    return f"{m.name} {json.dumps(m.kwargs)}" if m.kwargs else m.name
 
 
 def execute(spec: AuditSpec, plan: Plan, store: JobStore, data, progress: Progress | None = None) -> ExecutionStats:
@@ -174,10 +223,11 @@ def analyse(
         "title": f"kdaudit — {spec.name}",
         "setup": spec.name,
         "dataset": spec.data.name,
-        "model": f"{spec.model.name} {json.dumps(spec.model.kwargs)}" if spec.model.kwargs else spec.model.name,
+        "model": _model_label(spec.student_model),
         "n_train": (data_info or {}).get("n_train", spec.data.train_subset),
         "n_test": int(len(t_out["test_labels"])),
         "teacher_accuracy": float(runs.loc[runs.role == "teacher", "accuracy"].iloc[0]),
+        "teacher_loss": float(runs.loc[runs.role == "teacher", "loss"].iloc[0]),
         "n_teacher_wrong": n_wrong,
         "n_models": len(plan.trained),
         "train_seconds_total": round(float(sum(r.get("seconds", 0.0) for r in records)), 1),
@@ -186,6 +236,17 @@ def analyse(
         "torch_version": str(torch.__version__),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if not spec.self_distillation:
+        meta["distillation"] = "standard"
+        meta["teacher_model"] = _model_label(spec.teacher_model)
+        if spec.teacher.checkpoint is not None:
+            meta["teacher_checkpoint"] = str(spec.teacher.checkpoint)
+    if spec.teacher.epochs is not None:
+        meta["teacher_epochs"] = spec.teacher.epochs
+    if spec.protocol.hint is not None:
+        h = spec.protocol.hint
+        meta["hint"] = f"{h.weight:g} × MSE({h.student_layer} → {h.teacher_layer or h.student_layer})"
+    meta.update(model_sizes(spec, out))
     if stats is not None:
         meta.update(trained_now=len([r for r in stats.trained if r != "m0"]),
                     reused=len([r for r in stats.skipped if r != "m0"]))

@@ -211,12 +211,22 @@ def register(app: typer.Typer) -> None:
         scheduler: Optional[str] = typer.Option(None, "--scheduler", help="A running Dask scheduler, e.g. tcp://host:8786 (implies --executor dask)."),
         mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="[URI]", help="Log every job to MLflow at URI; without a URI, to sqlite:///<audit dir>/mlflow.db."),
     ) -> None:
-        """Plan, train what is missing, analyse and report; prints the summary and the verdicts."""
-        from ..audit import run_audit
-        from ..config.spec import resolve_spec
+        """Plan, train what is missing, analyse and report; prints the summary and the verdicts.
 
-        resolved = apply_run_options(resolve_spec(spec, set_, preset), executor and executor.value, workers, scheduler,
-                                     mlflow, out)
+        A spec whose fields take lists (e.g. --set 'protocol.temperature=[1,2,4,8]') runs one audit
+        per value, sharing identical jobs, and writes a sweep report next to them."""
+        from ..audit import run_audit
+        from ..config.spec import resolve_raw
+        from ..config.sweep import expand
+
+        sweep = expand(resolve_raw(spec, set_, preset))
+        ex = executor and executor.value
+        for point in sweep.points:
+            point.spec = apply_run_options(point.spec, ex, workers, scheduler, mlflow, out)
+        if sweep.is_sweep:
+            _run_sweep(sweep, out, quiet)
+            return
+        resolved = sweep.points[0].spec
         console.print(f"Audit [bold]{resolved.name}[/]: {resolved.n_models()} models{_where(resolved)}")
         if quiet:
             outcome = run_audit(resolved, out)
@@ -242,8 +252,54 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
     @app.command("report")
-    def report(out_dir: Path = typer.Argument(..., help="A finished audit directory.")) -> None:
-        """Re-analyse a finished audit directory (no training) and rewrite its tables and report."""
+    def report(out_dir: Path = typer.Argument(..., help="A finished audit or sweep directory.")) -> None:
+        """Re-analyse a finished audit (or sweep) directory, no training; rewrite its tables and report."""
         from ..audit import reanalyse
+        from ..sweep import is_sweep_dir, reanalyse_sweep
 
-        print_summary(reanalyse(out_dir))
+        if is_sweep_dir(out_dir):
+            print_sweep_summary(reanalyse_sweep(out_dir))
+        else:
+            print_summary(reanalyse(out_dir))
+
+
+def _run_sweep(sweep, out: Path | None, quiet: bool) -> None:
+    from ..sweep import run_sweep
+
+    first = sweep.points[0].spec
+    axes = "; ".join(f"{k} ∈ {v}" for k, v in sweep.axes.items())
+    console.print(f"Sweep [bold]{first.name}[/]: {len(sweep.points)} audits ({axes}), {first.n_models()} models "
+                  f"each{_where(first)}; jobs shared between points are trained once", highlight=False)
+
+    def progress_for(i: int, n: int, label: str):
+        console.print(f"[bold]Point {i + 1}/{n}[/]: {label}", highlight=False)
+        return None if quiet else RichProgress(console)
+
+    print_sweep_summary(run_sweep(sweep, out, progress_for))
+
+
+def print_sweep_summary(outcome, out: Console = console) -> None:
+    out.print()
+    table = Table(title="Sweep: one audit per point (KD students; Δ± in points vs SIDDO)")
+    for col in ("point", "teacher acc %", "teacher loss", "α", "agreement %", "Δ+", "Δ−", "transfer", "payoff"):
+        table.add_column(col, justify="left" if col == "point" else "right", no_wrap=col == "point")
+    for o in outcome.outcomes:
+        label = o.out_dir.name
+        summ = o.tables.summary.set_index(["condition", "alpha"])
+        trans = o.tables.transfer.set_index(["condition", "alpha"])
+        for v in o.tables.verdicts:
+            r = summ.loc[(v.condition, v.alpha)]
+            t = trans.loc[(v.condition, v.alpha)]
+            table.add_row(label, f"{o.meta['teacher_accuracy'] * 100:.2f}", f"{o.meta['teacher_loss']:.3f}",
+                          f"{v.alpha:g}", _pct(r["agreement_mean"], r["agreement_sem"]),
+                          f"{t['delta_pos'] * 100:+.1f}", f"{t['delta_neg'] * 100:+.1f}",
+                          v.knowledge_transfer, v.negative_asymmetric_payoff)
+            label = ""
+    out.print(table)
+    out.print("[bold]Across the sweep[/]")
+    for s in outcome.tables.sentences:
+        out.print(f"  {s}", markup=False, highlight=False)
+    report = outcome.paths.get("sweep.html")
+    out.print(f"\nSweep report: {report}")
+    if outcome.meta.get("wall_time_s") is not None:
+        out.print(f"Wall time: {outcome.meta['wall_time_s']:.1f} s")

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import SpecError
+from ..registry import import_object, is_import_path
 
 CONDITIONS = ("siddo", "kd", "rcd-uniform", "rcd-gaussian")
 DEFAULT_SETUP = "fashion-mnist-mlp"
@@ -36,8 +37,47 @@ class DataSpec(_Strict):
 
 
 class ModelSpec(_Strict):
+    """An architecture: a registered name or an import path ``package.module:Callable``, and its
+    options. Options may also be written next to ``name`` (``student: {name: mlp, width: 0.5}``);
+    they are moved into ``kwargs``, and the model's factory rejects unknown ones."""
+
     name: str = "mlp"
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            extra = {k: v for k, v in raw.items() if k not in ("name", "kwargs")}
+            if extra:
+                kwargs = dict(raw.get("kwargs") or {})
+                twice = sorted(set(extra) & set(kwargs))
+                if twice:
+                    raise ValueError(f"{', '.join(twice)} given both beside name and in kwargs")
+                raw = {k: v for k, v in raw.items() if k in ("name", "kwargs")}
+                raw["kwargs"] = {**kwargs, **extra}
+        return raw
+
+
+class TeacherSpec(_Strict):
+    """The teacher, where it differs from the students: another architecture (standard
+    distillation), fewer or more epochs (teachers of rising quality), or a trained checkpoint
+    (safetensors) audited as given instead of training one."""
+
+    model: ModelSpec | None = None  # None: the audit's model
+    epochs: int | None = Field(default=None, ge=1)  # None: train.epochs
+    checkpoint: str | None = None  # a safetensors file of the teacher's weights
+
+
+class HintSpec(_Strict):
+    """Feature-map matching (FitNets-style hint): weight × MSE(r(f_s), f_t) added to the KD loss,
+    f_s and f_t read by forward hooks from the named layers, r a learned 1×1 conv / linear map
+    when the shapes differ. RCD students match a fixed per-sample noise feature table instead."""
+
+    weight: float = Field(gt=0)
+    student_layer: str
+    teacher_layer: str | None = None  # default: the student layer's name
+    max_table_mb: float = Field(default=2048, gt=0)  # cap on a cached feature / noise table
 
 
 class TrainSpec(_Strict):
@@ -85,6 +125,7 @@ class ProtocolSpec(_Strict):
     teacher_seed: int = Field(default=0, ge=0)
     kd_loss: Literal["ce", "kl"] = "ce"
     t2_scaling: bool = False
+    hint: HintSpec | None = None
 
     @field_validator("conditions")
     @classmethod
@@ -205,6 +246,8 @@ class AuditSpec(_Strict):
     preset: str | None = None  # which preset of a named setup this spec was made from
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
+    student: ModelSpec | None = None  # standard distillation: the students' own architecture
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
@@ -218,15 +261,69 @@ class AuditSpec(_Strict):
         from ..data.base import DATASETS, load_builtin
         from ..models import MODELS
         from ..models import load_builtin as load_models
+        from ..models.base import resolve_model_factory
 
         load_builtin()
         load_models()
 
-        if self.data.name not in DATASETS:
+        if is_import_path(self.data.name):  # a user's loader: it must import (SpecError otherwise)
+            import_object(self.data.name, "data.name")
+        elif self.data.name not in DATASETS:
             raise ValueError("data.name: " + DATASETS.unknown_message(self.data.name))
-        if self.model.name not in MODELS:
-            raise ValueError("model.name: " + MODELS.unknown_message(self.model.name))
+        for where, m in (("model", self.model), ("student", self.student), ("teacher.model", self.teacher.model)):
+            if m is None:
+                continue
+            if is_import_path(m.name):
+                resolve_model_factory(m.name)
+            elif m.name not in MODELS:
+                raise ValueError(f"{where}.name: " + MODELS.unknown_message(m.name))
+        t = self.teacher
+        if t.epochs is not None and t.epochs <= self.train.warmup_epochs:
+            raise ValueError(f"teacher.epochs ({t.epochs}) must be above train.warmup_epochs ({self.train.warmup_epochs})")
+        if t.checkpoint is not None:
+            if t.epochs is not None:
+                raise ValueError("teacher.epochs: a teacher given by teacher.checkpoint is not trained")
+            if self.security.backdoor.enabled:
+                raise ValueError("security.backdoor trains a poisoned teacher; it cannot go with teacher.checkpoint")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_name(cls, raw: Any) -> Any:
+        """``student`` / ``teacher.model`` without a name are the audit's model with other options."""
+        if not isinstance(raw, dict):
+            return raw
+        model = raw.get("model")
+        name = model.get("name") if isinstance(model, dict) else None
+        name = name or ModelSpec.model_fields["name"].default
+        if isinstance(raw.get("student"), dict) and "name" not in raw["student"]:
+            raw = {**raw, "student": {"name": name, **raw["student"]}}
+        teacher = raw.get("teacher")
+        if isinstance(teacher, dict) and isinstance(teacher.get("model"), dict) and "name" not in teacher["model"]:
+            raw = {**raw, "teacher": {**teacher, "model": {"name": name, **teacher["model"]}}}
+        return raw
+
+    def _derived(self, other: ModelSpec | None) -> ModelSpec:
+        if other is None:
+            return self.model
+        if other.name == self.model.name:  # the same architecture: its options override the model's
+            return ModelSpec(name=other.name, kwargs={**self.model.kwargs, **other.kwargs})
+        return other
+
+    @property
+    def student_model(self) -> ModelSpec:
+        """The students' architecture: the audit's model, with ``student``'s name or options."""
+        return self._derived(self.student)
+
+    @property
+    def teacher_model(self) -> ModelSpec:
+        """The teacher's architecture: the audit's model, with ``teacher.model``'s name or options."""
+        return self._derived(self.teacher.model)
+
+    @property
+    def self_distillation(self) -> bool:
+        """Teacher and students share one architecture and one M0 (PROTOCOL §1)."""
+        return self.teacher.checkpoint is None and self.student_model == self.teacher_model
 
     def n_models(self) -> int:
         n = 1
@@ -365,7 +462,20 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def resolve_spec(
     source: str | None, overrides: list[str] | None = None, preset: str | None = None
 ) -> AuditSpec:
-    """A setup name, a YAML path, or None (the default setup), a preset, and ``--set`` overrides.
+    """One audit's spec (see :func:`resolve_raw`); a spec that sweeps fields is an error here
+    (:func:`kdaudit.config.sweep.expand` gives its points)."""
+    from .sweep import expand
+
+    sweep = expand(resolve_raw(source, overrides, preset))
+    if sweep.is_sweep:
+        axes = ", ".join(f"{k} ({len(v)} values)" for k, v in sweep.axes.items())
+        raise SpecError(f"spec: sweeps {axes}; this needs one audit, e.g. `kdaudit run` runs the sweep")
+    return sweep.points[0].spec
+
+
+def resolve_raw(source: str | None, overrides: list[str] | None = None, preset: str | None = None) -> dict:
+    """A setup name, a YAML path, or None (the default setup), a preset, and ``--set`` overrides,
+    as a raw spec dict (not validated; it may sweep fields).
 
     A YAML file may start from a named setup (``setup: NAME``); its own fields override the
     setup's, and the preset (``--preset``, else ``preset:`` in the file, else ``cpu``) picks
@@ -390,7 +500,7 @@ def resolve_spec(
             raw["preset"] = wanted
     else:
         raw = load_setup_raw(source, preset)
-    return validate_spec(apply_overrides(raw, overrides or []))
+    return apply_overrides(raw, overrides or [])
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -20,7 +20,7 @@ from ..registry import Registry
 DATASETS: Registry = Registry("dataset")
 
 # Modules whose import fills DATASETS with the built-in datasets.
-BUILTIN_MODULES = ("digits", "fashion_mnist", "mnist", "cifar", "audio", "speech_commands", "text")
+BUILTIN_MODULES = ("digits", "fashion_mnist", "mnist", "cifar", "audio", "speech_commands", "text", "custom")
 
 
 def load_builtin() -> None:
@@ -155,8 +155,15 @@ def to_bundle(
 
 
 def load_dataset(name: str, **options) -> DataBundle:
-    """Build a registered dataset by name; an unknown or ill-typed option is a one-line error."""
+    """Build a registered dataset by name, or call the loader ``package.module:function``.
+
+    An unknown or ill-typed option is a one-line error.
+    """
     load_builtin()
+    if name not in DATASETS and ":" in name:
+        from .custom import load_import_path
+
+        return load_import_path(name, **options)
     factory = DATASETS.get(name)
     params = inspect.signature(factory).parameters
     unknown = sorted(set(options) - set(params))

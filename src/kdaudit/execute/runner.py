@@ -24,7 +24,7 @@ from ..data.base import DataBundle, load_dataset
 from ..plan.jobs import Job, Plan, versions
 from ..store import JobStore
 from .checkpoint import Checkpointer
-from .train import init_weights, noise_table, train_model
+from .train import init_weights, load_teacher, noise_table, train_model
 
 
 class Progress(Protocol):
@@ -89,8 +89,8 @@ def run_job(
 ) -> str:
     """Train (or draw, for M0) one job and save it; returns "trained" or "skipped" (already done).
 
-    ``plan_keys`` maps "init" and "teacher" to the keys of the plan's M0 and teacher jobs, whose
-    artifacts this job reads from ``store``.
+    ``plan_keys`` maps "teacher" to the key of the plan's teacher job, whose outputs a KD student
+    reads from ``store``; a job's M0 is its first dependency.
     """
     progress = progress or NullProgress()
     if store.is_done(job.key):
@@ -107,8 +107,31 @@ def run_job(
     if job.kind == "init":
         store.save(job.key, {**base_record, "metrics": {}}, init_weights(job.params, data))
         return "trained"
+    if "checkpoint" in job.params:  # a teacher given as trained weights: evaluated, not trained
+        progress.job_started(job, 0)
+        result, checkpoint = load_teacher(job.params, data, spec.train.eval_batch_size), None
+    else:
+        result, checkpoint = _train_job(job, spec, store, plan_keys, data, progress)
+    outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels}
+    if result.train_logits is not None:
+        outputs["train_logits"] = result.train_logits
+    acc = float((result.test_logits.argmax(1) == result.test_labels).mean())
+    record = {
+        **base_record,
+        "metrics": {"test_accuracy": acc, "final_train_loss": result.history[-1]["train_loss"] if result.history else None},
+        "history": result.history,
+        "seconds": result.seconds,
+        "resumed_from_epoch": result.resumed_from_epoch,
+    }
+    store.save(job.key, record, result.state, outputs)
+    if checkpoint is not None:
+        checkpoint.clear()
+    return "trained"
 
-    init_state = store.load_weights(plan_keys["init"])
+
+def _train_job(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, str], data: DataBundle,
+               progress: Progress):
+    init_state = store.load_weights(job.deps[0])  # the job's M0 (the students' or the teacher's own)
     target = None
     if job.condition == "kd":
         target = torch.from_numpy(store.load_outputs(plan_keys["teacher"])["train_logits"])
@@ -124,32 +147,52 @@ def run_job(
 
         train_data = poisoned_bundle(data, job.params["backdoor"])
         clean_inputs = data.x_train  # students distil the teacher's outputs on the clean data
-    progress.job_started(job, spec.train.epochs)
-    result = train_model(
+    hint_targets = None
+    if "hint" in job.params:
+        hint_targets = hint_table(job, data, store, plan_keys.get("teacher"), spec.protocol.hint.max_table_mb
+                                  if spec.protocol.hint is not None else 2048.0)
+    progress.job_started(job, job.params["train"]["epochs"])
+    return train_model(
         job.params, train_data, init_state,
         train_logits_inputs=clean_inputs,
         target_logits=target,
+        hint_targets=hint_targets,
         keep_train_logits=job.kind == "teacher",
         eval_batch_size=spec.train.eval_batch_size,
         on_epoch=lambda e, n, loss: progress.epoch_done(job, e, n, loss),
         name=job.run_id,
         checkpoint=checkpoint,
-    )
-    outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels}
-    if result.train_logits is not None:
-        outputs["train_logits"] = result.train_logits
-    acc = float((result.test_logits.argmax(1) == result.test_labels).mean())
-    record = {
-        **base_record,
-        "metrics": {"test_accuracy": acc, "final_train_loss": result.history[-1]["train_loss"]},
-        "history": result.history,
-        "seconds": result.seconds,
-        "resumed_from_epoch": result.resumed_from_epoch,
-    }
-    store.save(job.key, record, result.state, outputs)
-    if checkpoint is not None:
-        checkpoint.clear()
-    return "trained"
+    ), checkpoint
+
+
+_FEATURE_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def hint_table(job: Job, data: DataBundle, store: JobStore, teacher_key: str | None, max_mb: float) -> torch.Tensor:
+    """The fixed per-sample hint targets of a KD / RCD job: the teacher's features at the hint
+    layer (computed once per teacher and layer in this process) or an RCD noise feature table."""
+    from ..models.base import resolve_module
+    from ..objectives.hints import (check_table_size, feature_shape, noise_feature_table,
+                                    target_shape, teacher_feature_table)
+    from .train import make_model
+
+    h = job.params["hint"]
+    teacher = make_model({"model": h["teacher_model"]}, data)
+    student = make_model(job.params, data)
+    t_mod = resolve_module(teacher, h["teacher_layer"])
+    s_shape = feature_shape(student, resolve_module(student, h["student_layer"]), data.x_train)
+    shape = target_shape(s_shape, feature_shape(teacher, t_mod, data.x_train))
+    n = len(data.x_train)
+    if job.condition.startswith("rcd-"):
+        check_table_size(n, shape, max_mb, "noise feature")
+        return noise_feature_table(job.condition, job.seed, n, shape)
+    cache_key = (teacher_key, h["teacher_layer"], shape)
+    if cache_key not in _FEATURE_CACHE:
+        check_table_size(n, shape, max_mb, "teacher feature")
+        teacher.load_state_dict(store.load_weights(teacher_key))
+        _FEATURE_CACHE.clear()  # hold one table at a time
+        _FEATURE_CACHE[cache_key] = teacher_feature_table(teacher, t_mod, data.x_train, shape)
+    return _FEATURE_CACHE[cache_key]
 
 
 def execute_plan(

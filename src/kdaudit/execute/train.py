@@ -13,18 +13,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..data.base import DataBundle
-from ..errors import TrainingError
+from ..errors import SpecError, TrainingError
 from ..faults import failpoint
 from .checkpoint import Checkpointer
 from ..models import build_model
+from ..models.base import resolve_module
 from ..objectives import distillation_loss
+from ..objectives.hints import HintRegressor, capture, feature_shape, hint_loss
 
 EpochCallback = Callable[[int, int, float], None]
 
@@ -111,6 +115,7 @@ def train_model(
     init_state: dict[str, torch.Tensor],
     *,
     target_logits: torch.Tensor | None = None,
+    hint_targets: torch.Tensor | None = None,
     keep_train_logits: bool = False,
     train_logits_inputs: torch.Tensor | None = None,
     eval_batch_size: int = 2048,
@@ -122,6 +127,8 @@ def train_model(
 
     ``target_logits`` (N_train×C) are the soft targets of the KD loss: the teacher's training
     logits, or an RCD noise table; ``None`` with α = 0 is plain cross-entropy.
+    ``hint_targets`` (N_train×feature) are the fixed per-sample targets of the hint loss when
+    ``params`` has a ``hint`` (:mod:`kdaudit.objectives.hints`).
     ``keep_train_logits`` returns the trained model's logits on ``train_logits_inputs``
     (default: the training inputs; a poisoned teacher gives them on the clean ones).
 
@@ -147,12 +154,25 @@ def train_model(
     channels_last = bool(train.get("channels_last", False)) and data.x_train.dim() == 4
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = _optimizer(train, model.parameters())
+    hint = params.get("hint") if hint_targets is not None else None
+    regressor, s_layer = None, None
+    if hint is not None:
+        s_layer = resolve_module(model, hint["student_layer"])
+        s_shape = feature_shape(model, s_layer, data.x_train)
+        with torch.random.fork_rng(devices=[]):  # the dropout stream stays that of the paired students
+            torch.manual_seed(seed)
+            regressor = HintRegressor(s_shape, tuple(hint_targets.shape[1:]))
+        if channels_last:
+            regressor = regressor.to(memory_format=torch.channels_last)
+    trainable = list(model.parameters()) + (list(regressor.parameters()) if regressor is not None else [])
+    opt = _optimizer(train, trainable)
+    # what a mid-run checkpoint holds: the model, and the hint regressor when there is one
+    saved = nn.ModuleDict({"model": model, "hint": regressor}) if regressor is not None else model
     n = len(data.x_train)
     history: list[dict] = []
     first_epoch = 0
     if checkpoint is not None:
-        resumed = checkpoint.load(model, opt)
+        resumed = checkpoint.load(saved, opt)
         if resumed is not None:
             first_epoch, history = resumed
     batches = batch_order(seed, n, train["epochs"], train["batch_size"])
@@ -160,40 +180,44 @@ def train_model(
     autocast = train.get("precision", "fp32") == "bf16"
     clip = train.get("grad_clip")
     x_train = data.x_train.contiguous(memory_format=torch.channels_last) if channels_last else data.x_train
-    for epoch in range(first_epoch, train["epochs"]):
-        for group in opt.param_groups:
-            group["lr"] = train["lr"] * _lr_factor(train, epoch)
-        model.train()
-        total, count = 0.0, 0
-        for idx in batches[epoch]:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                logits = forward(x_train[idx])
-            logits = logits.float()
-            tgt = target_logits[idx] if target_logits is not None else None
-            loss = distillation_loss(
-                logits, data.y_train[idx], tgt, alpha=alpha,
-                temperature=float(params.get("temperature", 1.0)),
-                kd_loss=params.get("kd_loss", "ce"), t2_scaling=bool(params.get("t2_scaling", False)),
-            )
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"{name}: the training loss became {value} at epoch {epoch + 1}; "
-                    "lower train.lr or check the data"
+    hooked = capture(s_layer) if s_layer is not None else nullcontext({})
+    with hooked as features:  # the student's hint layer, read by a forward hook
+        for epoch in range(first_epoch, train["epochs"]):
+            for group in opt.param_groups:
+                group["lr"] = train["lr"] * _lr_factor(train, epoch)
+            model.train()
+            total, count = 0.0, 0
+            for idx in batches[epoch]:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    logits = forward(x_train[idx])
+                logits = logits.float()
+                tgt = target_logits[idx] if target_logits is not None else None
+                loss = distillation_loss(
+                    logits, data.y_train[idx], tgt, alpha=alpha,
+                    temperature=float(params.get("temperature", 1.0)),
+                    kd_loss=params.get("kd_loss", "ce"), t2_scaling=bool(params.get("t2_scaling", False)),
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            total += value * len(idx)
-            count += len(idx)
-        history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1)})
-        if on_epoch is not None:
-            on_epoch(epoch + 1, train["epochs"], total / max(count, 1))
-        failpoint("train.epoch")
-        if checkpoint is not None and checkpoint.due(epoch + 1, train["epochs"]):
-            checkpoint.save(epoch + 1, model, opt, history)
+                if hint is not None:
+                    loss = loss + hint_loss(features["out"], hint_targets[idx], regressor, float(hint["weight"]))
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"{name}: the training loss became {value} at epoch {epoch + 1}; "
+                        "lower train.lr or check the data"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(saved.parameters(), clip)
+                opt.step()
+                total += value * len(idx)
+                count += len(idx)
+            history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1)})
+            if on_epoch is not None:
+                on_epoch(epoch + 1, train["epochs"], total / max(count, 1))
+            failpoint("train.epoch")
+            if checkpoint is not None and checkpoint.due(epoch + 1, train["epochs"]):
+                checkpoint.save(epoch + 1, saved, opt, history)
     test_logits = predict(model, data.x_test, eval_batch_size)
     if not np.isfinite(test_logits).all():
         raise TrainingError(f"{name}: the test logits are not finite")
@@ -208,4 +232,62 @@ def train_model(
         history=history,
         seconds=time.perf_counter() - start,
         resumed_from_epoch=first_epoch,
+    )
+
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file of weights, or a one-line error saying why it cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise SpecError(f"teacher.checkpoint: file not found: {path}") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SpecError(f"teacher.checkpoint: {path} is not a readable safetensors file ({exc})") from None
+
+
+def check_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, num_classes: int) -> None:
+    """The checkpoint must fit the model exactly: the same tensor names and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        raise SpecError(f"teacher.checkpoint {path} does not match teacher model's tensors: {'; '.join(parts)}")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            hint = ""
+            if v.dim() >= 1 and v.shape[0] == num_classes and state[k].shape[0] != num_classes:
+                hint = f" (a head for {state[k].shape[0]} classes; the dataset has {num_classes})"
+            raise SpecError(
+                f"teacher.checkpoint {path}: {k} has shape {tuple(state[k].shape)} in the checkpoint but "
+                f"{tuple(v.shape)} in the teacher model{hint}"
+            )
+
+
+def load_teacher(params: dict, data: DataBundle, eval_batch_size: int = 2048) -> TrainResult:
+    """A teacher given as trained weights: its test and training logits, nothing trained."""
+    start = time.perf_counter()
+    path = params["checkpoint"]["path"]
+    model = make_model(params, data)
+    state = read_checkpoint(path)
+    check_checkpoint(model, state, path, data.num_classes)
+    model.load_state_dict(state)
+    test_logits = predict(model, data.x_test, eval_batch_size)
+    if not np.isfinite(test_logits).all():
+        raise TrainingError(f"teacher.checkpoint {path}: the teacher's test logits are not finite")
+    train_logits = predict(model, data.x_train, eval_batch_size)
+    return TrainResult(
+        state={k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
+        test_logits=test_logits.astype(np.float32),
+        test_labels=data.y_test.numpy().astype(np.int64),
+        train_logits=train_logits.astype(np.float32),
+        seconds=time.perf_counter() - start,
     )

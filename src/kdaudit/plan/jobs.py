@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from .. import __version__
 from ..config.spec import AuditSpec
+from ..errors import SpecError
 
 # Bump when a change to training code changes numbers: old records are then never reused.
 CODE_VERSION = "1"
@@ -61,7 +63,8 @@ class Plan:
 
     @property
     def init(self) -> Job:
-        return next(j for j in self.jobs if j.kind == "init")
+        """The students' M0."""
+        return next(j for j in self.jobs if j.kind == "init" and j.run_id == "m0")
 
     @property
     def teacher(self) -> Job:
@@ -80,31 +83,75 @@ def _fmt_alpha(a: float) -> str:
     return f"{a:g}"
 
 
+def checkpoint_digest(path: str | Path) -> str:
+    """SHA-256 of a teacher checkpoint file: part of the teacher's key, so a changed file retrains."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SpecError(f"teacher.checkpoint: file not found: {p}")
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _init_job(data: dict, model: dict, init_seed: int, ver: dict, run_id: str) -> Job:
+    params = {"data": data, "model": model, "init_seed": init_seed}
+    return Job(
+        key=content_hash({"kind": "init", **params, "versions": ver}),
+        kind="init", run_id=run_id, condition="init", alpha=0.0, seed=init_seed, params=params,
+    )
+
+
 def build_plan(spec: AuditSpec) -> Plan:
+    """M0 (one per architecture) → teacher → students.
+
+    Self-distillation: teacher and students start from one M0. Standard distillation (another
+    student architecture, or a teacher given as a checkpoint): the students start from their own
+    M0 and the teacher from its own (or from nothing, when it is loaded).
+    """
     ver = result_versions()
     data = spec.data.model_dump(mode="json")
-    model = spec.model.model_dump(mode="json")
+    s_model = spec.student_model.model_dump(mode="json")
+    t_model = spec.teacher_model.model_dump(mode="json")
     # execution details that do not change a result are not part of its identity
     train = spec.train.model_dump(mode="json", exclude={"threads", "eval_batch_size", "checkpoint_every"})
     proto = spec.protocol
 
-    init_params = {"data": data, "model": model, "init_seed": proto.init_seed}
-    init = Job(
-        key=content_hash({"kind": "init", **init_params, "versions": ver}),
-        kind="init", run_id="m0", condition="init", alpha=0.0, seed=proto.init_seed,
-        params=init_params,
-    )
-    base = {"data": data, "model": model, "train": train}
-    t_params = {**base, "seed": proto.teacher_seed, "condition": "teacher", "alpha": 0.0}
-    if spec.security.backdoor.enabled:  # a poisoned teacher: its key (and the KD students') differ
-        bd = spec.security.backdoor.model_dump(mode="json", exclude={"enabled"})
-        t_params["backdoor"] = {**bd, "seed": spec.security.seed}
+    init = _init_job(data, s_model, proto.init_seed, ver, "m0")
+    jobs = [init]
+    t_params: dict = {"data": data, "model": t_model, "seed": proto.teacher_seed, "condition": "teacher", "alpha": 0.0}
+    if spec.teacher.checkpoint is not None:
+        t_params["checkpoint"] = {"sha256": checkpoint_digest(spec.teacher.checkpoint)}
+        t_deps: tuple[str, ...] = ()
+    else:
+        t_train = dict(train)
+        if spec.teacher.epochs is not None:
+            t_train["epochs"] = spec.teacher.epochs
+        t_params["train"] = t_train
+        if spec.self_distillation:
+            t_deps = (init.key,)
+        else:
+            t_init = _init_job(data, t_model, proto.init_seed, ver, "teacher-m0")
+            jobs.append(t_init)
+            t_deps = (t_init.key,)
+        if spec.security.backdoor.enabled:  # a poisoned teacher: its key (and the KD students') differ
+            bd = spec.security.backdoor.model_dump(mode="json", exclude={"enabled"})
+            t_params["backdoor"] = {**bd, "seed": spec.security.seed}
     teacher = Job(
-        key=content_hash({"kind": "teacher", **t_params, "deps": [init.key], "versions": ver}),
+        key=content_hash({"kind": "teacher", **t_params, "deps": list(t_deps), "versions": ver}),
         kind="teacher", run_id="teacher", condition="teacher", alpha=0.0,
-        seed=proto.teacher_seed, deps=(init.key,), params=t_params,
+        seed=proto.teacher_seed, deps=t_deps, params=t_params,
     )
-    jobs = [init, teacher]
+    if spec.teacher.checkpoint is not None:  # where to read it; not part of its identity
+        teacher.params["checkpoint"]["path"] = str(Path(spec.teacher.checkpoint).expanduser().resolve())
+    jobs.append(teacher)
+    base = {"data": data, "model": s_model, "train": train}
+    hint = None
+    if proto.hint is not None:
+        h = proto.hint
+        hint = {"weight": h.weight, "student_layer": h.student_layer,
+                "teacher_layer": h.teacher_layer or h.student_layer, "teacher_model": t_model}
     for cond in proto.conditions:
         alphas = [0.0] if cond == "siddo" else proto.alphas
         for alpha in alphas:
@@ -114,6 +161,8 @@ def build_plan(spec: AuditSpec) -> Plan:
                 if cond != "siddo":
                     p.update(temperature=proto.temperature, kd_loss=proto.kd_loss,
                              t2_scaling=proto.t2_scaling)
+                    if hint is not None:
+                        p["hint"] = hint
                 if cond == "kd":
                     deps = (init.key, teacher.key)
                 run_id = f"{cond}-s{seed:02d}" if cond == "siddo" else f"{cond}-a{_fmt_alpha(alpha)}-s{seed:02d}"

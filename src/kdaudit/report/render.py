@@ -75,9 +75,17 @@ _META_FACTS: tuple[tuple[str, str], ...] = (
     ("setup", "Setup"),
     ("dataset", "Dataset"),
     ("model", "Model"),
+    ("distillation", "Distillation"),
+    ("teacher_model", "Teacher model"),
+    ("teacher_checkpoint", "Teacher checkpoint"),
+    ("teacher_epochs", "Teacher epochs"),
+    ("hint", "Hint loss"),
+    ("student_params", "Student parameters"),
+    ("teacher_params", "Teacher parameters"),
     ("n_train", "Training samples"),
     ("n_test", "Test samples"),
     ("teacher_accuracy", "Teacher test accuracy"),
+    ("teacher_loss", "Teacher test loss"),
     ("n_teacher_wrong", "Test samples the teacher gets wrong"),
     ("n_models", "Models trained"),
     ("wall_time_s", "Wall time"),
@@ -295,7 +303,7 @@ def _facts(meta: Mapping[str, Any], tables: AuditTables) -> list[tuple[str, str]
         elif key == "teacher_accuracy":
             v = _num(value)
             text = f"{v:.4f} ({100 * v:.2f} %)" if v is not None and 0 <= v <= 1 else fmt_num(value)
-        elif key in {"n_train", "n_test", "n_teacher_wrong", "n_models"}:
+        elif key in {"n_train", "n_test", "n_teacher_wrong", "n_models", "student_params", "teacher_params"}:
             text = fmt_int(value) if _num(value) is not None else str(value)
         else:
             text = str(value)

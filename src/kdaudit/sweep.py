@@ -1,0 +1,143 @@
+"""A sweep end to end: one audit per point, one shared job store, one sweep report.
+
+    from kdaudit.config.spec import resolve_raw
+    from kdaudit.config.sweep import expand
+    from kdaudit.sweep import run_sweep
+    outcome = run_sweep(expand(resolve_raw("digits-mlp", ["protocol.temperature=[1,4]"])), "out/t")
+
+Layout of a sweep directory: ``sweep.json`` (the axes and points), one audit directory per
+point (``<path>=<value>/``, a complete audit with its own report), ``jobs/`` (the store all
+points share, unless ``output.store`` names another), and the sweep's own tables, figures and
+``sweep.html`` / ``sweep.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .audit import AuditOutcome, _atomic_write, default_out_dir, prepare_out_dir, reanalyse, run_audit
+from .config.spec import validate_spec
+from .config.sweep import Sweep
+from .errors import KdauditError
+
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass
+class SweepOutcome:
+    out_dir: Path
+    sweep: Sweep | None
+    outcomes: list[AuditOutcome]
+    tables: object  # analysis.sweep.SweepTables
+    paths: dict[str, Path] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def _point_spec(spec, store: Path):
+    raw = spec.model_dump(mode="json")
+    raw["output"]["store"] = str(store)
+    raw["output"]["dir"] = None
+    return validate_spec(raw)
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: str | Path | None = None,
+    progress_for: Callable[[int, int, str], object] | None = None,
+) -> SweepOutcome:
+    """Run every point's audit (the shared store trains each distinct job once), then the sweep
+    analysis. ``progress_for(i, n, label)`` may return a progress object for point ``i``."""
+    if not sweep.is_sweep:
+        raise KdauditError("this spec sweeps nothing; run it as one audit")
+    start = time.perf_counter()
+    first = sweep.points[0].spec
+    out = prepare_out_dir(Path(out_dir) if out_dir else default_out_dir(first))
+    store = Path(first.output.store) if first.output.store else out / "jobs"
+    index = {
+        "axes": sweep.axes,
+        "points": [{"label": p.label, "values": p.values, "dir": p.label} for p in sweep.points],
+    }
+    _atomic_write(out / SWEEP_FILE, json.dumps(index, indent=1, default=str))
+    outcomes = []
+    for i, point in enumerate(sweep.points):
+        progress = progress_for(i, len(sweep.points), point.label) if progress_for else None
+        spec = _point_spec(point.spec, store)
+        if progress is not None and hasattr(progress, "__enter__"):
+            with progress:
+                outcomes.append(run_audit(spec, out / point.label, progress))
+        else:
+            outcomes.append(run_audit(spec, out / point.label, progress))
+    result = analyse_sweep(out, outcomes)
+    result.sweep = sweep
+    result.meta["wall_time_s"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def read_sweep_index(out: Path) -> dict:
+    path = Path(out) / SWEEP_FILE
+    if not path.exists():
+        raise KdauditError(f"{out} is not a sweep directory (no {SWEEP_FILE})")
+    return json.loads(path.read_text())
+
+
+def is_sweep_dir(out: str | Path) -> bool:
+    return (Path(out) / SWEEP_FILE).exists()
+
+
+def reanalyse_sweep(out_dir: str | Path) -> SweepOutcome:
+    """Re-analyse every point of a finished sweep and rewrite the sweep report; trains nothing."""
+    out = Path(out_dir)
+    index = read_sweep_index(out)
+    outcomes = [reanalyse(out / p["dir"]) for p in index["points"]]
+    return analyse_sweep(out, outcomes)
+
+
+def analyse_sweep(out: Path, outcomes: list[AuditOutcome]) -> SweepOutcome:
+    from .analysis.sweep import SweepPoint, build_sweep_tables
+    from .report.sweep_report import write_sweep_report
+
+    index = read_sweep_index(out)
+    points = []
+    for entry, outcome in zip(index["points"], outcomes):
+        meta = outcome.meta
+        points.append(SweepPoint(
+            label=entry["label"], values=entry["values"], runs=outcome.tables.runs,
+            transfer=outcome.tables.transfer, teacher_loss=float(meta["teacher_loss"]),
+            teacher_accuracy=float(meta["teacher_accuracy"]),
+            student_params=int(meta.get("student_params", 0)), teacher_params=int(meta.get("teacher_params", 0)),
+            path=entry["dir"],
+        ))
+    spec = outcomes[0].spec
+    tables = build_sweep_tables(points, level=spec.analysis.level)
+    meta = {
+        "title": f"kdaudit sweep — {spec.name}",
+        "setup": spec.name,
+        "axes": index["axes"],
+        "n_points": len(points),
+        "n_models": sum(o.meta.get("n_models", 0) for o in outcomes),
+        "trained_now": sum(o.meta.get("trained_now", 0) for o in outcomes),
+    }
+    paths = write_sweep_report(out, tables, points, meta)
+    summary = {"meta": meta, "sentences": list(tables.sentences),
+               "points": [{"label": p.label, "values": p.values, "teacher_loss": p.teacher_loss,
+                           "teacher_accuracy": p.teacher_accuracy, "student_params": p.student_params,
+                           "verdicts": [v.__dict__ for v in o.tables.verdicts]}
+                          for p, o in zip(points, outcomes)]}
+    _atomic_write(out / "sweep_audit.json", json.dumps(summary, indent=2, default=str))
+    paths["sweep_audit.json"] = out / "sweep_audit.json"
+    return SweepOutcome(out, None, outcomes, tables, paths, meta)
+
+
+def points_frame(outcome: SweepOutcome) -> pd.DataFrame:
+    """One row per point: its swept values, teacher accuracy and loss, student size."""
+    rows = []
+    for o, entry in zip(outcome.outcomes, read_sweep_index(outcome.out_dir)["points"]):
+        rows.append({"point": entry["label"], **entry["values"], "teacher_accuracy": o.meta["teacher_accuracy"],
+                     "teacher_loss": o.meta["teacher_loss"], "student_params": o.meta.get("student_params")})
+    return pd.DataFrame(rows)
