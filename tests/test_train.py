@@ -24,12 +24,14 @@ def _job(plan, run_id):
 
 
 def _spy_batches(monkeypatch):
-    """Record, for every step, the batch indices (via the inputs) and the soft targets."""
+    """Record, for every step, the batch indices (via the inputs) and the soft targets σ(z_t; T)
+    (training indexes a table of them computed once per job)."""
     seen = []
     real = train_mod.distillation_loss
 
     def spy(logits, labels, target, **kw):
-        seen.append((labels.clone(), None if target is None else target.clone(), logits.detach().clone()))
+        soft = kw.get("soft_targets")
+        seen.append((labels.clone(), None if soft is None else soft[-1].clone(), logits.detach().clone()))
         return real(logits, labels, target, **kw)
 
     monkeypatch.setattr(train_mod, "distillation_loss", spy)
@@ -86,7 +88,7 @@ def test_rcd_noise_is_fixed_per_sample_across_epochs_and_differs_across_seeds(se
         perm = train_mod.batch_order(job.seed, len(y_all), 2, 64)[epoch]
         idx = torch.cat(perm)
         assert torch.equal(labels, y_all[idx])
-        assert torch.equal(targets, z1[idx])
+        assert torch.equal(targets, torch.softmax(z1, dim=1)[idx])  # T = 1
 
 
 def test_training_is_deterministic_and_starts_from_m0(setup):

@@ -53,14 +53,25 @@ class DataBundle:
         return dict(self.info.get("model_args", {}))
 
     def fingerprint(self) -> str:
-        """Content hash of the tensors: a record can tell which data it saw."""
+        """Content hash of the tensors: a record can tell which data it saw.
+
+        Computed once and reused while the tensors are the same objects, unmodified (their
+        version counters unchanged): every job's record states it, and hashing a large
+        dataset for each of a hundred jobs would cost seconds."""
+        tensors = (self.x_train, self.y_train, self.x_test, self.y_test)
+        key = tuple((id(t), t._version) for t in tensors)
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         h = hashlib.sha256()
-        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+        for t in tensors:
             a = t.detach().cpu().contiguous().numpy()
             h.update(str(a.shape).encode())
             h.update(str(a.dtype).encode())
             h.update(a.tobytes())
-        return h.hexdigest()[:16]
+        value = h.hexdigest()[:16]
+        self.__dict__["_fingerprint"] = (key, value)
+        return value
 
 
 def check_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, split: str) -> None:

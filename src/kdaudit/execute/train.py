@@ -28,6 +28,7 @@ from .checkpoint import Checkpointer
 from ..models import build_model
 from ..models.base import resolve_module
 from ..objectives import distillation_loss
+from ..objectives.losses import soft_target_table
 from ..objectives.hints import HintRegressor, capture, feature_shape, hint_loss
 
 EpochCallback = Callable[[int, int, float], None]
@@ -180,6 +181,13 @@ def train_model(
     autocast = train.get("precision", "fp32") == "bf16"
     clip = train.get("grad_clip")
     x_train = data.x_train.contiguous(memory_format=torch.channels_last) if channels_last else data.x_train
+    y_train = data.y_train
+    temperature = float(params.get("temperature", 1.0))
+    kd_loss = params.get("kd_loss", "ce")
+    t2_scaling = bool(params.get("t2_scaling", False))
+    # the targets' softmax at temperature T, once per job instead of once per batch (row-wise:
+    # the same numbers either way)
+    soft = None if target_logits is None or alpha == 0.0 else soft_target_table(target_logits, temperature, kd_loss)
     hooked = capture(s_layer) if s_layer is not None else nullcontext({})
     with hooked as features:  # the student's hint layer, read by a forward hook
         for epoch in range(first_epoch, train["epochs"]):
@@ -188,17 +196,18 @@ def train_model(
             model.train()
             total, count = 0.0, 0
             for idx in batches[epoch]:
+                # index_select: the same rows as x[idx], without advanced indexing's overhead
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    logits = forward(x_train[idx])
+                    logits = forward(x_train.index_select(0, idx))
                 logits = logits.float()
-                tgt = target_logits[idx] if target_logits is not None else None
                 loss = distillation_loss(
-                    logits, data.y_train[idx], tgt, alpha=alpha,
-                    temperature=float(params.get("temperature", 1.0)),
-                    kd_loss=params.get("kd_loss", "ce"), t2_scaling=bool(params.get("t2_scaling", False)),
+                    logits, y_train.index_select(0, idx), None, alpha=alpha, temperature=temperature,
+                    kd_loss=kd_loss, t2_scaling=t2_scaling,
+                    soft_targets=None if soft is None else tuple(t.index_select(0, idx) for t in soft),
                 )
                 if hint is not None:
-                    loss = loss + hint_loss(features["out"], hint_targets[idx], regressor, float(hint["weight"]))
+                    loss = loss + hint_loss(features["out"], hint_targets.index_select(0, idx), regressor,
+                                            float(hint["weight"]))
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise TrainingError(

@@ -17,18 +17,36 @@ from ..registry import Registry
 OBJECTIVES: Registry = Registry("objective")
 
 
+def soft_target_table(
+    target_logits: torch.Tensor, temperature: float, kd_loss: str = "ce"
+) -> tuple[torch.Tensor, ...]:
+    """The target side of the distillation term, row-wise: (σ(z_t; T),) for ``ce`` and
+    (log σ(z_t; T), σ(z_t; T)) for ``kl``. Training computes it once for the whole training set
+    (the same numbers as per batch) and indexes its rows."""
+    if kd_loss == "kl":
+        log_p = F.log_softmax(target_logits / temperature, dim=1)
+        return log_p, log_p.exp()
+    return (F.softmax(target_logits / temperature, dim=1),)
+
+
+def soft_term(soft_targets: tuple[torch.Tensor, ...], student_logits: torch.Tensor, temperature: float,
+              kd_loss: str = "ce") -> torch.Tensor:
+    """H(p, q) (``ce``) or KL(p ‖ q) (``kl``), mean over the batch, p from :func:`soft_target_table`."""
+    log_q = F.log_softmax(student_logits / temperature, dim=1)
+    if kd_loss == "kl":
+        log_p, p = soft_targets
+        return (p * (log_p - log_q)).sum(dim=1).mean()
+    return -(soft_targets[0] * log_q).sum(dim=1).mean()
+
+
 def soft_cross_entropy(target_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean over the batch of H(σ(z_t; T), σ(z_s; T)) = −Σ_c p_c log q_c."""
-    p = F.softmax(target_logits / temperature, dim=1)
-    log_q = F.log_softmax(student_logits / temperature, dim=1)
-    return -(p * log_q).sum(dim=1).mean()
+    return soft_term(soft_target_table(target_logits, temperature), student_logits, temperature)
 
 
 def soft_kl(target_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean over the batch of KL(σ(z_t; T) ‖ σ(z_s; T))."""
-    log_p = F.log_softmax(target_logits / temperature, dim=1)
-    log_q = F.log_softmax(student_logits / temperature, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+    return soft_term(soft_target_table(target_logits, temperature, "kl"), student_logits, temperature, "kl")
 
 
 @OBJECTIVES.register("ce")
@@ -46,12 +64,16 @@ def distillation_loss(
     temperature: float = 1.0,
     kd_loss: str = "ce",
     t2_scaling: bool = False,
+    soft_targets: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
+    """The loss above. ``soft_targets`` (rows of :func:`soft_target_table`) may replace
+    ``target_logits``: the same value, without the targets' softmax at every step."""
     ce = F.cross_entropy(student_logits, labels)
-    if alpha == 0.0 or target_logits is None:
+    if alpha == 0.0 or (target_logits is None and soft_targets is None):
         return ce
-    soft = soft_kl if kd_loss == "kl" else soft_cross_entropy
-    term = soft(target_logits, student_logits, temperature)
+    if soft_targets is None:
+        soft_targets = soft_target_table(target_logits, temperature, kd_loss)
+    term = soft_term(soft_targets, student_logits, temperature, kd_loss)
     if t2_scaling:
         term = term * temperature**2
     return (1.0 - alpha) * ce + alpha * term
