@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import pandas as pd
 
 from .audit import AuditOutcome, _atomic_write, default_out_dir, prepare_out_dir, reanalyse, run_audit
 from .config.spec import validate_spec
@@ -127,17 +125,9 @@ def analyse_sweep(out: Path, outcomes: list[AuditOutcome]) -> SweepOutcome:
     summary = {"meta": meta, "sentences": list(tables.sentences),
                "points": [{"label": p.label, "values": p.values, "teacher_loss": p.teacher_loss,
                            "teacher_accuracy": p.teacher_accuracy, "student_params": p.student_params,
-                           "verdicts": [v.__dict__ for v in o.tables.verdicts]}
+                           "verdicts": [asdict(v) for v in o.tables.verdicts]}
                           for p, o in zip(points, outcomes)]}
     _atomic_write(out / "sweep_audit.json", json.dumps(summary, indent=2, default=str))
     paths["sweep_audit.json"] = out / "sweep_audit.json"
     return SweepOutcome(out, None, outcomes, tables, paths, meta)
 
-
-def points_frame(outcome: SweepOutcome) -> pd.DataFrame:
-    """One row per point: its swept values, teacher accuracy and loss, student size."""
-    rows = []
-    for o, entry in zip(outcome.outcomes, read_sweep_index(outcome.out_dir)["points"]):
-        rows.append({"point": entry["label"], **entry["values"], "teacher_accuracy": o.meta["teacher_accuracy"],
-                     "teacher_loss": o.meta["teacher_loss"], "student_params": o.meta.get("student_params")})
-    return pd.DataFrame(rows)

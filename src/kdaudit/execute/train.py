@@ -29,11 +29,9 @@ from ..models import build_model
 from ..models.base import resolve_module
 from ..objectives import distillation_loss
 from ..objectives.losses import soft_target_table
-from ..objectives.hints import HintRegressor, capture, feature_shape, hint_loss
+from ..objectives.hints import NOISE_CODES, HintRegressor, capture, feature_shape, hint_loss
 
 EpochCallback = Callable[[int, int, float], None]
-
-_NOISE_CODES = {"rcd-uniform": 1, "rcd-gaussian": 2}
 
 
 @dataclass
@@ -61,9 +59,9 @@ def init_weights(params: dict, data: DataBundle) -> dict[str, torch.Tensor]:
 
 def noise_table(kind: str, seed: int, n: int, num_classes: int) -> torch.Tensor:
     """The RCD "teacher": Z ∈ R^{n×C}, U[0,1) or N(0,1), drawn once per run from ``seed``."""
-    if kind not in _NOISE_CODES:
+    if kind not in NOISE_CODES:
         raise ValueError(f"unknown noise kind {kind!r}")
-    rng = np.random.default_rng([int(seed), _NOISE_CODES[kind]])
+    rng = np.random.default_rng([int(seed), NOISE_CODES[kind]])
     z = rng.random((n, num_classes)) if kind == "rcd-uniform" else rng.standard_normal((n, num_classes))
     return torch.from_numpy(z.astype(np.float32))
 

@@ -23,7 +23,8 @@ from torch import nn
 
 from ..errors import SpecError
 
-_NOISE_CODES = {"rcd-uniform": 1, "rcd-gaussian": 2}
+# RCD noise kinds and the code that separates their random streams (logit and feature tables)
+NOISE_CODES = {"rcd-uniform": 1, "rcd-gaussian": 2}
 
 
 def layer_output(output) -> torch.Tensor:
@@ -144,9 +145,9 @@ def teacher_feature_table(
 def noise_feature_table(kind: str, seed: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:
     """The RCD analogue of a teacher's feature map: U[0,1) or N(0,1) per element, drawn once per
     run from ``seed`` and indexed by training-sample index (fixed per sample across epochs)."""
-    if kind not in _NOISE_CODES:
+    if kind not in NOISE_CODES:
         raise ValueError(f"unknown noise kind {kind!r}")
-    rng = np.random.default_rng([int(seed), _NOISE_CODES[kind], 7])
+    rng = np.random.default_rng([int(seed), NOISE_CODES[kind], 7])
     size = (n, *shape)
     z = rng.random(size, dtype=np.float32) if kind == "rcd-uniform" else rng.standard_normal(size, dtype=np.float32)
     return torch.from_numpy(z)
