@@ -1,17 +1,20 @@
-"""Training throughput of a whole audit grid, three ways, measured in one run.
+"""Training throughput of a whole audit grid, four ways, measured in one run.
 
 1. ``authors``: the style common in distillation research code — a ``Dataset`` returning one
    sample at a time, a ``DataLoader``, the teacher's forward pass at every student step, fp32,
    and an evaluation on the test set after every epoch.
-2. ``fp32``: kdaudit's fast path (preloaded tensors batched by index, teacher logits computed once
-   per teacher, RCD tables drawn once, one evaluation at the end), fp32.
-3. ``bf16``: the fast path with bf16 autocast and channels_last.
+2. ``fp32``: kdaudit as ``kdaudit run`` trains (the default executor: one single-threaded worker
+   process per core, each job on the fast path: preloaded tensors batched by index, teacher logits
+   computed once per teacher, RCD tables drawn once, one evaluation at the end), fp32.
+3. ``fp32-1p``: the same in one process (``execution.workers=1``, all cores as torch threads):
+   what the fast path gives without the worker processes.
+4. ``bf16``: as ``fp32``, with bf16 autocast and channels_last.
 
 Each way runs in its own process (so peak memory is its own) on the same grid: the teacher plus
 ``seeds`` × {siddo, kd, rcd-uniform, rcd-gaussian × α} students of the chosen setup. Printed: wall
 time, training samples/s, the ratios to ``authors``, the achieved training FLOP/s (FLOPs of one
 training step counted with ``torch.utils.flop_counter``) as a fraction of a 2048² matmul peak this
-script measures, and peak RSS.
+script measures, and the peak memory of the whole run (worker processes included).
 
     python benchmarks/bench_training.py [--setup fashion-mnist-mlp] [--seeds 10] [--epochs 8]
 """
@@ -25,6 +28,69 @@ import subprocess
 import sys
 import tempfile
 import time
+
+
+class PeakMemory:
+    """Peak memory of this process and all its descendants (worker processes included), sampled
+    every 0.1 s: the sum of their proportional set sizes (PSS: pages shared between processes,
+    such as a dataset in shared memory, are split among them, not counted twice). Without
+    /proc, the peak RSS of this process."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree(root: int) -> list[int]:
+        import os
+
+        parent = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as fh:
+                        parent[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+        found, frontier = {root}, {root}
+        while frontier:
+            frontier = {p for p, pp in parent.items() if pp in frontier} - found
+            found |= frontier
+        return sorted(found)
+
+    @staticmethod
+    def _pss_mb(pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def _run(self) -> None:
+        import os
+
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, sum(self._pss_mb(p) for p in self._tree(os.getpid())))
+
+    def __enter__(self) -> "PeakMemory":
+        import os
+
+        if os.path.exists("/proc/self/smaps_rollup"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if not self.peak:
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def matmul_peak(dtype_name: str, threads: int, n: int = 2048, repeat: int = 5) -> float:
@@ -135,16 +201,17 @@ def authors_style(spec) -> dict:
 
 
 def kdaudit_way(spec) -> dict:
-    from kdaudit.execute.runner import execute_plan, load_data
+    from kdaudit.audit import execute
+    from kdaudit.execute.runner import load_data
     from kdaudit.plan import build_plan
     from kdaudit.store import JobStore
 
     plan = build_plan(spec)
     data = load_data(spec)
     with tempfile.TemporaryDirectory() as tmp:
-        execute_plan(spec, plan, JobStore(tmp), data)
+        stats = execute(spec, plan, JobStore(tmp), data)  # the executor `kdaudit run` would use
     n = len(data.x_train) * spec.train.epochs * len(plan.trained)
-    return {"samples": n}
+    return {"samples": n, "where": stats.where}
 
 
 def run_way(way: str, args) -> dict:
@@ -152,20 +219,25 @@ def run_way(way: str, args) -> dict:
 
     from kdaudit.config.spec import resolve_spec
 
-    overrides = [f"protocol.seeds={args.seeds}", f"train.epochs={args.epochs}", f"train.threads={args.threads}"]
+    overrides = [f"protocol.seeds={args.seeds}", f"train.epochs={args.epochs}"]
+    if args.workers:
+        overrides.append(f"execution.workers={args.workers}")
     if way == "bf16":
         overrides += ["train.precision=bf16", "train.channels_last=true"]
+    if way == "fp32-1p":
+        overrides.append("execution.workers=1")
     spec = resolve_spec(args.setup, overrides)
     torch.set_num_threads(args.threads)
     from kdaudit.execute.runner import load_data
 
     load_data(spec)  # data loading is not part of the timing
-    start = time.perf_counter()
-    out = authors_style(spec) if way == "authors" else kdaudit_way(spec)
-    out["seconds"] = time.perf_counter() - start
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        out = authors_style(spec) if way == "authors" else kdaudit_way(spec)
+        out["seconds"] = time.perf_counter() - start
     out["models"] = spec.n_models()
     out["flops_per_sample"] = step_flops(spec)  # forward + backward of one sample
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_mb"] = memory.peak
     return out
 
 
@@ -174,8 +246,9 @@ def main() -> None:
     ap.add_argument("--setup", default="fashion-mnist-mlp")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ways", default="authors,fp32,bf16")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the authors-style loop and of the peak")
+    ap.add_argument("--workers", type=int, default=None, help="kdaudit's worker processes (default: as kdaudit run)")
+    ap.add_argument("--ways", default="authors,fp32-1p,fp32,bf16")
     ap.add_argument("--force-bf16", action="store_true", help="run the bf16 way even without native bf16")
     ap.add_argument("--way", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -193,6 +266,8 @@ def main() -> None:
         # this process competing with it
         cmd = [sys.executable, __file__, "--way", way, "--setup", args.setup, "--seeds", str(args.seeds),
                "--epochs", str(args.epochs), "--threads", str(args.threads)]
+        if args.workers:
+            cmd += ["--workers", str(args.workers)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -214,12 +289,15 @@ def main() -> None:
           f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     print(f"{'way':8} {'wall s':>8} {'samples/s':>10} {'× authors':>10} {'GFLOP/s':>8} {'% peak':>7} {'peak MB':>8}")
     for way, r in results.items():
+        if "where" in r:
+            print(f"{way}: trained {r['where']}")
+    for way, r in results.items():
         sps = r["samples"] / r["seconds"]
         flops = sps * r["flops_per_sample"]
         peak = peaks["bf16" if way == "bf16" else "fp32"]
         ratio = (base["seconds"] / r["seconds"]) if base else float("nan")
         print(f"{way:8} {r['seconds']:8.1f} {sps:10.0f} {ratio:10.2f} {flops / 1e9:8.1f} "
-              f"{100 * flops / peak:6.1f}% {r['peak_rss_mb']:8.0f}")
+              f"{100 * flops / peak:6.1f}% {r['peak_mb']:8.0f}")
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ def test_cli_flags_override_the_spec_and_never_change_job_keys(capsys):
     from kdaudit.cli.run_cmds import apply_run_options
 
     spec = resolve_spec("digits-mlp", TINY[1::2])
-    assert spec.execution.executor == "local" and spec.execution.workers == 2
+    assert spec.execution.executor == "local" and spec.execution.workers is None  # one per core
     on = apply_run_options(spec, None, 3, "tcp://10.0.0.1:8786", None, None)
     assert (on.execution.executor, on.execution.scheduler, on.execution.workers) == ("dask", "tcp://10.0.0.1:8786", 3)
     back = apply_run_options(on, "local", None, None, None, None)
@@ -214,8 +214,7 @@ def test_cli_flags_override_the_spec_and_never_change_job_keys(capsys):
     assert [j.key for j in build_plan(on).jobs] == [j.key for j in build_plan(spec).jobs]
     with pytest.raises(KdauditError, match="cannot go with --executor local"):
         apply_run_options(spec, "local", None, "tcp://h:8786", None, None)
-    with pytest.raises(KdauditError, match="add --executor dask"):
-        apply_run_options(spec, None, 4, None, None, None)
+    assert apply_run_options(spec, None, 4, None, None, None).execution.workers == 4  # the local executor's
     assert apply_run_options(spec, "dask", 4, None, None, None).execution.workers == 4
     assert kdaudit_here("run", "digits-mlp", *TINY, "--set", "execution.scheduler=tcp://h:1", "--quiet") == 2
     assert "needs executor: dask" in capsys.readouterr().err

@@ -187,6 +187,11 @@ def execute(spec: AuditSpec, plan: Plan, store: JobStore, data, progress: Progre
         from .execute.dask_executor import execute_plan_dask
 
         return execute_plan_dask(spec, plan, store, progress)
+    from .execute.pool import execute_plan_pool, use_pool
+
+    todo = [j for j in plan.jobs if store.status(j.key) != "done"]
+    if use_pool(spec, todo, data):
+        return execute_plan_pool(spec, plan, store, data, progress)
     return execute_plan(spec, plan, store, data, progress)
 
 
@@ -250,6 +255,8 @@ def analyse(
     if stats is not None:
         meta.update(trained_now=len([r for r in stats.trained if r != "m0"]),
                     reused=len([r for r in stats.skipped if r != "m0"]))
+        if stats.where and meta["trained_now"]:
+            meta["execution"] = stats.where
     paths = write_tables(out, tables)
     security = None
     if spec.security.enabled:

@@ -26,7 +26,7 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 class RichProgress:
-    """Models done / total with ETA, and the current model and epoch."""
+    """Models done / total with ETA, and a line per model in training with its epoch."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
@@ -41,6 +41,7 @@ class RichProgress:
         )
         self.models = None
         self.current = None
+        self.training: dict[str, object] = {}  # job key -> its line, while it trains
 
     def __enter__(self) -> "RichProgress":
         self.progress.__enter__()
@@ -51,21 +52,31 @@ class RichProgress:
 
     def start(self, total: int, todo: int) -> None:
         self.models = self.progress.add_task("models", total=total)
-        # shown by job_started (executors that train in this process report their epochs)
+        # shown by job_started (executors that train on this machine report their epochs)
         self.current = self.progress.add_task("", total=None, visible=False)
         if todo < total:
             self.progress.console.print(f"{total - todo} of {total} models already finished; training {todo}")
 
+    def _line(self, job):
+        """The job's line: the first one is reused, one more per job training at the same time."""
+        if job.key not in self.training:
+            free = self.current not in self.training.values()
+            self.training[job.key] = self.current if free else self.progress.add_task("", total=None)
+        return self.training[job.key]
+
     def job_started(self, job, epochs: int) -> None:
-        self.progress.update(self.current, description=f"{job.run_id} epoch 0/{epochs}",
+        self.progress.update(self._line(job), description=f"{job.run_id} epoch 0/{epochs}",
                              total=epochs, completed=0, visible=True)
 
     def epoch_done(self, job, epoch: int, epochs: int, loss: float) -> None:
-        self.progress.update(self.current, description=f"{job.run_id} epoch {epoch}/{epochs} loss {loss:.3f}",
+        self.progress.update(self._line(job), description=f"{job.run_id} epoch {epoch}/{epochs} loss {loss:.3f}",
                              completed=epoch)
 
     def job_finished(self, job, skipped: bool) -> None:
         self.progress.advance(self.models)
+        line = self.training.pop(job.key, None)
+        if line is not None and line != self.current:
+            self.progress.remove_task(line)
 
     def security_model(self, done: int, total: int, run_id: str) -> None:
         """Security evaluation: one more model measured (adversarial examples, backdoor trigger)."""
@@ -183,8 +194,6 @@ def apply_run_options(spec, executor: str | None, workers: int | None, scheduler
         if executor == "local":
             ex["scheduler"] = None
     if workers is not None:
-        if ex["executor"] != "dask":
-            raise KdauditError("--workers sets the number of Dask workers: add --executor dask")
         ex["workers"] = workers
     if mlflow is not None:
         raw["tracking"]["mlflow"] = mlflow or default_mlflow_uri(out or default_out_dir(spec))
@@ -192,10 +201,14 @@ def apply_run_options(spec, executor: str | None, workers: int | None, scheduler
 
 
 def _where(spec) -> str:
+    from ..execute.runner import job_threads, local_workers
+
     ex = spec.execution
-    if ex.executor != "dask":
-        return ""
-    return f" on the Dask scheduler {ex.scheduler}" if ex.scheduler else f" on {ex.workers} Dask workers"
+    if ex.executor == "dask":
+        if ex.scheduler:
+            return f" on the Dask scheduler {ex.scheduler}"
+        return f" on {local_workers(spec)} Dask workers, {job_threads(spec)} thread(s) per job"
+    return f", {job_threads(spec)} thread(s) per job"
 
 
 def register(app: typer.Typer) -> None:
@@ -206,8 +219,8 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="Override a spec field: --set train.epochs=3 (repeatable)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Audit directory (default: kdaudit-out/<setup name>, with -<preset> for presets other than cpu)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-        executor: Optional[Executor] = typer.Option(None, "--executor", help="Where the jobs run: local (this process, the default) or dask (a Dask cluster)."),
-        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes of the local Dask cluster (default 2)."),
+        executor: Optional[Executor] = typer.Option(None, "--executor", help="Where the jobs run: local (this machine, the default) or dask (a Dask cluster)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Jobs trained at once: worker processes of the local executor or of the local Dask cluster (default: one per core)."),
         scheduler: Optional[str] = typer.Option(None, "--scheduler", help="A running Dask scheduler, e.g. tcp://host:8786 (implies --executor dask)."),
         mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="[URI]", help="Log every job to MLflow at URI; without a URI, to sqlite:///<audit dir>/mlflow.db."),
     ) -> None:

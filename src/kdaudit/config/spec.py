@@ -167,7 +167,9 @@ class ExecutionSpec(_Strict):
     """Where the plan's jobs run. Never part of a job's key: every executor gives the same numbers."""
 
     executor: Literal["local", "dask"] = "local"
-    workers: int = Field(default=2, ge=1)
+    # local: worker processes training jobs at once; dask: processes of the LocalCluster.
+    # None: one per core (local: only for grids big enough to gain from it).
+    workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int | None = Field(default=None, ge=1)
     scheduler: str | None = None
 

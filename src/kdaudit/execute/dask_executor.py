@@ -4,7 +4,7 @@ One task per job that is not done, each a call of :func:`~kdaudit.execute.runner
 worker, with Dask dependencies following ``job.deps`` (the teacher after M0, the students after
 M0 and, for KD, the teacher). Every task writes only its own job directory, atomically, into a
 store that every worker reaches at the same path. Without a scheduler address the executor
-starts a :class:`distributed.LocalCluster` of ``workers`` single-threaded processes on
+starts a :class:`distributed.LocalCluster` of ``workers`` processes (default: one per core) on
 127.0.0.1; with one (``tcp://host:8786``) it runs on that cluster.
 
 A task that raises is retried once; a job that still fails is reported by run id at the end,
@@ -18,7 +18,6 @@ executor runs.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections import Counter
@@ -30,7 +29,7 @@ from ..config.spec import AuditSpec
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan
 from ..store import JobStore
-from .runner import ExecutionStats, NullProgress, Progress, run_job
+from .runner import ExecutionStats, NullProgress, Progress, cores, job_threads, local_workers, run_job
 
 INSTALL_HINT = "pip install 'kdaudit[dask]'"
 RETRIES = 1
@@ -45,21 +44,18 @@ def import_distributed():
     return distributed
 
 
-def worker_threads(threads_per_worker: int | None, workers_per_host: int) -> int:
-    """Torch threads for one single-threaded worker process: a fair share of its host's cores."""
-    return threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers_per_host))
-
-
 def run_task(job: Job, spec: AuditSpec, store_root: str, plan_keys: dict[str, str],
              threads_per_worker: int | None, workers_per_host: int, *deps: str) -> str:
     """One job on a Dask worker; ``deps`` are the results of the tasks it waits for (order only).
 
-    The thread count is set here because it is per process. The dataset is loaded once per
+    The thread count (:func:`~kdaudit.execute.runner.job_threads`: ``train.threads``, else
+    ``execution.threads_per_worker``, else the host's cores shared among its workers) is set here
+    because it is per process. The dataset is loaded once per
     worker process and reused by its later tasks (:func:`~kdaudit.execute.runner.load_data`).
     """
     import torch
 
-    torch.set_num_threads(worker_threads(threads_per_worker, workers_per_host))
+    torch.set_num_threads(job_threads(spec, workers_per_host))
     return run_job(job, spec, JobStore(store_root), plan_keys)
 
 
@@ -126,7 +122,7 @@ def execute_plan_dask(
     client = cluster = None
     try:
         client, cluster = _connect(distributed, ex)
-        per_host = ex.workers if cluster is not None else _workers_per_host(client)
+        per_host = local_workers(spec) if cluster is not None else _workers_per_host(client)
         futures = submit_plan(client, todo, task, spec, store_root, plan_keys, ex.threads_per_worker, per_host)
         job_of = {f.key: by_key[k] for k, f in futures.items()}
         for fut in distributed.as_completed(list(futures.values()), loop=client.loop):
@@ -141,6 +137,9 @@ def execute_plan_dask(
     finally:
         _close(client, cluster)
     stats.seconds = time.perf_counter() - start
+    stats.where = (f"dask, the scheduler {ex.scheduler}" if ex.scheduler else
+                   f"dask, {ex.workers or cores()} workers on this machine") + (
+                   f", {job_threads(spec, per_host)} thread(s) per job" if client is not None else "")
     if errors:
         raise KdauditError(failure_message(todo, errors, n_finished=len(stats.trained)))
     return stats
@@ -183,7 +182,7 @@ def _connect(distributed: Any, ex: Any) -> tuple[Any, Any]:
         except (OSError, TimeoutError, ValueError) as exc:
             raise KdauditError(f"cannot connect to the Dask scheduler {ex.scheduler}: {exc}") from None
     cluster = distributed.LocalCluster(
-        n_workers=ex.workers, threads_per_worker=1, processes=True,
+        n_workers=ex.workers or cores(), threads_per_worker=1, processes=True,
         host="127.0.0.1", dashboard_address=None,
     )
     try:

@@ -47,6 +47,7 @@ class ExecutionStats:
     skipped: list[str] = field(default_factory=list)
     rerun_corrupt: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    where: str = ""  # how the jobs ran, in words (stated in the report)
 
 
 _DATA_CACHE: dict[str, DataBundle] = {}
@@ -70,7 +71,36 @@ def load_data(spec: AuditSpec) -> DataBundle:
 
 
 def default_threads(spec: AuditSpec) -> int:
-    return spec.train.threads or max(1, min(os.cpu_count() or 1, 8))
+    """Torch threads of the kdaudit process outside training (analysis, security evaluation)."""
+    return spec.train.threads or max(1, min(cores(), 8))
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def local_workers(spec: AuditSpec) -> int:
+    """Worker processes of the local executor: ``execution.workers``, by default one per core."""
+    return spec.execution.workers or cores()
+
+
+def job_threads(spec: AuditSpec, workers_per_host: int | None = None) -> int:
+    """Torch threads of one training job: ``train.threads``, else ``execution.threads_per_worker``,
+    else the host's cores shared among its workers (1 with the default of one worker per core).
+
+    A job's last bits depend on its thread count, and this depends on the spec and the machine
+    only, never on the executor's choices or on how many jobs are left: a resumed audit trains its
+    remaining jobs exactly as an uninterrupted one would, in this process or in a worker."""
+    if spec.train.threads:
+        return spec.train.threads
+    if spec.execution.threads_per_worker:
+        return spec.execution.threads_per_worker
+    per_host = workers_per_host or local_workers(spec)
+    return max(1, cores() // max(1, per_host))
 
 
 def set_threads(spec: AuditSpec) -> int:
@@ -202,7 +232,20 @@ def execute_plan(
     data: DataBundle,
     progress: Progress | None = None,
 ) -> ExecutionStats:
-    """The ``local`` executor: every job in topological order, in this process."""
+    """The ``local`` executor in this process: every job in topological order, each with
+    :func:`job_threads` torch threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job_threads(spec))
+    try:
+        stats = _execute_here(spec, plan, store, data, progress)
+    finally:
+        torch.set_num_threads(threads)
+    stats.where = f"local, in one process, {job_threads(spec)} thread(s) per job"
+    return stats
+
+
+def _execute_here(spec: AuditSpec, plan: Plan, store: JobStore, data: DataBundle,
+                  progress: Progress | None) -> ExecutionStats:
     progress = progress or NullProgress()
     stats = ExecutionStats()
     start = time.perf_counter()

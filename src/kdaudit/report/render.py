@@ -90,6 +90,7 @@ _META_FACTS: tuple[tuple[str, str], ...] = (
     ("n_models", "Models trained"),
     ("wall_time_s", "Wall time"),
     ("precision", "Precision"),
+    ("execution", "Trained on"),
     ("kdaudit_version", "kdaudit version"),
     ("torch_version", "PyTorch version"),
     ("created", "Created"),
