@@ -3,7 +3,7 @@ process per core.
 
 A grid is hundreds of small models, and a small model leaves most of a core idle between its
 matrix products (Python, the autograd engine, the optimizer, small element-wise kernels). Two
-single-threaded jobs on two cores train about 1.6 times as many samples per second as one job on
+single-threaded jobs on two cores train about 1.5 times as many samples per second as one job on
 two threads (``benchmarks/bench_training.py``), so by default every job trains on one thread and
 as many jobs run at once as there are cores.
 
