@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 # The tiny grid of the crash-safety and determinism tests: digits, 2 seeds, 3 epochs, 21 models.
 # One torch thread: the chain runs next to other processes on a small machine, and the numbers
 # of a job depend on the thread count, so every run that is compared uses the same one.
@@ -61,6 +63,15 @@ def records(out: Path) -> dict[str, dict]:
         r = json.loads(p.read_text())
         recs[r["run_id"]] = r
     return recs
+
+
+def outputs_by_key(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The saved outputs (test logits, labels, ...) of an audit's finished jobs, by job key."""
+    res = {}
+    for p in (out / "jobs").glob("*/outputs.npz"):
+        with np.load(p) as z:
+            res[p.parent.name] = {k: z[k] for k in z.files}
+    return res
 
 
 def tree_snapshot(root: Path) -> dict[str, tuple]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import kdaudit_here, records
+from helpers import kdaudit_here, outputs_by_key, records
 
 distributed = pytest.importorskip("distributed")
 
@@ -31,14 +31,6 @@ LOCAL_1T = [*TINY, "--set", "train.threads=1"]
 DASK_1T = [*TINY, "--set", "execution.threads_per_worker=1"]
 SMALL = ["protocol.seeds=2", "train.epochs=1", "model.kwargs.hidden=[16]", "protocol.conditions=[siddo,kd]",
          "protocol.alphas=[0.5]", "execution.executor=dask", "execution.threads_per_worker=1"]
-
-
-def outputs_by_key(out: Path) -> dict[str, dict[str, np.ndarray]]:
-    res = {}
-    for p in (out / "jobs").glob("*/outputs.npz"):
-        with np.load(p) as z:
-            res[p.parent.name] = {k: z[k] for k in z.files}
-    return res
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import cli_env, kdaudit, kdaudit_popen, records
+from helpers import cli_env, kdaudit, kdaudit_popen, outputs_by_key, records
 
 from kdaudit.audit import run_audit
 from kdaudit.config.spec import resolve_spec
@@ -25,14 +25,6 @@ from kdaudit.execute.runner import job_threads, load_data
 from kdaudit.plan import build_plan
 
 GRID = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1"]
-
-
-def outputs(out: Path) -> dict[str, dict[str, np.ndarray]]:
-    res = {}
-    for p in (out / "jobs").glob("*/outputs.npz"):
-        with np.load(p) as z:
-            res[p.parent.name] = {k: z[k] for k in z.files}
-    return res
 
 
 class Events:
@@ -72,7 +64,7 @@ def test_worker_processes_give_the_numbers_of_one_process(one_process, tmp_path,
     outcome = run_audit(resolve_spec("digits-mlp", [*GRID, "execution.workers=2"]), out, events)
     assert outcome.meta["execution"] == "local, 2 worker processes, 1 thread(s) per job"
     assert (out / "runs.csv").read_bytes() == (one_process / "runs.csv").read_bytes()
-    ref, got = outputs(one_process), outputs(out)
+    ref, got = outputs_by_key(one_process), outputs_by_key(out)
     assert set(got) == set(ref) and len(got) == 21
     for key in ref:
         for name in ref[key]:

@@ -26,7 +26,7 @@ from .analysis.collect import collect_runs
 from .config.spec import AuditSpec, dump_spec, read_yaml, validate_spec
 from .errors import KdauditError
 from .faults import failpoint
-from .execute.runner import ExecutionStats, Progress, execute_plan, load_data, set_threads
+from .execute.runner import ExecutionStats, Progress, load_data, set_threads
 from .models import build_model
 from .plan.jobs import Plan, build_plan
 from .store import JobStore
@@ -187,12 +187,9 @@ def execute(spec: AuditSpec, plan: Plan, store: JobStore, data, progress: Progre
         from .execute.dask_executor import execute_plan_dask
 
         return execute_plan_dask(spec, plan, store, progress)
-    from .execute.pool import execute_plan_pool, use_pool
+    from .execute.pool import execute_local
 
-    todo = [j for j in plan.jobs if store.status(j.key) != "done"]
-    if use_pool(spec, todo, data):
-        return execute_plan_pool(spec, plan, store, data, progress)
-    return execute_plan(spec, plan, store, data, progress)
+    return execute_local(spec, plan, store, data, progress)
 
 
 def reanalyse(out_dir: str | Path) -> AuditOutcome:

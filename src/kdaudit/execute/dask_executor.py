@@ -29,7 +29,8 @@ from ..config.spec import AuditSpec
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan
 from ..store import JobStore
-from .runner import ExecutionStats, NullProgress, Progress, cores, job_threads, local_workers, run_job
+from .runner import (ExecutionStats, NullProgress, Progress, begin_execution, cores, job_threads, local_workers,
+                     plan_keys_of, run_job)
 
 INSTALL_HINT = "pip install 'kdaudit[dask]'"
 RETRIES = 1
@@ -98,25 +99,14 @@ def execute_plan_dask(
     distributed = import_distributed()
     progress = progress or NullProgress()
     ex = spec.execution
-    stats = ExecutionStats()
     start = time.perf_counter()
-    store.clean_tmp()
-    status = {j.key: store.status(j.key) for j in plan.jobs}
-    todo = [j for j in plan.jobs if status[j.key] != "done"]
-    progress.start(len(plan.trained), len([j for j in todo if j.trains]))
-    for job in plan.jobs:
-        if status[job.key] == "done":
-            stats.skipped.append(job.run_id)
-            if job.trains:
-                progress.job_finished(job, skipped=True)
-        elif status[job.key] == "corrupt":
-            stats.rerun_corrupt.append(job.run_id)
+    stats, status, todo = begin_execution(plan, store, progress)
     if not todo:
         stats.seconds = time.perf_counter() - start
         return stats
 
     store_root = str(Path(store.root).resolve())
-    plan_keys = {"init": plan.init.key, "teacher": plan.teacher.key}
+    plan_keys = plan_keys_of(plan)
     by_key = {j.key: j for j in todo}
     errors: dict[str, BaseException | None] = {}
     client = cluster = None

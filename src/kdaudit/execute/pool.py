@@ -40,7 +40,8 @@ from ..data.base import DataBundle
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan
 from ..store import JobStore
-from .runner import ExecutionStats, NullProgress, Progress, job_threads, local_workers, run_job
+from .runner import (ExecutionStats, NullProgress, Progress, begin_execution, job_threads, local_workers,
+                     plan_keys_of, run_here, run_job)
 
 # a grid smaller than this many training samples × epochs (summed over the jobs to train) runs
 # in the kdaudit process: starting workers would cost more than it saves
@@ -170,31 +171,28 @@ def _main_module_hidden() -> Iterator[None]:
             main.__dict__.update(saved)
 
 
-def execute_plan_pool(
+def execute_local(
     spec: AuditSpec,
     plan: Plan,
     store: JobStore,
     data: DataBundle,
     progress: Progress | None = None,
 ) -> ExecutionStats:
-    """The plan's missing jobs on ``local_workers`` worker processes, each job as soon as the
-    jobs it needs are in the store; same stats and progress calls as
-    :func:`~kdaudit.execute.runner.execute_plan`."""
+    """The ``local`` executor: the plan's missing jobs on ``local_workers`` worker processes when
+    :func:`use_pool` says so, else in this process
+    (:func:`~kdaudit.execute.runner.run_here`); the same stats and progress calls either way."""
     progress = progress or NullProgress()
-    stats = ExecutionStats()
     start = time.perf_counter()
-    store.clean_tmp()
-    status = {j.key: store.status(j.key) for j in plan.jobs}
-    todo = [j for j in plan.jobs if status[j.key] != "done"]
-    progress.start(len(plan.trained), len([j for j in todo if j.trains]))
-    for job in plan.jobs:
-        if status[job.key] == "done":
-            stats.skipped.append(job.run_id)
-            if job.trains:
-                progress.job_finished(job, skipped=True)
-        elif status[job.key] == "corrupt":
-            stats.rerun_corrupt.append(job.run_id)
-    plan_keys = {"init": plan.init.key, "teacher": plan.teacher.key}
+    stats, status, todo = begin_execution(plan, store, progress)
+    if not use_pool(spec, todo, data):
+        return run_here(spec, plan, store, data, progress, stats, todo, start)
+    return run_pool(spec, plan, store, data, progress, stats, status, todo, start)
+
+
+def run_pool(spec: AuditSpec, plan: Plan, store: JobStore, data: DataBundle, progress: Progress,
+             stats: ExecutionStats, status: dict[str, str], todo: list[Job], start: float) -> ExecutionStats:
+    """The jobs ``todo`` on worker processes, each as soon as the jobs it needs are in the store."""
+    plan_keys = plan_keys_of(plan)
     by_key = {j.key: j for j in plan.jobs}
     done = {k for k, s in status.items() if s == "done"}
     waiting = list(todo)

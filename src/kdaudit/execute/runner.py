@@ -2,8 +2,8 @@
 
 :func:`run_job` is the unit of work: it trains one job from its spec slice and the artifacts of
 the jobs it depends on, and writes its own job directory atomically. It is a plain function of
-its arguments, so an executor can run it in this process (:func:`execute_plan`, the ``local``
-executor) or on a worker elsewhere. An interrupted audit resumes where it stopped and a rerun of
+its arguments, so an executor can run it in this process (:func:`execute_plan`), in local worker
+processes (:mod:`kdaudit.execute.pool`, which chooses between the two) or on a Dask worker. An interrupted audit resumes where it stopped and a rerun of
 a finished audit trains nothing.
 """
 
@@ -225,6 +225,31 @@ def hint_table(job: Job, data: DataBundle, store: JobStore, teacher_key: str | N
     return _FEATURE_CACHE[cache_key]
 
 
+def plan_keys_of(plan: Plan) -> dict[str, str]:
+    """What a job reads from other jobs' outputs: the keys of the plan's M0 and teacher."""
+    return {"init": plan.init.key, "teacher": plan.teacher.key}
+
+
+def begin_execution(plan: Plan, store: JobStore,
+                    progress: Progress) -> tuple[ExecutionStats, dict[str, str], list[Job]]:
+    """What every executor does first: clear dead writers' temporaries, read each job's status,
+    report the finished jobs as skipped (and the corrupt ones as rerun); returns the stats so far,
+    the status by job key and the jobs still to run, in plan order."""
+    stats = ExecutionStats()
+    store.clean_tmp()
+    status = {j.key: store.status(j.key) for j in plan.jobs}
+    todo = [j for j in plan.jobs if status[j.key] != "done"]
+    progress.start(len(plan.trained), len([j for j in todo if j.trains]))
+    for job in plan.jobs:
+        if status[job.key] == "done":
+            stats.skipped.append(job.run_id)
+            if job.trains:
+                progress.job_finished(job, skipped=True)
+        elif status[job.key] == "corrupt":
+            stats.rerun_corrupt.append(job.run_id)
+    return stats, status, todo
+
+
 def execute_plan(
     spec: AuditSpec,
     plan: Plan,
@@ -234,35 +259,26 @@ def execute_plan(
 ) -> ExecutionStats:
     """The ``local`` executor in this process: every job in topological order, each with
     :func:`job_threads` torch threads."""
+    progress = progress or NullProgress()
+    start = time.perf_counter()
+    stats, _, todo = begin_execution(plan, store, progress)
+    return run_here(spec, plan, store, data, progress, stats, todo, start)
+
+
+def run_here(spec: AuditSpec, plan: Plan, store: JobStore, data: DataBundle, progress: Progress,
+             stats: ExecutionStats, todo: list[Job], start: float) -> ExecutionStats:
+    """The jobs ``todo`` (in plan order) in this process, after :func:`begin_execution`."""
     threads = torch.get_num_threads()
     torch.set_num_threads(job_threads(spec))
     try:
-        stats = _execute_here(spec, plan, store, data, progress)
-    finally:
-        torch.set_num_threads(threads)
-    stats.where = f"local, in one process, {job_threads(spec)} thread(s) per job"
-    return stats
-
-
-def _execute_here(spec: AuditSpec, plan: Plan, store: JobStore, data: DataBundle,
-                  progress: Progress | None) -> ExecutionStats:
-    progress = progress or NullProgress()
-    stats = ExecutionStats()
-    start = time.perf_counter()
-    store.clean_tmp()
-    status = {j.key: store.status(j.key) for j in plan.jobs}
-    todo = [j for j in plan.trained if status[j.key] != "done"]
-    progress.start(len(plan.trained), len(todo))
-    plan_keys = {"init": plan.init.key, "teacher": plan.teacher.key}
-    for job in plan.jobs:
-        if status[job.key] == "done":
-            stats.skipped.append(job.run_id)
-        else:
-            if status[job.key] == "corrupt":
-                stats.rerun_corrupt.append(job.run_id)
+        plan_keys = plan_keys_of(plan)
+        for job in todo:
             run_job(job, spec, store, plan_keys, data, progress)
             stats.trained.append(job.run_id)
-        if job.trains:
-            progress.job_finished(job, skipped=status[job.key] == "done")
+            if job.trains:
+                progress.job_finished(job, skipped=False)
+    finally:
+        torch.set_num_threads(threads)
     stats.seconds = time.perf_counter() - start
+    stats.where = f"local, in one process, {job_threads(spec)} thread(s) per job"
     return stats

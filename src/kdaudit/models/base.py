@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import KdauditError, SpecError
-from ..registry import Registry, import_object, is_import_path  # noqa: F401 (is_import_path re-exported)
+from ..registry import Registry, import_object
 
 MODELS: Registry = Registry("model")
 
