@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kdaudit.analysis.compare import METRIC_RESULT_KEYS, compare_logits
@@ -122,28 +123,71 @@ def test_compare_finds_planted_effect_and_not_the_null(files: Path, capsys: pyte
     code, out, err = run_cli(_compare_args(files, "kd=kd/*.npy", "null=null/*.npy", extra=("--json",)), capsys)
     assert code == 0, err
     obj = json.loads(out)
-    assert list(obj) == ["control", "groups"] and obj["control"] == {"n": K}
+    assert list(obj) == ["control", "rcd", "statistics", "groups"] and obj["control"] == {"n": K}
     assert list(obj["groups"]) == ["kd", "null"]
     for g in obj["groups"].values():
-        assert list(g) == ["n", "metrics", "transfer"] and g["n"] == K
+        assert list(g)[:3] == ["n", "metrics", "transfer"] and g["n"] == K
+        assert {"verdicts", "asymmetry"} <= set(g)
         assert list(g["metrics"]) == STUDENT_METRIC_KEYS
-        assert all(list(m) == METRIC_RESULT_KEYS for m in g["metrics"].values())
+        assert all(list(m)[:len(METRIC_RESULT_KEYS)] == METRIC_RESULT_KEYS for m in g["metrics"].values())
         assert list(g["transfer"]) == TRANSFER_KEYS
+        assert {"knowledge_transfer", "negative_transfer", "asymmetry", "negative_asymmetric_payoff"} <= set(g["verdicts"])
+        assert {"statistic", "p_value"} <= set(g["asymmetry"])
     kd, null = obj["groups"]["kd"], obj["groups"]["null"]
     assert kd["metrics"]["agreement_teacher_wrong"]["significant"] is True
     assert kd["metrics"]["agreement"]["significant"] is True
     assert kd["transfer"]["delta_neg"] > 0.1 and kd["transfer"]["p_neg"] < 0.05
     assert kd["transfer"]["h_neg"] > kd["transfer"]["h_pos"]
+    assert kd["verdicts"] == {"knowledge_transfer": "yes", "beyond_regularisation": "not testable",
+                              "negative_transfer": "yes", "asymmetry": "yes", "negative_asymmetric_payoff": "yes"}
     assert kd["transfer"]["negative_asymmetric_payoff"] == "yes"
     assert kd["transfer"]["p_neg"] == kd["metrics"]["agreement_teacher_wrong"]["p_value"]
     assert null["metrics"]["agreement"]["significant"] is False
     assert null["metrics"]["agreement_teacher_wrong"]["significant"] is False
-    assert null["transfer"]["negative_asymmetric_payoff"] == "no"
-    # family = all metrics of all groups (20 tests), Holm
-    ps = [g["metrics"][k]["p_value"] for g in obj["groups"].values() for k in STUDENT_METRIC_KEYS]
-    m = sum(p is not None for p in ps)
-    assert kd["metrics"]["agreement"]["p_adjusted"] >= kd["metrics"]["agreement"]["p_value"]
-    assert min(g["metrics"][k]["p_adjusted"] for g in obj["groups"].values() for k in STUDENT_METRIC_KEYS) == pytest.approx(min(ps) * m)
+    assert null["verdicts"]["knowledge_transfer"] == "no" and null["transfer"]["negative_asymmetric_payoff"] == "no"
+    # the primary family: H1, H3, H4 of both groups (6 tests), Holm; exact p of 8 vs 8
+    assert obj["statistics"]["primary_family_size"] == 6
+    assert kd["metrics"]["agreement"]["family"] == "primary" and kd["metrics"]["js_divergence"]["family"] == "secondary"
+    assert kd["metrics"]["agreement"]["method"] in ("exact", "permutation")
+    prim = [g["metrics"][k]["p_value"] for g in obj["groups"].values() for k in ("agreement", "agreement_teacher_wrong")]
+    prim += [g["asymmetry"]["p_value"] for g in obj["groups"].values()]
+    adj = [g["metrics"][k]["p_adjusted"] for g in obj["groups"].values() for k in ("agreement", "agreement_teacher_wrong")]
+    adj += [g["asymmetry"]["p_adjusted"] for g in obj["groups"].values()]
+    from kdaudit.analysis.stats import adjust_pvalues
+
+    np.testing.assert_allclose(adj, adjust_pvalues(prim, "holm"))
+
+
+def test_compare_rcd_decides_beyond_regularisation_like_an_audit(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """compare with --rcd gives the verdicts build_audit_tables gives on the same students."""
+    from kdaudit.analysis.audit import RUNS_COLUMNS, build_audit_tables
+    from kdaudit.analysis.metrics import functional_metrics_many
+
+    code, out, err = run_cli(_compare_args(files, "kd=kd/*.npy", extra=("--rcd", f"rcd-null={files}/null/*.npy", "--json")), capsys)
+    assert code == 0, err
+    obj = json.loads(out)
+    kd = obj["groups"]["kd"]
+    assert obj["rcd"] == {"rcd-null": {"n": K}} and obj["statistics"]["primary_family_size"] == 4
+    assert kd["beyond_regularisation"]["hardest_control"] == "rcd-null"
+    t, y = np.load(files / "teacher.npy"), np.load(files / "labels.npy")
+    rows = []
+    for cond, folder, alpha in (("siddo", "siddo", 0.0), ("kd", "kd", 0.9), ("rcd-null", "null", 0.9)):
+        zs = np.stack([np.load(p) for p in sorted((files / folder).glob("*.npy"))])
+        m = functional_metrics_many(t, zs, y)
+        for i in range(len(zs)):
+            rows.append({"run_id": f"{cond}{i}", "role": "student", "condition": cond, "alpha": alpha,
+                         "temperature": 1.0, "seed": i + 1, "accuracy": m["student_accuracy"][i],
+                         "loss": m["student_loss"][i], **{k: m[k][i] for k in RUNS_COLUMNS[8:]}})
+    (v,) = build_audit_tables(pd.DataFrame(rows)).verdicts
+    assert kd["verdicts"] == {k: getattr(v, k) for k in kd["verdicts"]}
+    assert kd["asymmetry"]["p_value"] == pytest.approx(v.tests["H4"]["p_value"])
+    # a name given twice, a lone file, or a bad method: one line, exit 2
+    code, _, err = run_cli(_compare_args(files, "kd=kd/*.npy", extra=("--rcd", f"kd={files}/null/*.npy")), capsys)
+    assert_one_line_error(code, err, "given twice")
+    code, _, err = run_cli(_compare_args(files, "kd=kd/*.npy", extra=("--rcd", f"r={files}/null/s01.npy")), capsys)
+    assert_one_line_error(code, err, "random control", "at least 2")
+    code, _, err = run_cli(_compare_args(files, "kd=kd/*.npy", extra=("--method", "fast")), capsys)
+    assert_one_line_error(code, err, "--method")
 
 
 def test_compare_options_and_table(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,11 +196,13 @@ def test_compare_options_and_table(files: Path, capsys: pytest.CaptureFixture[st
     m = json.loads(out)["groups"]["kd"]["metrics"]["agreement"]
     assert m["p_adjusted"] == m["p_value"]
     code, out, _ = run_cli(_compare_args(files, "kd=kd/*.npy", extra=("--level", "1e-9",  "--json")), capsys)
-    assert json.loads(out)["groups"]["kd"]["metrics"]["agreement"]["significant"] is False
+    g = json.loads(out)["groups"]["kd"]
+    assert g["metrics"]["agreement"]["significant"] is False
+    assert g["verdicts"]["knowledge_transfer"] == "not testable"  # 8 vs 8 cannot reach 1e-9
     code, out, err = run_cli(_compare_args(files, "kd=kd/*.npy"), capsys)
     assert code == 0 and err == ""
-    assert "agreement_teacher_wrong" in out and "significant knowledge transfer" in out
-    assert "negative asymmetric payoff" in out
+    assert "agreement_teacher_wrong" in out and "knowledge transfer: yes" in out
+    assert "negative asymmetric payoff" in out and "Primary family: 3 tests" in out
 
 
 def test_compare_logits_json_safe_and_errors(files: Path) -> None:

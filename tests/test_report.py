@@ -108,7 +108,8 @@ def synthetic_tables(seed: int = 0) -> AuditTables:
                     if payoff == "yes" else f"{cond} at α = {alpha:g}: no negative asymmetric payoff.")
         transfer_rows.append({
             "condition": cond, "alpha": alpha, "delta_pos": d_pos, "delta_neg": d_neg,
-            "h_pos": h_pos, "h_neg": h_neg, "p_pos": 0.0003, "p_neg": 2.1e-05 if len(g) > 1 else np.nan,
+            "h_pos": h_pos, "h_neg": h_neg, "p_pos": 0.0001, "p_neg": 0.0002,
+            "p_neg_adjusted": 0.0003, "p_asymmetry_adjusted": 2.1e-05 if len(g) > 1 else np.nan,
             "negative_asymmetric_payoff": payoff, "verdict": sentence,
         })
         if cond in ("kd", WEIRD):

@@ -57,6 +57,42 @@ def test_tiny_run_writes_every_output_with_documented_columns(tiny_run):
     assert rec["versions"]["torch"]
 
 
+def test_two_seeds_are_not_testable_everywhere_and_said_before_training(tiny_run):
+    """2 seeds per group cannot give a "yes": the terminal says so before training, and the
+    terminal, audit.json, the report and transfer.csv all say "not testable" with the seeds needed."""
+    import json
+
+    out, r = tiny_run
+    note = r.stdout.index("Note: with 2 seed(s) per group")
+    assert note < r.stdout.index("Verdicts")
+    assert "6 seeds per group would make them testable" in r.stdout  # 2/C(12,6) × 12 = 0.026
+    audit = json.loads((out / "audit.json").read_text())
+    st = audit["statistics"]
+    assert st["primary_family_size"] == 12 and st["correction"] == "holm" and st["standard"] == "kdaudit"
+    keys = ("knowledge_transfer", "beyond_regularisation", "negative_transfer", "asymmetry", "negative_asymmetric_payoff")
+    for v in audit["verdicts"]:
+        assert all(v[k] == "not testable" for k in keys)
+        assert "6 seeds per group would make it testable" in v["reasons"]["knowledge_transfer"]
+        line = next(x for x in r.stdout.splitlines() if f"kd α={v['alpha']:g}:" in x)
+        assert "knowledge transfer not testable" in line.replace("  ", " ") or "not testable" in line
+    md = (out / "report.md").read_text()
+    assert "Note: with 2 seed(s) per group" in md and "Decided by kdaudit's standard: 12 primary tests" in md
+    transfer = pd.read_csv(out / "transfer.csv")
+    assert set(transfer.loc[transfer.condition == "kd", "negative_asymmetric_payoff"]) == {"not testable"}
+    tests = pd.read_csv(out / "tests.csv")
+    assert sorted(set(tests.family)) == ["primary", "secondary"]
+    assert (tests.family == "primary").sum() == 3 * 5  # H1, H3, H4 and H2 against both RCDs, per α
+
+
+def test_teacher_seed_among_student_seeds_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "twin"
+    r = kdaudit("run", "digits-mlp", *TINY, "--set", "protocol.teacher_seed=2", "--out", str(out))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "teacher_seed" in lines[0] and "twin" in lines[0]
+    assert not out.exists()
+
+
 def test_rerun_trains_nothing_and_gives_the_same_tables(tiny_run):
     out, _ = tiny_run
     before = {k: v["created"] for k, v in records(out).items()}

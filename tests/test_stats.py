@@ -9,6 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from kdaudit.analysis.stats import (
+    METHODS,
     TestResult,
     adjust_pvalues,
     compression_bar,
@@ -53,6 +54,25 @@ def test_mann_whitney_matches_scipy() -> None:
     assert (res.n_a, res.n_b) == (8, 8)
     assert res.mean_a == pytest.approx(A.mean()) and res.sem_b == pytest.approx(sps.sem(B))
     assert res.reason is None and res.significant(0.05)
+    # 8 vs 8 without ties: scipy's default is already its exact method; the default here is exact
+    assert res.method == "exact" and res.p_se == 0.0
+    assert res.p_value == pytest.approx(sps.mannwhitneyu(A, B, method="exact").pvalue, rel=1e-12)
+
+
+def test_mann_whitney_default_is_exact_beyond_scipys_exact_range() -> None:
+    # 10 vs 10 without ties: scipy's default switches to the normal approximation above 8 per
+    # group; the reference for the default here is scipy's exact method
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0.5, 1, 10), rng.normal(0, 1, 10)
+    res = mann_whitney(a, b)
+    assert res.method == "exact"
+    assert res.p_value == pytest.approx(sps.mannwhitneyu(a, b, method="exact").pvalue, rel=1e-12)
+    asym = mann_whitney(a, b, method="asymptotic")
+    assert asym.method == "asymptotic" and math.isnan(asym.p_se)
+    assert asym.p_value == pytest.approx(sps.mannwhitneyu(a, b, method="asymptotic").pvalue, rel=1e-12)
+    assert asym.statistic == res.statistic and asym.effect_size == res.effect_size
+    # complete separation: 2 / C(20, 10)
+    assert mann_whitney(a + 100, b).p_value == pytest.approx(2 / math.comb(20, 10), rel=1e-12)
 
 
 def test_mann_whitney_effect_sign_and_ties() -> None:
@@ -60,8 +80,13 @@ def test_mann_whitney_effect_sign_and_ties() -> None:
     assert mann_whitney(B, A).effect_size < 0
     a, b = [1, 2, 2, 3, 3], [1, 1, 2, 2, 3, 4]
     res = mann_whitney(a, b)
-    ref = sps.mannwhitneyu(a, b, alternative="two-sided")
-    assert res.statistic == ref.statistic and res.p_value == pytest.approx(ref.pvalue)
+    # ties: the default is the exact permutation p, so the reference is scipy's permutation
+    # method with full enumeration (C(11, 5) = 462 splits < n_resamples)
+    ref = sps.mannwhitneyu(a, b, alternative="two-sided", method=sps.PermutationMethod(n_resamples=10**5))
+    assert res.statistic == ref.statistic and res.p_value == pytest.approx(ref.pvalue, rel=1e-12)
+    assert res.method == "permutation" and res.p_se == 0.0
+    asym = mann_whitney(a, b, method="asymptotic")  # scipy's default with ties: the normal approximation
+    assert asym.p_value == pytest.approx(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue, rel=1e-12)
     # U of a by counting pairs (ties count 1/2)
     u = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
     assert res.statistic == u
@@ -85,6 +110,21 @@ def test_mann_whitney_degenerate(a: list[float], b: list[float], reason: str) ->
     assert not res.significant(0.05) and not res.significant(1.0)
 
 
+def test_mann_whitney_methods_and_bad_method() -> None:
+    for method in METHODS:
+        res = mann_whitney(A, B, method=method)
+        assert 0 < res.p_value <= 1 and res.method in {"exact", "permutation", "asymptotic"}
+    assert mann_whitney(A, B, method="permutation").p_value == pytest.approx(mann_whitney(A, B).p_value)
+    with pytest.raises(InputError, match="unknown method"):
+        mann_whitney(A, B, method="fisher")
+    with pytest.raises(InputError, match="unknown method"):
+        wilcoxon_paired(A, B, method="fisher")
+    # infinite values are ranked, as scipy does, rather than rejected
+    with np.errstate(invalid="ignore"):  # the SEM of a sample with inf
+        res = mann_whitney(np.append(A, np.inf), B)
+    assert res.p_value == pytest.approx(sps.mannwhitneyu(np.append(A, np.inf), B, method="exact").pvalue)
+
+
 def test_mann_whitney_drops_nans_and_says_so() -> None:
     a = np.append(A, [np.nan, np.nan])
     res = mann_whitney(a, B)
@@ -97,10 +137,14 @@ def test_test_result_fields() -> None:
     fields = list(TestResult.__dataclass_fields__)
     assert fields == [
         "n_a", "n_b", "mean_a", "sem_a", "mean_b", "sem_b", "statistic", "p_value",
-        "effect_size", "reason",
+        "effect_size", "reason", "method", "p_se",
     ]
     d = mann_whitney(A, B).to_dict()
     assert set(d) == set(fields)
+    assert d["method"] == "exact" and d["p_se"] == 0.0
+    # the new fields have defaults, so positional construction with 10 fields still works
+    old = TestResult(2, 2, 0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, None)
+    assert old.method == "" and old.p_se == 0.0
 
 
 # --- Wilcoxon ---------------------------------------------------------------------------------
@@ -110,9 +154,15 @@ def test_wilcoxon_matches_scipy_and_effect_by_hand() -> None:
     a = np.array([1.0, 2.5, 3.0, 4.2, 5.0, 6.1])
     b = np.array([0.5, 2.0, 3.5, 3.0, 4.0, 5.0])
     res = wilcoxon_paired(a, b)
-    ref = sps.wilcoxon(a - b, method="asymptotic")  # tied |d|: normal approximation
+    # tied |d|: the default is the exact distribution over all 2^6 sign patterns given the ties,
+    # so the reference is scipy's permutation method with full enumeration (64 < n_resamples)
+    ref = sps.wilcoxon(a - b, method=sps.PermutationMethod(n_resamples=10**5))
     assert res.statistic == pytest.approx(ref.statistic)
-    assert res.p_value == pytest.approx(ref.pvalue)
+    assert res.p_value == pytest.approx(ref.pvalue, rel=1e-12) and res.method == "permutation"
+    assert res.p_value == pytest.approx(2 * 4 / 64)  # R− ≤ 2: no negative, or one of the three 0.5s
+    asym = wilcoxon_paired(a, b, method="asymptotic")  # normal approximation, continuity-corrected
+    ref = sps.wilcoxon(a - b, method="asymptotic", correction=True)
+    assert asym.p_value == pytest.approx(ref.pvalue, rel=1e-12) and asym.statistic == res.statistic
     # d = 0.5, 0.5, -0.5, 1.2, 1.0, 1.1 -> |d| ranks: 2, 2, 2, 6, 4, 5 ; R- = 2, R+ = 19
     assert res.effect_size == pytest.approx((19 - 2) / 21)
     assert wilcoxon_paired(b, a).effect_size == pytest.approx(-(19 - 2) / 21)
@@ -123,7 +173,13 @@ def test_wilcoxon_exact_without_ties() -> None:
     b = np.array([0.9, 2.2, 3.5, 3.6, 4.2, 5.2, 5.5])
     res = wilcoxon_paired(a, b)
     ref = sps.wilcoxon(a - b, method="exact")
-    assert res.p_value == pytest.approx(ref.pvalue) and res.statistic == ref.statistic
+    assert res.p_value == pytest.approx(ref.pvalue, rel=1e-12) and res.statistic == ref.statistic
+    assert res.method == "exact" and res.p_se == 0.0
+    # 20 pairs without ties: still exact (scipy's own default too, below 50 pairs)
+    rng = np.random.default_rng(11)
+    a20, b20 = rng.normal(0.4, 1, 20), rng.normal(0, 1, 20)
+    ref = sps.wilcoxon(a20 - b20, method="exact")
+    assert wilcoxon_paired(a20, b20).p_value == pytest.approx(ref.pvalue, rel=1e-12)
 
 
 def test_wilcoxon_zero_differences_discarded() -> None:

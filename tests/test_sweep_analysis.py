@@ -4,6 +4,7 @@ tables against plain loops, and the sweep report's files."""
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 import re
 import statistics
@@ -16,7 +17,9 @@ import pytest
 from scipy import stats as sps
 
 from kdaudit.analysis.audit import TEST_METRICS, build_audit_tables
+from kdaudit.analysis.exact import spearman_test
 from kdaudit.analysis.sweep import (
+    TREND_SEED,
     SweepPoint,
     build_sweep_tables,
     power_law_fit,
@@ -82,18 +85,33 @@ def test_power_law_rejects_mismatched_lengths() -> None:
 # --- trend_test -------------------------------------------------------------------------------
 
 
+def enumerated_spearman_p(x, y) -> float:
+    """Two-sided permutation p of Spearman's ρ by brute force: the share of all n! orderings of
+    y whose |ρ| reaches the observed one (1e-12 tolerance: ρ is a float)."""
+    rx, ry = sps.rankdata(x), sps.rankdata(y)
+    obs = abs(np.corrcoef(rx, ry)[0, 1])
+    rhos = [abs(np.corrcoef(rx, ry[list(p)])[0, 1]) for p in itertools.permutations(range(len(ry)))]
+    return sum(r >= obs - 1e-12 for r in rhos) / len(rhos)
+
+
 def test_trend_matches_spearmanr_and_hand_computation() -> None:
     res = trend_test([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
     # ranks differ by d = (1, -1, 1, -1, 0): ρ = 1 − 6·Σd² / (n(n² − 1)) = 1 − 24/120
     assert res.rho == pytest.approx(0.8, abs=1e-12) and res.n == 5
-    ref = sps.spearmanr([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
-    assert res.p_value == pytest.approx(ref.pvalue, rel=1e-12)
+    # the p is the exact permutation p (all 5! orderings), not spearmanr's t-approximation
+    assert res.p_value == pytest.approx(enumerated_spearman_p([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]), rel=1e-12)
+    # 3 points in perfect order: 2 of the 3! orderings have |ρ| = 1 (spearmanr says p = 0)
+    assert trend_test([0.3, 0.5, 0.7], [0.1, 0.2, 0.4]).p_value == pytest.approx(1 / 3, abs=1e-15)
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=30), rng.normal(size=30)
     y[:5] = y[5]  # ties
     ref = sps.spearmanr(x, y)
     res = trend_test(x, y)
-    assert (res.rho, res.p_value) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-12)
+    assert res.rho == pytest.approx(ref.statistic, rel=1e-12)
+    # 30 pairs: a Monte-Carlo permutation p seeded with TREND_SEED, close to the t-approximation
+    rho, mc = spearman_test(x, y, seed=TREND_SEED)
+    assert mc.method == "monte-carlo" and res.p_value == mc.p and trend_test(x, y).p_value == res.p_value
+    assert res.p_value == pytest.approx(ref.pvalue, abs=0.03)
     rx, ry = sps.rankdata(x), sps.rankdata(y)
     assert res.rho == pytest.approx(np.corrcoef(rx, ry)[0, 1], rel=1e-12)
 
@@ -224,7 +242,9 @@ def test_trend_needs_three_teacher_losses_and_equals_spearman() -> None:
     kd = tr[(tr["condition"] == "kd") & (tr["alpha"] == 0.9)]
     ref = sps.spearmanr(kd["teacher_loss"], kd["delta_neg"])
     row = tt.loc[("kd", 0.9, "delta_neg")]
-    assert row["rho"] == pytest.approx(ref.statistic) and row["p_value"] == pytest.approx(ref.pvalue)
+    assert row["rho"] == pytest.approx(ref.statistic)
+    # over 4 points the p is the exact permutation p (4! orderings), not spearmanr's
+    assert row["p_value"] == pytest.approx(enumerated_spearman_p(kd["teacher_loss"], kd["delta_neg"]), rel=1e-12)
     assert row["n_points"] == 4
     gap = sps.spearmanr(kd["teacher_loss"], kd["h_neg"] - kd["h_pos"])
     assert tt.loc[("kd", 0.9, "h_gap"), "rho"] == pytest.approx(gap.statistic)
@@ -237,9 +257,11 @@ def test_trend_needs_three_teacher_losses_and_equals_spearman() -> None:
         xs += [p.teacher_loss] * len(vals)
         ys += list(vals - ctrl)
     ref = sps.spearmanr(xs, ys)
-    assert row["rho_seeds"] == pytest.approx(ref.statistic) and row["p_seeds"] == pytest.approx(ref.pvalue)
+    assert row["rho_seeds"] == pytest.approx(ref.statistic)
+    # over the seeds: the seeded Monte-Carlo permutation p
+    assert row["p_seeds"] == spearman_test(xs, ys, seed=TREND_SEED)[1].p
     assert row["n_seeds"] == 4 * SEEDS
-    assert bool(row["significant"]) == (ref.pvalue < 0.05) and row["significant"]
+    assert bool(row["significant"]) == (row["p_seeds"] < 0.05) and row["significant"]
     text = [s for s in tables.sentences if "KD α=0.9's Δ−" in s and s.startswith("Teacher loss")]
     assert len(text) == 1 and "significant amplification" in text[0] and "from 0.30 to 0.90" in text[0]
     assert f"over {4 * SEEDS} students" in text[0]
@@ -263,7 +285,8 @@ def test_trend_beyond_the_random_control() -> None:
             xs += [p.teacher_loss] * len(vals)
             ys += list(vals - ref)
         want = sps.spearmanr(xs, ys)
-        assert row["rho_seeds"] == pytest.approx(want.statistic) and row["p_seeds"] == pytest.approx(want.pvalue)
+        assert row["rho_seeds"] == pytest.approx(want.statistic)
+        assert row["p_seeds"] == spearman_test(xs, ys, seed=TREND_SEED)[1].p  # seeded Monte-Carlo
         tr = tables.transfer
         kd = tr[(tr["condition"] == "kd") & (tr["alpha"] == 0.9)].set_index("point")
         rc = tr[(tr["condition"] == rcd) & (tr["alpha"] == 0.9)].set_index("point")

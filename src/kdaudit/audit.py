@@ -22,6 +22,7 @@ import torch
 
 from . import __version__
 from .analysis.audit import AuditTables, build_audit_tables
+from .analysis.hypotheses import Design, design_notes, is_regularisation_control
 from .analysis.collect import collect_runs
 from .config.spec import AuditSpec, dump_spec, read_yaml, validate_spec
 from .errors import KdauditError
@@ -131,6 +132,20 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
     return outcome
 
 
+def planned_notes(spec: AuditSpec) -> list[str]:
+    """What the planned audit cannot decide, said before anything trains: verdicts that no
+    outcome of these group sizes could make "yes" (too few seeds), or that lack a control."""
+    conds = spec.protocol.conditions
+    units = [c for c in conds if c != "siddo" and not is_regularisation_control(c)]
+    n_units = len(units) * len(spec.protocol.alphas)
+    regs = any(is_regularisation_control(c) for c in conds)
+    design = Design.from_spec(spec.analysis)
+    notes = design_notes(spec.protocol.seeds, n_units, regs, "siddo" in conds, design)
+    if n_units and "siddo" in conds and not regs:
+        notes.append("there are no random-control (RCD) students, so beyond regularisation is not testable")
+    return notes
+
+
 def _build(model_spec, data) -> torch.nn.Module:
     return build_model(model_spec.name, data.input_shape, data.num_classes, data.model_args(), **model_spec.kwargs)
 
@@ -214,9 +229,7 @@ def analyse(
     from .report.render import write_report
 
     runs = collect_runs(plan, store, spec.protocol.temperature)
-    tables = build_audit_tables(
-        runs, level=spec.analysis.level, correction=spec.analysis.correction, paired=spec.analysis.paired
-    )
+    tables = build_audit_tables(runs, design=Design.from_spec(spec.analysis))
     teacher_rec = store.load_record(plan.teacher.key)
     t_out = store.load_outputs(plan.teacher.key)
     n_wrong = int((t_out["test_logits"].argmax(1) != t_out["test_labels"]).sum())
@@ -264,7 +277,7 @@ def analyse(
         meta["wall_time_s"] = round(time.perf_counter() - started, 1)
     failpoint("report.write")
     paths.update(write_report(out, tables, spec.model_dump(mode="json"), meta, security))
-    summary = {"meta": meta, "verdicts": [asdict(v) for v in tables.verdicts]}
+    summary = {"meta": meta, "statistics": tables.statistics, "verdicts": [asdict(v) for v in tables.verdicts]}
     if security is not None:
         summary["security"] = security.sentences
     _atomic_write(out / "audit.json", json.dumps(summary, indent=2, default=_json_default))

@@ -3,21 +3,25 @@
 :func:`build_audit_tables` takes the runs table (one row per trained model, PROTOCOL §6) and
 returns :class:`AuditTables`:
 
-- ``tests`` (:data:`TESTS_COLUMNS`): for every distillation condition X other than ``siddo``,
-  every α of X and every per-student metric of :data:`TEST_METRICS`, a two-sided Mann–Whitney
-  test of X's per-seed values at α against all ``siddo`` students (comparison ``vs_siddo``);
-  for conditions that are not random controls (names not starting with ``rcd``) also against
-  each RCD condition at the same α (``vs_<rcd name>``). With ``paired=True`` each comparison is
-  repeated as a Wilcoxon signed-rank test on the students matched by seed (suffix
-  ``_paired``; duplicate seeds within a group are averaged). The multiple-comparison family
-  is **every row of tests.csv** (NaN p-values excluded); ``significant`` is
-  ``p_adjusted < level`` (``p_adjusted`` equals ``p_value`` for correction ``none``).
-- ``transfer`` (:data:`TRANSFER_COLUMNS`): Δ±, h±, raw Mann–Whitney p± and the negative
-  asymmetric payoff per (non-siddo condition, α) — see :mod:`kdaudit.analysis.transfer`.
+- ``verdicts``: one :class:`Verdict` per distillation condition (neither ``siddo`` nor a
+  regularisation control) and α, decided by the primary family of
+  :mod:`kdaudit.analysis.hypotheses` (H1 transfer, H2 beyond regularisation, H3 negative
+  transfer, H4 asymmetry, corrected together), with plain-word sentences.
+- ``tests`` (:data:`TESTS_COLUMNS`): for every condition X other than ``siddo``, every α of X
+  and every per-student metric of :data:`TEST_METRICS` (plus the asymmetry scores
+  :data:`DERIVED_METRICS`), X's students against all ``siddo`` students (comparison
+  ``vs_siddo``) and, for conditions that are not controls, against each RCD condition at the same
+  α (``vs_<rcd name>``): Mann–Whitney U, or with ``paired`` the Wilcoxon signed-rank test by seed
+  (suffix ``_paired``; then the unpaired rows are kept as their own exploratory family).
+  ``family`` is ``primary`` (the rows of H1–H4, ``hypothesis`` naming which) or a secondary
+  family (every other row; corrected on its own, Benjamini–Hochberg by default, exploratory).
+  ``significant`` is ``p_adjusted < level`` within the row's family. ``mean_diff`` with
+  ``ci_low`` / ``ci_high`` is the difference of means and its seeded 95 % bootstrap interval.
+- ``transfer`` (:data:`TRANSFER_COLUMNS`): Δ± with intervals, h±, the asymmetry h− − h+ (and
+  Δ− − Δ+ in points) and their tests, and the verdicts that rest on them, per non-siddo
+  condition and α — see :mod:`kdaudit.analysis.transfer`.
 - ``summary`` (:data:`SUMMARY_COLUMNS`): per-seed means and SEMs per student group, ``siddo``
   first, then the other conditions sorted by name and α.
-- ``verdicts``: one :class:`Verdict` per distillation condition (neither ``siddo`` nor RCD)
-  and α, with plain-word sentences.
 
 Degenerate inputs (one seed, no ``siddo`` students, NaN metrics) give NaN p-values and
 "not testable" verdicts, never an exception; missing required columns raise
@@ -27,6 +31,7 @@ Degenerate inputs (one seed, no ``siddo`` students, NaN metrics) give NaN p-valu
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,16 +39,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .stats import (
-    CORRECTIONS,
-    TestResult,
-    adjust_pvalues,
-    compression_bar,
-    mann_whitney,
-    mean_sem,
-    wilcoxon_paired,
+from .hypotheses import (
+    Decision,
+    Design,
+    Group,
+    Unit,
+    asymmetry_scores,
+    compare_groups,
+    decide,
+    design_notes,
+    is_regularisation_control,
+    stream_seed,
 )
-from .transfer import format_p, payoff_label, payoff_sentence, transfer_payoff
+from .stats import TestResult, adjust_pvalues, compression_bar, mean_sem
+from .transfer import format_p, p_equals, payoff_sentence, transfer_effects
 
 RUNS_COLUMNS = [
     "run_id", "role", "condition", "alpha", "temperature", "seed", "accuracy", "loss",
@@ -52,8 +61,9 @@ RUNS_COLUMNS = [
     "n_teacher_correct", "n_teacher_wrong",
 ]
 TESTS_COLUMNS = [
-    "comparison", "condition", "alpha", "metric", "n_a", "n_b", "mean_a", "sem_a", "mean_b",
-    "sem_b", "statistic", "p_value", "p_adjusted", "effect_size", "significant",
+    "comparison", "condition", "alpha", "metric", "family", "hypothesis", "n_a", "n_b", "mean_a",
+    "sem_a", "mean_b", "sem_b", "mean_diff", "ci_low", "ci_high", "statistic", "p_value", "method",
+    "p_se", "p_adjusted", "effect_size", "significant",
 ]
 
 CONTROL = "siddo"
@@ -70,7 +80,10 @@ REQUIRED_COLUMNS = ["role", "condition", "alpha", "seed", *TEST_METRICS]
 """Columns :func:`build_audit_tables` needs; the other RUNS_COLUMNS are optional."""
 
 TRANSFER_COLUMNS = [
-    "condition", "alpha", "delta_pos", "delta_neg", "h_pos", "h_neg", "p_pos", "p_neg",
+    "condition", "alpha", "delta_pos", "delta_pos_ci_low", "delta_pos_ci_high", "delta_neg",
+    "delta_neg_ci_low", "delta_neg_ci_high", "h_pos", "h_neg", "asymmetry", "asymmetry_ci_low",
+    "asymmetry_ci_high", "asymmetry_points", "p_pos", "p_neg", "p_neg_adjusted", "p_asymmetry",
+    "p_asymmetry_adjusted", "p_asymmetry_points", "negative_transfer", "asymmetry_verdict",
     "negative_asymmetric_payoff", "verdict",
 ]
 SUMMARY_METRICS = [
@@ -84,14 +97,23 @@ SUMMARY_COLUMNS = ["condition", "alpha", "n"] + [
 
 @dataclass
 class Verdict:
-    """The plain-word answer for one distillation condition at one α."""
+    """The plain-word answer for one distillation condition at one α (PROTOCOL §5).
+
+    Each verdict is ``"yes"``, ``"no"`` or ``"not testable"``; ``reasons`` says why, per verdict;
+    ``tests`` holds the primary tests that decided them (H1–H4), ``standard`` the rule set.
+    """
 
     condition: str
     alpha: float
     knowledge_transfer: str  # "yes" | "no" | "not testable"
-    beyond_regularisation: str  # "yes" | "no" | "not testable"
-    negative_asymmetric_payoff: str  # "yes" | "no" | "not testable"
-    compression: str  # "yes" | "no" | "not testable"
+    beyond_regularisation: str
+    negative_asymmetric_payoff: str
+    compression: str
+    negative_transfer: str = "not testable"
+    asymmetry: str = "not testable"
+    standard: str = "kdaudit"
+    reasons: dict[str, str] = field(default_factory=dict)
+    tests: dict[str, dict[str, Any]] = field(default_factory=dict)
     sentences: list[str] = field(default_factory=list)
 
 
@@ -102,6 +124,7 @@ class AuditTables:
     transfer: pd.DataFrame
     summary: pd.DataFrame
     verdicts: list[Verdict]
+    statistics: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,13 +160,6 @@ def _pct(mean: float, sem: float) -> str:
     return f"{100 * mean:.1f} % ± {100 * sem:.1f}"
 
 
-def _p_text(p: float, p_adj: float, correction: str) -> str:
-    text = f"Mann–Whitney p = {format_p(p)}"
-    if correction != "none":
-        text += f", {correction}-adjusted {format_p(p_adj)}"
-    return text
-
-
 def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
     """Check the columns and return the student rows with numeric metric columns."""
     if not isinstance(runs, pd.DataFrame):
@@ -169,47 +185,48 @@ def _values(df: pd.DataFrame, metric: str) -> np.ndarray:
     return df[metric].to_numpy(dtype=np.float64)
 
 
-def _paired_values(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Values of ``metric`` for the seeds present in both groups (duplicates averaged)."""
-    sa = a.groupby("seed")[metric].mean()
-    sb = b.groupby("seed")[metric].mean()
-    common = sa.index.intersection(sb.index).sort_values()
-    return sa.loc[common].to_numpy(np.float64), sb.loc[common].to_numpy(np.float64)
-
-
-def _test_row(comparison: str, condition: str, alpha: float, metric: str, r: TestResult) -> dict[str, Any]:
+def _test_row(comparison: str, condition: str, alpha: float, metric: str, r: TestResult | Mapping[str, Any],
+              family: str = "secondary", hypothesis: str = "") -> dict[str, Any]:
+    d = r.to_dict() if isinstance(r, TestResult) else dict(r)
     return {
         "comparison": comparison, "condition": condition, "alpha": alpha, "metric": metric,
-        "n_a": r.n_a, "n_b": r.n_b, "mean_a": r.mean_a, "sem_a": r.sem_a, "mean_b": r.mean_b,
-        "sem_b": r.sem_b, "statistic": r.statistic, "p_value": r.p_value,
-        "p_adjusted": math.nan, "effect_size": r.effect_size, "significant": False,
+        "family": family, "hypothesis": hypothesis,
+        **{k: d.get(k, math.nan) for k in TESTS_COLUMNS if k not in (
+            "comparison", "condition", "alpha", "metric", "family", "hypothesis", "significant")},
+        "method": d.get("method", ""), "p_se": d.get("p_se", 0.0),
+        "p_adjusted": d.get("p_adjusted", math.nan), "significant": False,
     }
-
-
-def _outcome(row: pd.Series | None) -> str:
-    """yes / no / not testable for 'X is significantly higher than b' from a tests row."""
-    if row is None or not math.isfinite(row["p_adjusted"]):
-        return "not testable"
-    return "yes" if (bool(row["significant"]) and row["mean_a"] > row["mean_b"]) else "no"
 
 
 # ---------------------------------------------------------------------------------------------
 # The tables
 # ---------------------------------------------------------------------------------------------
 
+_VERDICT_METRICS = ("agreement", "agreement_teacher_correct", "agreement_teacher_wrong")
+DERIVED_METRICS = ("asymmetry", "asymmetry_points")
+"""Per-student quantities tested against SIDDO beside the runs' metrics (see hypotheses)."""
+
+
+def _group(df: pd.DataFrame) -> Group:
+    return Group.of(df["seed"].to_numpy(), **{m: _values(df, m) for m in _VERDICT_METRICS})
+
 
 def build_audit_tables(
-    runs: pd.DataFrame, level: float = 0.05, correction: str = "holm", paired: bool = False
+    runs: pd.DataFrame,
+    level: float = 0.05,
+    correction: str = "holm",
+    paired: bool = False,
+    *,
+    design: Design | None = None,
 ) -> AuditTables:
     """Build tests, transfer, summary and verdicts from the runs table (see the module doc).
 
-    ``level`` is the significance level, ``correction`` one of ``none``, ``holm``, ``bh``
-    (family: all rows of tests.csv), ``paired`` adds Wilcoxon signed-rank rows matched by seed.
+    ``design`` (:class:`~kdaudit.analysis.hypotheses.Design`) sets every statistical option;
+    without it, ``level``, ``correction`` (of the primary family) and ``paired`` make one with
+    the other options at their defaults.
     """
-    if correction not in CORRECTIONS:
-        raise InputError(f"unknown correction {correction!r} (choose one of {', '.join(CORRECTIONS)})")
-    if not (0.0 < level < 1.0):
-        raise InputError(f"significance level must lie in (0, 1), got {level}")
+    if design is None:
+        design = Design(level=level, correction=correction, paired=paired)
     students = _prepare(runs)
     control = students.loc[students["condition"] == CONTROL]
     others = students.loc[students["condition"] != CONTROL]
@@ -217,33 +234,63 @@ def build_audit_tables(
         (str(c), float(a)): g
         for (c, a), g in others.groupby(["condition", "alpha"], sort=True)
     }
-    rcd_at: dict[float, list[str]] = {}
+    reg_at: dict[float, list[str]] = {}
     for cond, alpha in groups:
-        if is_rcd(cond):
-            rcd_at.setdefault(alpha, []).append(cond)
+        if is_regularisation_control(cond):
+            reg_at.setdefault(alpha, []).append(cond)
+    control_group = _group(control) if len(control) else None
 
-    # tests.csv -------------------------------------------------------------------------------
+    # the primary family -----------------------------------------------------------------------
+    unit_keys = [(c, a) for (c, a) in groups if not is_regularisation_control(c)]
+    units = [Unit(c, a, _group(groups[(c, a)]), {r: _group(groups[(r, a)]) for r in reg_at.get(a, [])})
+             for c, a in unit_keys]
+    decisions = decide(units, control_group, design)
+    primary: dict[tuple[str, str, float, str], dict[str, Any]] = {}
+    for d in decisions:
+        for h, row in d.tests.items():
+            if h != "H2":
+                primary[(row["comparison"], d.condition, d.alpha, row["metric"])] = row
+        for c in d.h2_components:
+            primary[(c["comparison"], d.condition, d.alpha, "agreement")] = c
+
+    # tests.csv --------------------------------------------------------------------------------
+    kinds = [design.primary_paired] + ([not design.primary_paired] if design.paired else [])
     rows: list[dict[str, Any]] = []
-    results: dict[tuple[str, str, float, str], TestResult] = {}
     for (cond, alpha), g in groups.items():
-        opponents: list[tuple[str, pd.DataFrame]] = [(f"vs_{CONTROL}", control)]
-        if not is_rcd(cond):
-            opponents += [(f"vs_{r}", groups[(r, alpha)]) for r in sorted(rcd_at.get(alpha, []))]
-        for comparison, b in opponents:
-            for metric in TEST_METRICS:
-                res = mann_whitney(_values(g, metric), _values(b, metric))
-                results[(comparison, cond, alpha, metric)] = res
-                rows.append(_test_row(comparison, cond, alpha, metric, res))
-        if paired:
-            for comparison, b in opponents:
-                for metric in TEST_METRICS:
-                    res = wilcoxon_paired(*_paired_values(g, b, metric))
-                    results[(comparison + "_paired", cond, alpha, metric)] = res
-                    rows.append(_test_row(comparison + "_paired", cond, alpha, metric, res))
+        opponents: list[tuple[str, pd.DataFrame]] = [(CONTROL, control)]
+        if not is_regularisation_control(cond):
+            opponents += [(r, groups[(r, alpha)]) for r in sorted(reg_at.get(alpha, []))]
+        for kind in kinds:
+            suffix = "_paired" if kind else ""
+            family = "secondary" if kind == design.primary_paired else (
+                "secondary-paired" if kind else "secondary-unpaired")
+            for opponent, b in opponents:
+                comparison = f"vs_{opponent}{suffix}"
+                values = {m: (_values(g, m), _values(b, m)) for m in TEST_METRICS}
+                if opponent == CONTROL and len(b):
+                    ga, gb = _group(g), _group(b)
+                    values["asymmetry"] = asymmetry_scores(ga, gb)
+                    values["asymmetry_points"] = asymmetry_scores(ga, gb, headroom=False)
+                for metric, (va, vb) in values.items():
+                    hit = primary.get((comparison, cond, alpha, metric)) if kind == design.primary_paired else None
+                    if hit is not None:
+                        rows.append(_test_row(comparison, cond, alpha, metric, hit, "primary", hit["hypothesis"]))
+                        continue
+                    res = compare_groups(
+                        va, vb, seeds_a=g["seed"].to_numpy(), seeds_b=b["seed"].to_numpy(), paired=kind,
+                        method=design.method, bootstrap=design.bootstrap,
+                        seed=stream_seed(design.seed, f"vs_{opponent}", cond, alpha, metric),
+                        permutations=design.permutations)
+                    rows.append(_test_row(comparison, cond, alpha, metric, res, family))
     tests = pd.DataFrame(rows, columns=TESTS_COLUMNS)
     if len(tests):
-        tests["p_adjusted"] = adjust_pvalues(tests["p_value"].to_numpy(np.float64), correction)
-        tests["significant"] = (tests["p_adjusted"] < level).astype(bool)
+        for family in tests["family"].unique():
+            if family == "primary":
+                continue
+            sel = tests["family"] == family
+            tests.loc[sel, "p_adjusted"] = adjust_pvalues(
+                tests.loc[sel, "p_value"].to_numpy(np.float64), design.secondary_correction)
+        tests["significant"] = (tests["p_adjusted"] < design.level).astype(bool)
     tests = tests.astype({"n_a": "int64", "n_b": "int64", "significant": "bool"})
 
     def row_of(comparison: str, cond: str, alpha: float, metric: str) -> pd.Series | None:
@@ -253,25 +300,40 @@ def build_audit_tables(
         ]
         return None if hit.empty else hit.iloc[0]
 
-    # transfer.csv ----------------------------------------------------------------------------
+    # transfer.csv -----------------------------------------------------------------------------
+    by_unit = {(d.condition, d.alpha): d for d in decisions}
+    suffix = "_paired" if design.primary_paired else ""
     transfer_rows: list[dict[str, Any]] = []
-    transfer_results: dict[tuple[str, float], dict[str, Any]] = {}
     for (cond, alpha), g in groups.items():
-        tr = transfer_payoff(
+        eff = transfer_effects(
             _values(g, "agreement_teacher_correct"), _values(g, "agreement_teacher_wrong"),
             _values(control, "agreement_teacher_correct"), _values(control, "agreement_teacher_wrong"),
-            level=level,
         )
-        transfer_results[(cond, alpha)] = tr
-        sentence = f"At α = {_fmt_alpha(alpha)}, " + _lower_first(
-            payoff_sentence(display_name(cond), display_name(CONTROL), tr, level)
-        )
-        transfer_rows.append({
-            "condition": cond, "alpha": alpha,
-            **{k: tr[k] for k in ("delta_pos", "delta_neg", "h_pos", "h_neg", "p_pos", "p_neg")},
-            "negative_asymmetric_payoff": payoff_label(tr["negative_asymmetric_payoff"]),
-            "verdict": sentence,
-        })
+        row: dict[str, Any] = {"condition": cond, "alpha": alpha, **eff}
+        for key, metric in (("delta_pos", "agreement_teacher_correct"), ("delta_neg", "agreement_teacher_wrong"),
+                            ("asymmetry", "asymmetry"), ("asymmetry_points", "asymmetry_points")):
+            r = row_of(f"vs_{CONTROL}{suffix}", cond, alpha, metric)
+            if key in ("asymmetry", "asymmetry_points"):
+                row[key] = math.nan if r is None else float(r["mean_diff"])
+            if key != "asymmetry_points":
+                row[f"{key}_ci_low"] = math.nan if r is None else float(r["ci_low"])
+                row[f"{key}_ci_high"] = math.nan if r is None else float(r["ci_high"])
+            p_key = {"delta_pos": "p_pos", "delta_neg": "p_neg", "asymmetry": "p_asymmetry",
+                     "asymmetry_points": "p_asymmetry_points"}[key]
+            row[p_key] = math.nan if r is None else float(r["p_value"])
+        d = by_unit.get((cond, alpha))
+        if d is not None:
+            row["p_neg_adjusted"] = d.tests["H3"]["p_adjusted"] if "H3" in d.tests else math.nan
+            row["p_asymmetry_adjusted"] = d.tests["H4"]["p_adjusted"] if "H4" in d.tests else math.nan
+            row["negative_transfer"] = d.verdicts["negative_transfer"]
+            row["asymmetry_verdict"] = d.verdicts["asymmetry"]
+            row["negative_asymmetric_payoff"] = d.verdicts["negative_asymmetric_payoff"]
+            row["verdict"] = f"At α = {_fmt_alpha(alpha)}, " + _lower_first(_payoff_text(d, eff))
+        else:  # a regularisation control: described, not judged
+            row.update(p_neg_adjusted=math.nan, p_asymmetry_adjusted=math.nan, negative_transfer="control",
+                       asymmetry_verdict="control", negative_asymmetric_payoff="control",
+                       verdict=f"{display_name(cond)} is a control: its Δ± describe regularisation without knowledge.")
+        transfer_rows.append(row)
     transfer = pd.DataFrame(transfer_rows, columns=TRANSFER_COLUMNS)
 
     # summary ---------------------------------------------------------------------------------
@@ -280,115 +342,120 @@ def build_audit_tables(
         (CONTROL, float(a), g) for a, g in control.groupby("alpha", sort=True, dropna=False)
     ] + [(c, a, g) for (c, a), g in groups.items()]
     for cond, alpha, g in summary_groups:
-        row: dict[str, Any] = {"condition": cond, "alpha": alpha, "n": int(len(g))}
+        srow: dict[str, Any] = {"condition": cond, "alpha": alpha, "n": int(len(g))}
         for m in SUMMARY_METRICS:
-            row[f"{m}_mean"], row[f"{m}_sem"] = mean_sem(_values(g, m))
-        summary_rows.append(row)
+            srow[f"{m}_mean"], srow[f"{m}_sem"] = mean_sem(_values(g, m))
+        summary_rows.append(srow)
     summary = pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS).astype({"n": "int64"})
 
     # verdicts --------------------------------------------------------------------------------
-    verdicts: list[Verdict] = []
-    for (cond, alpha), g in groups.items():
-        if is_rcd(cond):
-            continue
-        verdicts.append(
-            _verdict(cond, alpha, g, control, groups, rcd_at.get(alpha, []), row_of, results,
-                     transfer_results[(cond, alpha)], level, correction)
-        )
-
-    return AuditTables(
-        runs=runs.copy(), tests=tests, transfer=transfer, summary=summary, verdicts=verdicts
-    )
+    verdicts = [_verdict(d, groups[(d.condition, d.alpha)], control, groups, design) for d in decisions]
+    m = sum(len(d.tests) for d in decisions)
+    n_seeds = int(students["seed"].nunique()) if len(students) else 0
+    statistics = {
+        "standard": design.standard, "level": design.level, "correction": design.primary_correction,
+        "secondary_correction": design.secondary_correction, "paired": design.primary_paired,
+        "method": design.method, "bootstrap": design.bootstrap, "seed": design.seed,
+        "primary_family_size": m,
+        "notes": design_notes(n_seeds, len(units), bool(reg_at), len(control) > 0, design) if units else [],
+    }
+    return AuditTables(runs=runs.copy(), tests=tests, transfer=transfer, summary=summary, verdicts=verdicts,
+                       statistics=statistics)
 
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text else text
 
 
+def _payoff_text(d: Decision, eff: dict[str, Any]) -> str:
+    p_neg = d.tests["H3"]["p_adjusted"] if "H3" in d.tests else math.nan
+    p_asym = d.tests["H4"]["p_adjusted"] if "H4" in d.tests else math.nan
+    text = payoff_sentence(display_name(d.condition), display_name(CONTROL), eff,
+                           d.verdicts["negative_asymmetric_payoff"], d.reasons["negative_asymmetric_payoff"],
+                           p_neg, p_asym)
+    pts = d.asymmetry_points
+    if pts is not None and math.isfinite(pts["mean_diff"]):
+        text += (f" Raw-points reading: Δ− − Δ+ = {100 * pts['mean_diff']:+.1f} points "
+                 f"(unadjusted {p_equals(pts['p_value'])}).")
+    return text
+
+
+def _diff_text(row: Mapping[str, Any], points: bool = True, correction: str = "holm") -> str:
+    scale, unit = (100.0, " points") if points else (1.0, "")
+    parts = []
+    if math.isfinite(row.get("mean_diff", math.nan)):
+        parts.append(f"difference {scale * row['mean_diff']:+.2f}{unit}")
+        if math.isfinite(row.get("ci_low", math.nan)):
+            parts[-1] += f", 95 % CI [{scale * row['ci_low']:+.2f}, {scale * row['ci_high']:+.2f}]"
+    if math.isfinite(row.get("effect_size", math.nan)):
+        parts.append(f"r = {row['effect_size']:+.2f}")
+    test = "Wilcoxon" if row.get("paired") else "Mann–Whitney"
+    method = f" ({row['method']})" if row.get("method") else ""
+    ptxt = f"{test}{method} {p_equals(row.get('p_value', math.nan))}"
+    if correction != "none" and math.isfinite(row.get("p_adjusted", math.nan)):
+        ptxt += f", {correction}-adjusted {format_p(row['p_adjusted'])}"
+    parts.append(ptxt)
+    return "; ".join(parts)
+
+
+_OUTCOME_WORDS = {
+    "knowledge_transfer": ("significant knowledge transfer", "no significant knowledge transfer",
+                           "knowledge transfer not testable"),
+    "beyond_regularisation": ("transfer beyond regularisation", "no evidence of transfer beyond regularisation",
+                              "beyond regularisation not testable"),
+}
+
+
+def _words(key: str, outcome: str, reason: str) -> str:
+    yes, no, nt = _OUTCOME_WORDS[key]
+    if outcome == "yes":
+        return f"{yes}."
+    return f"{no} ({reason})." if outcome == "no" else f"{nt} ({reason})."
+
+
 def _verdict(
-    cond: str,
-    alpha: float,
+    d: Decision,
     g: pd.DataFrame,
     control: pd.DataFrame,
     groups: dict[tuple[str, float], pd.DataFrame],
-    rcds: list[str],
-    row_of: Any,
-    results: dict[tuple[str, str, float, str], TestResult],
-    transfer: dict[str, Any],
-    level: float,
-    correction: str,
+    design: Design,
 ) -> Verdict:
+    cond, alpha = d.condition, d.alpha
     name = display_name(cond)
     at = f"At α = {_fmt_alpha(alpha)}"
+    corr = design.primary_correction
     sentences: list[str] = []
-
-    # knowledge transfer: agreement, X vs SIDDO
-    row = row_of(f"vs_{CONTROL}", cond, alpha, "agreement")
-    kt = _outcome(row)
-    res = results.get((f"vs_{CONTROL}", cond, alpha, "agreement"))
     mx, sx = mean_sem(_values(g, "agreement"))
     mc, sc = mean_sem(_values(control, "agreement"))
-    head = (
-        f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples vs "
-        f"{_pct(mc, sc)} for {display_name(CONTROL)}"
-    )
-    if kt == "not testable":
-        if not np.isfinite(_values(control, "agreement")).any():
-            sentences.append(
-                f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples; "
-                f"there are no {display_name(CONTROL)} students to compare with: "
-                "knowledge transfer not testable."
-            )
-        else:
-            reason = res.reason if res is not None and res.reason else "no test"
-            sentences.append(f"{head}: knowledge transfer not testable, {reason}.")
-    else:
-        ptxt = _p_text(row["p_value"], row["p_adjusted"], correction)
-        if kt == "yes":
-            sentences.append(f"{head} ({ptxt}): significant knowledge transfer.")
-        elif row["significant"] and row["mean_a"] < row["mean_b"]:
-            sentences.append(
-                f"{head} ({ptxt}): significantly lower agreement than "
-                f"{display_name(CONTROL)}, no knowledge transfer."
-            )
-        else:
-            sentences.append(f"{head} ({ptxt}): no significant knowledge transfer.")
 
-    # beyond regularisation: agreement, X vs the better RCD at this α
-    if not rcds:
-        br = "not testable"
+    # H1: knowledge transfer
+    kt = _words("knowledge_transfer", d.verdicts["knowledge_transfer"], d.reasons["knowledge_transfer"])
+    if len(control) == 0:
+        sentences.append(f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples; {kt}")
+    else:
+        head = (f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples vs "
+                f"{_pct(mc, sc)} for {display_name(CONTROL)}")
+        sentences.append(f"{head} ({_diff_text(d.tests.get('H1', {}), correction=corr)}): {kt}")
+
+    # H2: beyond regularisation
+    row2 = d.tests.get("H2")
+    if row2 is None:
+        sentences.append(f"{at}, " + _words("beyond_regularisation", d.verdicts["beyond_regularisation"],
+                                             d.reasons["beyond_regularisation"]))
+    else:
+        hard = row2["control"]
+        mr, sr = mean_sem(_values(groups[(hard, alpha)], "agreement"))
+        others = len(d.h2_components) - 1
+        which = "the hardest random control" if others else "the random control"
         sentences.append(
-            f"{at}, beyond regularisation is not testable: no random-control (RCD) students at this α."
-        )
-    else:
-        means = {r: mean_sem(_values(groups[(r, alpha)], "agreement")) for r in rcds}
-        finite = [r for r in rcds if math.isfinite(means[r][0])]
-        best = max(finite, key=lambda r: means[r][0]) if finite else sorted(rcds)[0]
-        row_b = row_of(f"vs_{best}", cond, alpha, "agreement")
-        br = _outcome(row_b)
-        res_b = results.get((f"vs_{best}", cond, alpha, "agreement"))
-        head_b = (
-            f"{at}, against the better random control {display_name(best)} "
-            f"({_pct(*means[best])}), {name} agreement is {_pct(mx, sx)}"
-        )
-        if br == "not testable":
-            reason = res_b.reason if res_b is not None and res_b.reason else "no test"
-            sentences.append(f"{head_b}: beyond regularisation not testable, {reason}.")
-        else:
-            ptxt = _p_text(row_b["p_value"], row_b["p_adjusted"], correction)
-            if br == "yes":
-                sentences.append(f"{head_b} ({ptxt}): transfer beyond regularisation.")
-            else:
-                sentences.append(
-                    f"{head_b} ({ptxt}): not significantly above the random control, "
-                    "so no evidence of transfer beyond regularisation."
-                )
+            f"{at}, against {which} {display_name(hard)} ({_pct(mr, sr)}), {name} agreement is {_pct(mx, sx)} "
+            f"({_diff_text(row2, correction=corr)}): "
+            + _words("beyond_regularisation", d.verdicts["beyond_regularisation"], d.reasons["beyond_regularisation"]))
 
-    # negative asymmetric payoff
-    nap = payoff_label(transfer["negative_asymmetric_payoff"])
-    sentences.append(
-        f"{at}, " + _lower_first(payoff_sentence(name, display_name(CONTROL), transfer, level))
-    )
+    # H3 + H4: the negative asymmetric payoff
+    eff = transfer_effects(_values(g, "agreement_teacher_correct"), _values(g, "agreement_teacher_wrong"),
+                           _values(control, "agreement_teacher_correct"), _values(control, "agreement_teacher_wrong"))
+    sentences.append(f"{at}, " + _lower_first(_payoff_text(d, eff)))
 
     # compression bar
     bar = compression_bar(
@@ -408,7 +475,17 @@ def _verdict(
         else:
             sentences.append(f"{at}, {name} does not compress the teacher: {scores}.")
 
+    tests = {h: {k: r.get(k) for k in _VERDICT_TEST_KEYS if k in r} for h, r in d.tests.items()}
     return Verdict(
-        condition=cond, alpha=alpha, knowledge_transfer=kt, beyond_regularisation=br,
-        negative_asymmetric_payoff=nap, compression=comp, sentences=sentences,
+        condition=cond, alpha=alpha, knowledge_transfer=d.verdicts["knowledge_transfer"],
+        beyond_regularisation=d.verdicts["beyond_regularisation"],
+        negative_asymmetric_payoff=d.verdicts["negative_asymmetric_payoff"], compression=comp,
+        negative_transfer=d.verdicts["negative_transfer"], asymmetry=d.verdicts["asymmetry"],
+        standard=d.standard, reasons=dict(d.reasons), tests=tests, sentences=sentences,
     )
+
+
+_VERDICT_TEST_KEYS = (
+    "hypothesis", "comparison", "metric", "n_a", "n_b", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high",
+    "statistic", "effect_size", "p_value", "method", "p_se", "p_adjusted", "smallest_p_adjusted", "outcome", "why",
+)

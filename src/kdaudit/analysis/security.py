@@ -52,7 +52,8 @@ def build_security_tables(
             opponents += [(f"vs_{r}", groups[(r, alpha)]) for r in sorted(rcd_at.get(alpha, []))]
         for comparison, b in opponents:
             for m in metrics:
-                rows.append(_test_row(comparison, cond, alpha, m, mann_whitney(_values(g, m), _values(b, m))))
+                res = mann_whitney(_values(g, m), _values(b, m))
+                rows.append(_test_row(comparison, cond, alpha, m, res, "security"))
     tests = pd.DataFrame(rows, columns=TESTS_COLUMNS)
     if len(tests):
         tests["p_adjusted"] = adjust_pvalues(tests["p_value"].to_numpy(np.float64), correction)

@@ -1,9 +1,15 @@
 """Statistics on per-seed metric values (PROTOCOL §5).
 
-The tests are scipy's: two-sided Mann–Whitney U (:func:`scipy.stats.mannwhitneyu`) and the
-paired Wilcoxon signed-rank test (:func:`scipy.stats.wilcoxon`); Benjamini–Hochberg is
-:func:`scipy.stats.false_discovery_control`. Degenerate inputs never raise and never look
-significant: they give a NaN p-value and a ``reason``.
+The tests are the two-sided Mann–Whitney U test and the paired Wilcoxon signed-rank test. Their
+p-values come from :mod:`kdaudit.analysis.exact`, chosen by ``method`` (:data:`METHODS`): by
+default (``"auto"``) the exact null distribution when there are no ties (equal to scipy's
+``method="exact"``) and the exact permutation distribution conditional on the ties when there
+are (both by enumeration, so small samples of 5–20 seeds never rely on the normal
+approximation); ``"asymptotic"`` gives scipy's normal approximation with tie and continuity
+correction. ``TestResult.method`` records what was used and ``TestResult.p_se`` the
+Monte-Carlo standard error (0 unless the samples are far too large to enumerate).
+Benjamini–Hochberg is :func:`scipy.stats.false_discovery_control`. Degenerate inputs never
+raise and never look significant: they give a NaN p-value and a ``reason``.
 
 NaN values are treated as missing: they are dropped before any computation and the drop is
 recorded in ``TestResult.reason`` (the reported ``n_a`` / ``n_b`` count the values kept).
@@ -20,9 +26,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
 from ..errors import InputError
+from . import exact
+from .exact import METHODS, as_1d
 
 __all__ = [
     "CORRECTIONS",
+    "METHODS",
     "TestResult",
     "adjust_pvalues",
     "compression_bar",
@@ -35,14 +44,7 @@ CORRECTIONS = ("none", "holm", "bh")
 """The multiple-comparison corrections :func:`adjust_pvalues` knows."""
 
 
-def _as_1d(x: ArrayLike, name: str) -> NDArray[np.float64]:
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name}: values must be numbers ({exc})") from None
-    if arr.ndim > 1:
-        raise InputError(f"{name}: expected a 1-D sequence of per-seed values, got shape {arr.shape}")
-    return arr.reshape(-1)
+_as_1d = as_1d
 
 
 def _drop_nan(x: ArrayLike, name: str) -> tuple[NDArray[np.float64], int]:
@@ -71,6 +73,9 @@ class TestResult:
     two-sided statistic, the smaller of the signed-rank sums). ``effect_size`` is a
     rank-biserial correlation in [−1, 1], positive when a tends to be larger than b.
     ``reason`` says why ``p_value`` is NaN (or notes dropped NaN values); None when all is well.
+    ``method`` is how ``p_value`` was obtained (``"exact"``, ``"permutation"``,
+    ``"monte-carlo"`` or ``"asymptotic"``; ``""`` when there is no p-value) and ``p_se`` its
+    Monte-Carlo standard error (0.0 for exact / enumerated p-values, NaN for asymptotic ones).
     """
 
     __test__ = False  # not a pytest test class
@@ -85,6 +90,8 @@ class TestResult:
     p_value: float
     effect_size: float
     reason: str | None = None
+    method: str = ""
+    p_se: float = 0.0
 
     def significant(self, level: float = 0.05) -> bool:
         """True when the p-value is below ``level``; False when it is NaN."""
@@ -104,14 +111,24 @@ def _dropped_note(k_a: int, k_b: int) -> list[str]:
     return [f"{k} NaN value{'s' if k != 1 else ''} dropped"] if k else []
 
 
-def mann_whitney(a: ArrayLike, b: ArrayLike) -> TestResult:
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose one of {', '.join(METHODS)})")
+
+
+def mann_whitney(
+    a: ArrayLike, b: ArrayLike, method: str = "auto", *, seed: int = 0, n_resamples: int = 100_000
+) -> TestResult:
     """Two-sided Mann–Whitney U test of sample ``a`` against sample ``b``.
 
     ``statistic`` is U of ``a`` (the number of pairs with a > b, ties counting ½) and
-    ``effect_size`` the rank-biserial r = 2U/(n_a n_b) − 1. NaNs are dropped. With fewer than
-    2 values in either sample, or when every value of both samples is the same, the p-value
-    is NaN and ``reason`` says why.
+    ``effect_size`` the rank-biserial r = 2U/(n_a n_b) − 1. The p-value is
+    :func:`kdaudit.analysis.exact.rank_sum_pvalue` with ``method``, ``seed`` and
+    ``n_resamples`` (by default exact without ties, the exact permutation p with ties). NaNs
+    are dropped. With fewer than 2 values in either sample, or when every value of both
+    samples is the same, the p-value is NaN and ``reason`` says why.
     """
+    _check_method(method)
     va, ka = _drop_nan(a, "a")
     vb, kb = _drop_nan(b, "b")
     notes = _dropped_note(ka, kb)
@@ -126,21 +143,26 @@ def mann_whitney(a: ArrayLike, b: ArrayLike) -> TestResult:
         notes.append("all values equal")
         u = na * nb / 2.0
         return TestResult(na, nb, ma, sa, mb, sb, u, nan, 0.0, _join(notes))
-    res = sps.mannwhitneyu(va, vb, alternative="two-sided")
-    u = float(res.statistic)
+    # the test only sees ranks; ranking first keeps ±inf values usable, as with scipy
+    ranks = sps.rankdata(np.concatenate([va, vb]))
+    ra, rb = ranks[:na], ranks[na:]
+    u = float(ra.sum() - na * (na + 1) / 2.0)
+    pv = exact.rank_sum_pvalue(ra, rb, method, seed=seed, n_resamples=n_resamples)
     return TestResult(
-        na, nb, ma, sa, mb, sb, u, float(res.pvalue), 2.0 * u / (na * nb) - 1.0, _join(notes)
+        na, nb, ma, sa, mb, sb, u, pv.p, 2.0 * u / (na * nb) - 1.0, _join(notes), pv.method, pv.se
     )
 
 
-def wilcoxon_paired(a: ArrayLike, b: ArrayLike) -> TestResult:
+def wilcoxon_paired(
+    a: ArrayLike, b: ArrayLike, method: str = "auto", *, seed: int = 0, n_resamples: int = 100_000
+) -> TestResult:
     """Two-sided Wilcoxon signed-rank test of the paired differences a − b (paired by position).
 
     Pairs with a NaN on either side are dropped, and zero differences are discarded (the
-    ``"wilcox"`` convention). The p-value is scipy's: exact (``method="exact"``) when the
-    remaining |differences| have no ties and there are fewer than 50 of them, otherwise the
-    normal approximation with tie correction (``method="asymptotic"``) — the same rule as R's
-    ``wilcox.test``, and much faster than scipy's permutation fallback for small tied samples.
+    ``"wilcox"`` convention). The p-value is :func:`kdaudit.analysis.exact.signed_rank_pvalue`
+    of the remaining differences with ``method``, ``seed`` and ``n_resamples``: by default
+    exact (equal to scipy's ``method="exact"``) when the |differences| have no ties, and the
+    exact distribution over all sign patterns conditional on the ties when they have some.
     ``statistic`` is scipy's two-sided statistic, min(R+, R−). ``effect_size`` is the
     matched-pairs rank-biserial correlation r = (R+ − R−)/(R+ + R−), with R± the sums of the
     ranks of |a − b| over the positive / negative differences (positive when a tends to exceed
@@ -159,6 +181,7 @@ def wilcoxon_paired(a: ArrayLike, b: ArrayLike) -> TestResult:
     mb, sb = mean_sem(vb)
     n = int(va.size)
     nan = math.nan
+    _check_method(method)
     if n < 2:
         notes.append(f"n < 2 (pairs = {n})")
         return TestResult(n, n, ma, sa, mb, sb, nan, nan, nan, _join(notes))
@@ -167,15 +190,14 @@ def wilcoxon_paired(a: ArrayLike, b: ArrayLike) -> TestResult:
     if nonzero.size == 0:
         notes.append("all differences zero")
         return TestResult(n, n, ma, sa, mb, sb, nan, nan, 0.0, _join(notes))
-    ties = np.unique(np.abs(nonzero)).size < nonzero.size
-    method = "asymptotic" if (ties or nonzero.size >= 50) else "exact"
-    res = sps.wilcoxon(nonzero, alternative="two-sided", zero_method="wilcox", method=method)
     ranks = sps.rankdata(np.abs(nonzero))
     r_plus = float(ranks[nonzero > 0].sum())
     r_minus = float(ranks[nonzero < 0].sum())
     effect = (r_plus - r_minus) / (r_plus + r_minus)
+    # the test only sees signed ranks; ranking first keeps ±inf differences usable
+    pv = exact.signed_rank_pvalue(np.sign(nonzero) * ranks, method, seed=seed, n_resamples=n_resamples)
     return TestResult(
-        n, n, ma, sa, mb, sb, float(res.statistic), float(res.pvalue), effect, _join(notes)
+        n, n, ma, sa, mb, sb, min(r_plus, r_minus), pv.p, effect, _join(notes), pv.method, pv.se
     )
 
 

@@ -31,6 +31,7 @@ from scipy import stats as sps
 
 from ..errors import InputError
 from .audit import CONTROL, TEST_METRICS, TRANSFER_COLUMNS, _prepare, display_name, is_rcd
+from .exact import spearman_test
 from .stats import mean_sem
 from .transfer import format_p
 
@@ -125,16 +126,25 @@ def power_law_fit(x: ArrayLike, y: ArrayLike) -> PowerLawFit:
                        float(res.rvalue) ** 2, int(xa.size))
 
 
-def trend_test(x: ArrayLike, y: ArrayLike) -> TrendResult:
-    """Spearman's ρ and its two-sided p (:func:`scipy.stats.spearmanr`) over the finite pairs.
+TREND_SEED = 0
+"""Seed of the Monte-Carlo permutations of :func:`trend_test` (more than 9 pairs), so that the
+tables are deterministic."""
 
-    NaN for fewer than 3 pairs or a constant sample.
+
+def trend_test(x: ArrayLike, y: ArrayLike) -> TrendResult:
+    """Spearman's ρ and its two-sided permutation p over the finite pairs.
+
+    The p is :func:`kdaudit.analysis.exact.spearman_test` with ``method="auto"``: exact, by
+    enumerating all n! orderings, for up to 9 pairs (3 points in perfect order give p = 1/3,
+    where the t-approximation of :func:`scipy.stats.spearmanr` says 0); above, a Monte-Carlo of
+    100,000 random permutations seeded with :data:`TREND_SEED`. NaN for fewer than 3 pairs or a
+    constant sample.
     """
     xa, ya = _pairs(x, y)
     if xa.size < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
         return TrendResult(math.nan, math.nan, int(xa.size))
-    res = sps.spearmanr(xa, ya)
-    return TrendResult(float(res.statistic), float(res.pvalue), int(xa.size))
+    rho, p = spearman_test(xa, ya, method="auto", seed=TREND_SEED)
+    return TrendResult(rho, p.p, int(xa.size))
 
 
 def swept_paths(points: Sequence[SweepPoint]) -> list[str]:

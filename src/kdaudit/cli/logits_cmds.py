@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..analysis.compare import compare_logits, json_safe
+from ..analysis.hypotheses import STANDARDS, Design
 from ..analysis.metrics import (
     METRIC_KEYS,
     STUDENT_METRIC_KEYS,
@@ -31,7 +32,7 @@ from ..analysis.metrics import (
     validate_labels,
     validate_logits,
 )
-from ..analysis.stats import CORRECTIONS
+from ..analysis.stats import CORRECTIONS, METHODS
 from ..analysis.transfer import format_p, payoff_sentence
 from ..errors import InputError
 
@@ -160,28 +161,6 @@ def _p(x: float | None) -> str:
     return "—" if x is None else format_p(x)
 
 
-def _agreement_sentence(name: str, m: dict[str, Any], correction: str, level: float) -> str:
-    def pct(mean: float | None, sem: float | None) -> str:
-        if mean is None:
-            return "n/a"
-        return f"{100 * mean:.1f} %" + ("" if sem is None else f" ± {100 * sem:.1f}")
-
-    head = (
-        f"{name}: students agree with the teacher on {pct(m['mean'], m['sem'])} of samples vs "
-        f"{pct(m['control_mean'], m['control_sem'])} for the control"
-    )
-    if m["p_value"] is None:
-        return f"{head}: knowledge transfer not testable."
-    ptxt = f"Mann–Whitney p = {_p(m['p_value'])}"
-    if correction != "none":
-        ptxt += f", {correction}-adjusted {_p(m['p_adjusted'])}"
-    if m["significant"] and m["mean"] > m["control_mean"]:
-        return f"{head} ({ptxt}): significant knowledge transfer."
-    if m["significant"]:
-        return f"{head} ({ptxt}): significantly lower agreement, no knowledge transfer."
-    return f"{head} ({ptxt}): no significant knowledge transfer at {level:g}."
-
-
 def _console() -> Console:
     """A console for tables; at least 120 columns wide when the output is not a terminal."""
     console = Console()
@@ -190,29 +169,37 @@ def _console() -> Console:
     return console
 
 
-def _print_compare(result: dict[str, Any], correction: str, level: float) -> None:
+def _print_compare(result: dict[str, Any]) -> None:
     console = _console()
-    console.print(f"Control: {result['control']['n']} students")
+    st = result["statistics"]
+    rcd = ", ".join(f"{n} ({g['n']})" for n, g in result["rcd"].items())
+    console.print(f"Control: {result['control']['n']} students" + (f"; random controls: {rcd}" if rcd else ""))
+    console.print(f"Primary family: {st['primary_family_size']} tests, {st['correction']} at {st['level']:g} "
+                  f"({st['method']} p); other rows: {st['secondary_correction']}, exploratory", highlight=False)
     for name, g in result["groups"].items():
         table = Table(title=f"{name} ({g['n']} students) vs control ({result['control']['n']})")
-        for col in ("metric", "group mean ± SEM", "control mean ± SEM", "U", "p", "p adj.", "r", "sig."):
-            table.add_column(col, justify="left" if col == "metric" else "right")
+        for col in ("metric", "group mean ± SEM", "control mean ± SEM", "U", "p", "p adj.", "family", "r", "sig."):
+            table.add_column(col, justify="left" if col in ("metric", "family") else "right")
         for key in STUDENT_METRIC_KEYS:
             m = g["metrics"][key]
             table.add_row(
                 key, _mean_sem(m["mean"], m["sem"]), _mean_sem(m["control_mean"], m["control_sem"]),
-                _fmt(m["statistic"], ".1f"), _p(m["p_value"]), _p(m["p_adjusted"]),
+                _fmt(m["statistic"], ".1f"), _p(m["p_value"]), _p(m["p_adjusted"]), m["family"],
                 _fmt(m["effect_size"], "+.2f"), "yes" if m["significant"] else "no",
             )
         console.print(table)
-        console.print(
-            _agreement_sentence(name, g["metrics"]["agreement"], correction, level),
-            markup=False, highlight=False,
-        )
         tr = {k: (math.nan if v is None else v) for k, v in g["transfer"].items()}
-        payoff = {"yes": True, "no": False}.get(g["transfer"]["negative_asymmetric_payoff"])
-        tr["negative_asymmetric_payoff"] = payoff
-        console.print(payoff_sentence(name, "the control", tr, level), markup=False, highlight=False)
+        asym = g["asymmetry"]
+        console.print(payoff_sentence(name, "the control", tr, g["verdicts"]["negative_asymmetric_payoff"],
+                                      g["reasons"]["negative_asymmetric_payoff"],
+                                      g["metrics"]["agreement_teacher_wrong"]["p_adjusted"] or math.nan,
+                                      asym["p_adjusted"] if asym["p_adjusted"] is not None else math.nan),
+                      markup=False, highlight=False)
+        for key, label in (("knowledge_transfer", "knowledge transfer"),
+                           ("beyond_regularisation", "beyond regularisation"),
+                           ("negative_transfer", "negative transfer"), ("asymmetry", "asymmetry"),
+                           ("negative_asymmetric_payoff", "negative asymmetric payoff")):
+            console.print(f"  {label}: {g['verdicts'][key]} ({g['reasons'][key]})", markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,13 +232,31 @@ _GroupOpt = Annotated[
         help="A group of students, e.g. 'kd=kd/*.npy' (repeatable, at least one).",
     ),
 ]
+_RcdOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rcd", metavar="NAME=GLOB",
+        help="A random-control (RCD) group, e.g. 'rcd-uniform=rcd/*.npy' (repeatable); decides "
+             "'beyond regularisation'.",
+    ),
+]
+_MethodOpt = Annotated[
+    str,
+    typer.Option("--method", metavar="auto|exact|asymptotic|permutation",
+                 help="How p-values are computed (auto: exact without ties, permutation with ties)."),
+]
+_StandardOpt = Annotated[
+    str,
+    typer.Option("--standard", metavar="kdaudit|paper",
+                 help="Rule set of the verdicts: kdaudit (one corrected primary family) or paper."),
+]
 _LevelOpt = Annotated[float, typer.Option("--level", help="Significance level.")]
 _JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 _CorrectionOpt = Annotated[
     str,
     typer.Option(
         "--correction", metavar="holm|bh|none",
-        help="Multiple-comparison correction (family: all metrics of all groups).",
+        help="Correction of the primary family (H1–H4 of every group); the other tests get Benjamini–Hochberg.",
     ),
 ]
 
@@ -294,8 +299,11 @@ def compare_command(
     labels: _LabelsOpt = None,
     control: _ControlOpt = None,
     group: _GroupOpt = None,
+    rcd: _RcdOpt = None,
     level: _LevelOpt = 0.05,
     correction: _CorrectionOpt = "holm",
+    method: _MethodOpt = "auto",
+    standard: _StandardOpt = "kdaudit",
     as_json: _JsonOpt = False,
 ) -> None:
     """Audit groups of students against a control group from saved test logits (one file per student)."""
@@ -308,30 +316,42 @@ def compare_command(
         raise InputError(f"--correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
     if not (0.0 < level < 1.0):
         raise InputError(f"--level must lie in (0, 1), got {level}")
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if standard not in STANDARDS:
+        raise InputError(f"--standard must be one of {', '.join(STANDARDS)}, got {standard!r}")
     specs: dict[str, str] = {}
-    for spec in group:
-        name, pattern = parse_group(spec)
-        if name in specs:
-            raise InputError(f"--group name {name!r} is given twice")
-        specs[name] = pattern
+    rcd_specs: dict[str, str] = {}
+    for opt, items, into in (("--group", group, specs), ("--rcd", rcd or [], rcd_specs)):
+        for spec in items:
+            name, pattern = parse_group(spec)
+            if name in specs or name in rcd_specs:
+                raise InputError(f"{opt} name {name!r} is given twice")
+            into[name] = pattern
 
     zt = _load_logits(t_path, "teacher logits")
     y = validate_labels(load_npy(y_path, "labels"), zt.shape[0], zt.shape[1], y_path)
     control_paths = expand_glob(c_pattern, "--control")
     group_paths = {name: expand_glob(pattern, f"--group {name}") for name, pattern in specs.items()}
-    for label, paths in [("control", control_paths), *[(f"group {n!r}", p) for n, p in group_paths.items()]]:
+    rcd_paths = {name: expand_glob(pattern, f"--rcd {name}") for name, pattern in rcd_specs.items()}
+    for label, paths in [("control", control_paths), *[(f"group {n!r}", p) for n, p in group_paths.items()],
+                         *[(f"random control {n!r}", p) for n, p in rcd_paths.items()]]:
         if len(paths) < 2:
             raise InputError(f"{label} has {len(paths)} logits file(s); at least 2 students are needed")
     control_arrays = _load_student_files(control_paths, "control", zt.shape)
     group_arrays = {
         name: _load_student_files(paths, f"group {name}", zt.shape) for name, paths in group_paths.items()
     }
+    rcd_arrays = {
+        name: _load_student_files(paths, f"random control {name}", zt.shape) for name, paths in rcd_paths.items()
+    }
+    design = Design(level=level, correction=correction, method=method, standard=standard)
     with _one_line_warnings():
-        result = compare_logits(zt, y, control_arrays, group_arrays, level=level, correction=correction)
+        result = compare_logits(zt, y, control_arrays, group_arrays, rcd=rcd_arrays, design=design)
     if as_json:
         typer.echo(_dumps(result))
         return
-    _print_compare(result, correction, level)
+    _print_compare(result)
 
 
 def register(app: typer.Typer) -> None:

@@ -95,6 +95,14 @@ def _pct(mean: float, sem: float, scale: float = 100.0, digits: int = 1) -> str:
     return s
 
 
+def print_planned_notes(spec, out: Console = console) -> None:
+    """Before training: the verdicts this design cannot give, and why."""
+    from ..audit import planned_notes
+
+    for note in planned_notes(spec):
+        out.print(f"[yellow]Note:[/] {note}.", highlight=False)
+
+
 def print_summary(outcome, out: Console = console) -> None:
     t = outcome.tables
     meta = outcome.meta
@@ -122,11 +130,15 @@ def print_summary(outcome, out: Console = console) -> None:
             _pct(r["agreement_teacher_wrong_mean"], r["agreement_teacher_wrong_sem"]),
         )
     out.print(table)
-    out.print("[bold]Verdicts[/]")
+    st = getattr(t, "statistics", {}) or {}
+    out.print(f"[bold]Verdicts[/] ({standard_line(st)})", highlight=False)
+    for note in st.get("notes", []):
+        out.print(f"  [yellow]Note:[/] {note}.", highlight=False)
     for v in t.verdicts:
         out.print(
             f"  {v.condition} α={v.alpha:g}: knowledge transfer [bold]{v.knowledge_transfer}[/], "
             f"beyond regularisation [bold]{v.beyond_regularisation}[/], "
+            f"negative transfer [bold]{v.negative_transfer}[/], asymmetry [bold]{v.asymmetry}[/], "
             f"negative asymmetric payoff [bold]{v.negative_asymmetric_payoff}[/], "
             f"compression [bold]{v.compression}[/]"
         )
@@ -141,6 +153,17 @@ def print_summary(outcome, out: Console = console) -> None:
     out.print(f"\nReport: {report}")
     if meta.get("wall_time_s") is not None:
         out.print(f"Wall time: {meta['wall_time_s']:.1f} s")
+
+
+def standard_line(st: dict) -> str:
+    """Which rule set decided the verdicts, in a few words."""
+    if not st:
+        return ""
+    if st.get("standard") == "paper":
+        return f"paper's standard: each test at {st.get('level', 0.05):g}, no correction"
+    test = "Wilcoxon signed-rank by seed" if st.get("paired") else "Mann–Whitney"
+    return (f"kdaudit standard: {st.get('primary_family_size')} primary tests ({test}, {st.get('method')} p), "
+            f"{st.get('correction')} at {st.get('level', 0.05):g}")
 
 
 class Executor(str, Enum):
@@ -241,6 +264,7 @@ def register(app: typer.Typer) -> None:
             return
         resolved = sweep.points[0].spec
         console.print(f"Audit [bold]{resolved.name}[/]: {resolved.n_models()} models{_where(resolved)}")
+        print_planned_notes(resolved)
         if quiet:
             outcome = run_audit(resolved, out)
         else:

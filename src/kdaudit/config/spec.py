@@ -153,9 +153,17 @@ class ProtocolSpec(_Strict):
 
 
 class AnalysisSpec(_Strict):
+    """How the verdicts are decided (PROTOCOL §5; see :mod:`kdaudit.analysis.hypotheses`)."""
+
     level: float = Field(default=0.05, gt=0, lt=1)
-    correction: Literal["holm", "bh", "none"] = "holm"
-    paired: bool = False
+    correction: Literal["holm", "bh", "none"] = "holm"  # the primary family (H1–H4 per α)
+    secondary_correction: Literal["holm", "bh", "none"] = "bh"  # every other test, exploratory
+    paired: bool = False  # Wilcoxon signed-rank by seed instead of Mann–Whitney for the primary tests
+    method: Literal["auto", "exact", "asymptotic", "permutation"] = "auto"  # how p-values are computed
+    standard: Literal["kdaudit", "paper"] = "kdaudit"  # paper: per-test Mann–Whitney, no correction
+    bootstrap: int = Field(default=10_000, ge=0)  # resamples of the 95 % intervals (0: none)
+    seed: int = Field(default=0, ge=0)  # bootstrap and Monte-Carlo permutation randomness
+    permutations: int = Field(default=100_000, ge=100)  # Monte-Carlo permutations where enumeration is too big
 
 
 class OutputSpec(_Strict):
@@ -280,6 +288,11 @@ class AuditSpec(_Strict):
             elif m.name not in MODELS:
                 raise ValueError(f"{where}.name: " + MODELS.unknown_message(m.name))
         t = self.teacher
+        seeds = self.protocol.seed_list()
+        if t.checkpoint is None and self.protocol.teacher_seed in seeds:
+            raise ValueError(
+                f"protocol.teacher_seed: {self.protocol.teacher_seed} is one of the student seeds "
+                f"(1..{len(seeds)}), so that SIDDO student would be the teacher's twin; use 0 or a seed above {len(seeds)}")
         if t.epochs is not None and t.epochs <= self.train.warmup_epochs:
             raise ValueError(f"teacher.epochs ({t.epochs}) must be above train.warmup_epochs ({self.train.warmup_epochs})")
         if t.checkpoint is not None:

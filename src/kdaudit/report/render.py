@@ -66,6 +66,8 @@ _SHORT_METRIC = {
 _VERDICT_FIELDS: tuple[tuple[str, str], ...] = (
     ("knowledge_transfer", "Knowledge transfer"),
     ("beyond_regularisation", "Beyond regularisation"),
+    ("negative_transfer", "Negative transfer"),
+    ("asymmetry", "Asymmetry"),
     ("negative_asymmetric_payoff", "Negative asymmetric payoff"),
     ("compression", "Compression"),
 )
@@ -279,6 +281,23 @@ def _sorted_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[key.sort_values(["_c", "_a", "_i"], na_position="last").index]
 
 
+def _statistics_lines(tables: AuditTables) -> list[str]:
+    """Which rule set decided the verdicts, and what this design cannot decide."""
+    st = getattr(tables, "statistics", None) or {}
+    if not st:
+        return []
+    if st.get("standard") == "paper":
+        lines = [f"Decided by the paper's standard: each test a two-sided Mann–Whitney U at "
+                 f"{st.get('level', 0.05):g}, no correction, direction from the means, asymmetry read as Δ− > Δ+."]
+    else:
+        test = "Wilcoxon signed-rank tests by seed" if st.get("paired") else "Mann–Whitney U tests"
+        lines = [f"Decided by kdaudit's standard: {st.get('primary_family_size')} primary tests ({test}, "
+                 f"{st.get('method')} p-values) corrected together ({st.get('correction')}) at {st.get('level', 0.05):g}; "
+                 f"a “yes” needs the adjusted p below the level and the effect in the claimed direction by ranks."]
+    lines += [f"Note: {n}." for n in st.get("notes", [])]
+    return lines
+
+
 def _verdict_title(v: Verdict) -> str:
     return f"{v.condition} · α = {fmt_alpha(v.alpha)}"
 
@@ -286,7 +305,7 @@ def _verdict_title(v: Verdict) -> str:
 def _badge_kind(field: str, value: Any) -> str:
     s = str(value).strip().lower()
     if s == "yes":
-        return "warn" if field == "negative_asymmetric_payoff" else "yes"
+        return "warn" if field in ("negative_asymmetric_payoff", "negative_transfer") else "yes"
     if s == "no":
         return "no"
     return "nt"
@@ -350,22 +369,25 @@ def _transfer_table(transfer: pd.DataFrame | None) -> Table | None:
     if transfer is None or len(transfer) == 0:
         return None
     transfer = _sorted_frame(transfer)
-    headers = ["Condition", "α", "Δ+", "Δ−", "h+", "h−", "p (Δ+)", "p (Δ−)",
-               "Negative asymmetric payoff", "Verdict"]
-    numeric = [False, True, True, True, True, True, True, True, False, False]
+    headers = ["Condition", "α", "Δ+", "Δ−", "h+", "h−", "h− − h+ [95 % CI]", "p (Δ−) adjusted",
+               "p (h− − h+) adjusted", "Negative asymmetric payoff", "Verdict"]
+    numeric = [False, True, True, True, True, True, True, True, True, False, False]
     rows, hl = [], []
     for _, r in transfer.iterrows():
         payoff = r.get("negative_asymmetric_payoff")
+        asym = DASH if _missing(r.get("asymmetry")) else fmt_signed(r.get("asymmetry"), 3)
+        if not _missing(r.get("asymmetry_ci_low")) and not _missing(r.get("asymmetry_ci_high")):
+            asym += f" [{fmt_signed(r.get('asymmetry_ci_low'), 3)}, {fmt_signed(r.get('asymmetry_ci_high'), 3)}]"
         rows.append([
             str(r.get("condition", "")), fmt_alpha(r.get("alpha")),
             fmt_signed(r.get("delta_pos")), fmt_signed(r.get("delta_neg")),
-            fmt_signed(r.get("h_pos"), 3), fmt_signed(r.get("h_neg"), 3),
-            fmt_p(r.get("p_pos")), fmt_p(r.get("p_neg")),
+            fmt_signed(r.get("h_pos"), 3), fmt_signed(r.get("h_neg"), 3), asym,
+            fmt_p(r.get("p_neg_adjusted")), fmt_p(r.get("p_asymmetry_adjusted")),
             DASH if _missing(payoff) else str(payoff),
             "" if _missing(r.get("verdict")) else str(r.get("verdict")),
         ])
         hl.append(str(payoff).strip().lower() == "yes")
-    return Table(headers, numeric, rows, hl, badge_cols=(8,))
+    return Table(headers, numeric, rows, hl, badge_cols=(9,))
 
 
 def _comparison_label(comp: str) -> str:
@@ -379,31 +401,81 @@ def _comparison_label(comp: str) -> str:
     return comp
 
 
-def _tests_tables(tests: pd.DataFrame | None) -> list[tuple[str, Table]]:
+_HYPOTHESIS_LABELS = {
+    "H1": "H1 transfer", "H2": "H2 beyond regularisation", "H3": "H3 negative transfer", "H4": "H4 asymmetry",
+}
+
+
+def _test_cells(r: pd.Series) -> list[str]:
+    diff = r.get("mean_diff")
+    ci = ""
+    if not _missing(r.get("ci_low")) and not _missing(r.get("ci_high")):
+        ci = f" [{fmt_num(r.get('ci_low'))}, {fmt_num(r.get('ci_high'))}]"
+    return [
+        fmt_int(r.get("n_a")), fmt_int(r.get("n_b")),
+        fmt_mean_sem(r.get("mean_a"), r.get("sem_a")),
+        fmt_mean_sem(r.get("mean_b"), r.get("sem_b")),
+        (DASH if _missing(diff) else fmt_signed(diff, 4)) + ci,
+        fmt_stat(r.get("statistic")), fmt_p(r.get("p_value")), fmt_p(r.get("p_adjusted")),
+        fmt_effect(r.get("effect_size")),
+        "yes" if _truthy(r.get("significant")) else "no",
+    ]
+
+
+_TEST_HEADERS = ["n", "n ref.", "Mean ± SEM", "Reference mean ± SEM", "Difference [95 % CI]", "Statistic",
+                 "p", "p adjusted", "Effect size r", "Significant"]
+
+
+def _tests_tables(tests: pd.DataFrame | None) -> list[tuple[str, Table, bool]]:
+    """(label, table, open) per table: the primary family first (open), then every other family
+    by comparison (closed; exploratory)."""
     if tests is None or len(tests) == 0:
         return []
-    out: list[tuple[str, Table]] = []
-    comps = list(dict.fromkeys(tests["comparison"].astype(str))) if "comparison" in tests.columns else [""]
-    headers = ["Condition", "α", "Metric", "n", "n ref.", "Mean ± SEM", "Reference mean ± SEM",
-               "U", "p", "p adjusted", "Effect size r", "Significant"]
-    numeric = [False, True, False, True, True, True, True, True, True, True, True, False]
+    out: list[tuple[str, Table, bool]] = []
+    family = tests["family"].astype(str) if "family" in tests.columns else pd.Series("", index=tests.index)
+    primary = tests[family == "primary"]
+    if len(primary):
+        headers = ["Hypothesis", "Condition", "α", "Compared with", "Metric"] + _TEST_HEADERS
+        numeric = [False, False, True, False, False] + [True] * 9 + [False]
+        rows, hl = [], []
+        order = primary.assign(_h=primary["hypothesis"].astype(str)).sort_values(["_h", "alpha"], kind="stable")
+        for _, r in order.iterrows():
+            comp = str(r.get("comparison", ""))
+            rows.append([_HYPOTHESIS_LABELS.get(str(r.get("hypothesis")), str(r.get("hypothesis"))),
+                         str(r.get("condition", "")), fmt_alpha(r.get("alpha")),
+                         comp[3:] if comp.startswith("vs_") else comp, _metric_name(r.get("metric", ""))]
+                        + _test_cells(r))
+            hl.append(_truthy(r.get("significant")))
+        out.append(("Primary tests: the verdicts (one family, corrected together)", Table(headers, numeric, rows, hl), True))
+    rest = tests[family != "primary"]
+    comps = list(dict.fromkeys(rest["comparison"].astype(str))) if "comparison" in rest.columns else [""]
+    headers = ["Condition", "α", "Metric"] + _TEST_HEADERS
+    numeric = [False, True, False] + [True] * 9 + [False]
     for comp in comps:
-        sub = tests[tests["comparison"].astype(str) == comp] if comp else tests
+        sub = rest[rest["comparison"].astype(str) == comp] if comp else rest
+        if not len(sub):
+            continue
         rows, hl = [], []
         for _, r in sub.iterrows():
-            sig = _truthy(r.get("significant"))
-            rows.append([
-                str(r.get("condition", "")), fmt_alpha(r.get("alpha")), _metric_name(r.get("metric", "")),
-                fmt_int(r.get("n_a")), fmt_int(r.get("n_b")),
-                fmt_mean_sem(r.get("mean_a"), r.get("sem_a")),
-                fmt_mean_sem(r.get("mean_b"), r.get("sem_b")),
-                fmt_stat(r.get("statistic")), fmt_p(r.get("p_value")), fmt_p(r.get("p_adjusted")),
-                fmt_effect(r.get("effect_size")),
-                "yes" if sig else "no",
-            ])
-            hl.append(sig)
-        out.append((_comparison_label(comp) if comp else "All tests", Table(headers, numeric, rows, hl)))
+            rows.append([str(r.get("condition", "")), fmt_alpha(r.get("alpha")), _metric_name(r.get("metric", ""))]
+                        + _test_cells(r))
+            hl.append(_truthy(r.get("significant")))
+        fam = str(sub["family"].iloc[0]) if "family" in sub.columns else ""
+        label = _comparison_label(comp) if comp else "All tests"
+        if fam.startswith("secondary"):
+            label += " — exploratory"
+        out.append((label, Table(headers, numeric, rows, hl), not fam.startswith("secondary")))
     return out
+
+
+_TESTS_NOTE = (
+    "Two-sided tests on the per-seed values: Mann–Whitney U, or the Wilcoxon signed-rank test by seed in the "
+    "paired comparisons; p-values exact without ties, by permutation with ties. “Mean ± SEM” is the group named in "
+    "the row, “reference” the group it is compared with; the difference is mean − reference mean with its 95 % "
+    "bootstrap interval, r the rank-biserial effect (positive: the row's group ranks higher). The primary tests "
+    "decide the verdicts and are corrected together; every other table is exploratory, corrected within its own "
+    "family."
+)
 
 
 def figure_info(paths: Iterable[Path]) -> list[FigureInfo]:
@@ -724,6 +796,8 @@ def render_html(
     # verdicts first
     parts.append('<section id="verdicts" aria-labelledby="verdicts-h">')
     parts.append('<h2 id="verdicts-h">Verdicts</h2>')
+    for line in _statistics_lines(tables):
+        parts.append(f'<p class="note">{_e(line)}</p>')
     if tables.verdicts:
         parts.append('<div class="verdict-grid">')
         for v in tables.verdicts:
@@ -741,8 +815,8 @@ def render_html(
         parts.append(
             '<p class="legend">'
             '<span class="badge yes">yes</span> supported by the data · '
-            '<span class="badge warn">yes</span> the students copy the teacher\'s errors more '
-            'than its correct answers · <span class="badge no">no</span> not supported · '
+            '<span class="badge warn">yes</span> the students copy the teacher\'s errors (for the payoff: more '
+            'than its correct answers) · <span class="badge no">no</span> not supported · '
             '<span class="badge nt">not testable</span> not enough data to decide</p>'
         )
     else:
@@ -768,8 +842,8 @@ def render_html(
     parts.append('<section id="transfer"><h2>Transfer</h2>')
     parts.append('<p class="note">Δ+ / Δ−: change in agreement with the teacher relative to SIDDO '
                  "where the teacher is right / wrong; h± the same as a share of the room the "
-                 "control left; p: Mann–Whitney test against SIDDO. Highlighted rows show a "
-                 "negative asymmetric payoff.</p>")
+                 "control left; h− − h+: the asymmetry (H4); p: the primary tests' adjusted p of negative "
+                 "transfer (H3) and asymmetry (H4). Highlighted rows show a negative asymmetric payoff.</p>")
     parts.append(_html_table(transfer) if transfer else '<p class="note">No transfer table available.</p>')
     parts.append("</section>")
 
@@ -787,7 +861,7 @@ def render_html(
                          "target) classified as the target.</p>")
             parts.append(_html_table(sec_table))
         sec_tests = _tests_tables(security.tests)
-        for label, t in sec_tests:
+        for label, t, _ in sec_tests:
             n_sig = sum(t.highlight)
             parts.append(f'<details class="tests"><summary>Security tests: {_e(label)} '
                          f'<span class="count">{len(t.rows)} tests · {n_sig} significant</span></summary>')
@@ -800,13 +874,11 @@ def render_html(
     parts.append('<section id="tests"><h2>Significance tests</h2>')
     tests = _tests_tables(tables.tests)
     if tests:
-        parts.append('<p class="note">Two-sided Mann–Whitney U tests on the per-seed values. '
-                     "“Mean ± SEM” is the group named in the row, “reference” the group it is "
-                     "compared with. Significant rows are highlighted.</p>")
-        for label, t in tests:
+        parts.append(f'<p class="note">{_e(_TESTS_NOTE)}</p>')
+        for label, t, is_open in tests:
             n_sig = sum(t.highlight)
             count = f"{len(t.rows)} test{'s' if len(t.rows) != 1 else ''} · {n_sig} significant"
-            parts.append(f'<details class="tests" open><summary>{_e(label)} '
+            parts.append(f'<details class="tests"{" open" if is_open else ""}><summary>{_e(label)} '
                          f'<span class="count">{_e(count)}</span></summary>')
             parts.append(_html_table(t))
             parts.append("</details>")
@@ -883,6 +955,8 @@ def render_markdown(
     """The Markdown report; figures are linked as ``figures/NAME.png``."""
     meta = dict(meta or {})
     out: list[str] = [f"# {_m(_title(meta))}", "", _m(_subtitle(meta)), "", "## Verdicts", ""]
+    for line in _statistics_lines(tables):
+        out += [_m(line), ""]
     if tables.verdicts:
         for v in tables.verdicts:
             out += [f"### {_m(_verdict_title(v))}", ""]
@@ -911,8 +985,9 @@ def render_markdown(
 
     out += ["## Transfer", "",
             "Δ+ / Δ−: change in agreement with the teacher relative to SIDDO where the teacher is "
-            "right / wrong; h± the same as a share of the room the control left; p: Mann–Whitney "
-            "test against SIDDO. Rows in bold show a negative asymmetric payoff.", ""]
+            "right / wrong; h± the same as a share of the room the control left; h− − h+: the asymmetry "
+            "(H4); p: the primary tests' adjusted p of negative transfer (H3) and asymmetry (H4). Rows in "
+            "bold show a negative asymmetric payoff.", ""]
     transfer = _transfer_table(tables.transfer)
     out += [_md_table(transfer) if transfer else "No transfer table available.", ""]
 
@@ -929,9 +1004,8 @@ def render_markdown(
     out += ["## Significance tests", ""]
     tests = _tests_tables(tables.tests)
     if tests:
-        out += ["Two-sided Mann–Whitney U tests on the per-seed values. Significant rows are in "
-                "bold.", ""]
-        for label, t in tests:
+        out += [_TESTS_NOTE + " Significant rows are in bold.", ""]
+        for label, t, _ in tests:
             out += [f"### {_m(label)}", "", _md_table(t), ""]
     else:
         out += ["No tests available.", ""]
