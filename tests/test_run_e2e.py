@@ -162,3 +162,53 @@ def test_real_report_opens_in_browser_with_verdicts_and_figures(tiny_run, tmp_pa
     assert len(check["images"]) == n_figs >= 5
     for img_id, complete, width in check["images"]:
         assert complete is True and width > 0, f"figure {img_id} did not load"
+
+
+def test_terminal_audit_json_report_and_compare_agree_on_every_verdict(tmp_path):
+    """One small audit (1 α, 6 seeds): the verdicts printed, written to audit.json, transfer.csv and
+    the report, and those `kdaudit compare` gives from the students' saved test logits are the same."""
+    import json
+
+    import numpy as np
+
+    out = tmp_path / "agree"
+    sets = ["protocol.seeds=6", "protocol.alphas=[0.9]", "train.epochs=2", "model.kwargs.hidden=[16]"]
+    r = kdaudit("run", "digits-mlp", *[x for s in sets for x in ("--set", s)], "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    (v,) = json.loads((out / "audit.json").read_text())["verdicts"]
+    keys = ("knowledge_transfer", "beyond_regularisation", "negative_transfer", "asymmetry",
+            "negative_asymmetric_payoff")
+    line = " ".join(x.strip() for x in r.stdout.splitlines() if "kd α=0.9:" in x or "payoff" in x)
+    printed = {k: line.split(k.replace("_", " ") + " ", 1)[1].split(",")[0].strip() for k in keys}
+    assert printed == {k: v[k] for k in keys}
+    md = (out / "report.md").read_text()
+    row = md.split("### kd · α = 0.9", 1)[1].split("\n")[4]
+    assert [c.strip().strip("*") for c in row.strip("|").split("|")][:5] == [v[k] for k in keys]
+    transfer = pd.read_csv(out / "transfer.csv").set_index("condition")
+    assert transfer.loc["kd", "negative_asymmetric_payoff"] == v["negative_asymmetric_payoff"]
+    assert transfer.loc["kd", "negative_transfer"] == v["negative_transfer"]
+    # kdaudit compare on the same students' test logits: the same family of 4, the same tests
+    recs = records(out)
+    for name in ("teacher", "siddo", "kd", "rcd-uniform", "rcd-gaussian"):
+        (tmp_path / name).mkdir()
+    for run_id, rec in recs.items():
+        job = next(p.parent for p in (out / "jobs").glob("*/record.json") if json.loads(p.read_text())["run_id"] == run_id)
+        if not (job / "outputs.npz").exists():  # M0: weights only
+            continue
+        with np.load(job / "outputs.npz") as z:
+            logits, labels = z["test_logits"], z["test_labels"]
+        cond = rec.get("condition", run_id)
+        if run_id == "teacher":
+            np.save(tmp_path / "teacher" / "t.npy", logits)
+            np.save(tmp_path / "labels.npy", labels)
+        elif cond in ("siddo", "kd", "rcd-uniform", "rcd-gaussian"):
+            np.save(tmp_path / cond / f"{run_id}.npy", logits)
+    c = kdaudit("compare", "--teacher", str(tmp_path / "teacher" / "t.npy"), "--labels", str(tmp_path / "labels.npy"),
+                "--control", str(tmp_path / "siddo" / "*.npy"), "--group", f"kd={tmp_path / 'kd' / '*.npy'}",
+                "--rcd", f"rcd-uniform={tmp_path / 'rcd-uniform' / '*.npy'}",
+                "--rcd", f"rcd-gaussian={tmp_path / 'rcd-gaussian' / '*.npy'}", "--json")
+    assert c.returncode == 0, c.stderr
+    g = json.loads(c.stdout)["groups"]["kd"]
+    assert g["verdicts"] == {k: v[k] for k in keys}
+    assert g["asymmetry"]["p_value"] == pytest.approx(v["tests"]["H4"]["p_value"])
+    assert g["metrics"]["agreement"]["p_adjusted"] == pytest.approx(v["tests"]["H1"]["p_adjusted"])

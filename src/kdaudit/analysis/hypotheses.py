@@ -62,6 +62,7 @@ from ..errors import InputError
 from .effects import bootstrap_mean_diff
 from .exact import min_pvalue_rank_sum, min_pvalue_signed_rank
 from .stats import CORRECTIONS, METHODS, TestResult, adjust_pvalues, mann_whitney, wilcoxon_paired
+from .transfer import transfer_effects
 
 __all__ = [
     "Decision",
@@ -491,8 +492,6 @@ def _paper_outcomes(rows: dict[str, dict[str, Any]], comps: list[dict[str, Any]]
             ok = all(c["p_value"] < design.level and c["mean_diff"] > 0 for c in tested)
             out[h] = (YES if ok else NO, f"Mann–Whitney p = {_fmt_p(p)}, mean difference {row['mean_diff']:+.4f}")
     if "H4" in rows and control is not None:
-        from .transfer import transfer_effects
-
         eff = transfer_effects(u.x["agreement_teacher_correct"], u.x["agreement_teacher_wrong"],
                                control["agreement_teacher_correct"], control["agreement_teacher_wrong"])
         dp, dn = eff["delta_pos"], eff["delta_neg"]
