@@ -393,7 +393,7 @@ def decide(units: Sequence[Unit], control: Group | None, design: Design) -> list
                 deciding = max(range(len(comps)), key=lambda i: (ps[i], -comps[i]["effect_size"]))
             else:
                 deciding = next(i for i, p in enumerate(ps) if not math.isfinite(p))
-            rows["H2"] = {**comps[deciding], "p_value": comps[deciding]["p_value"]}
+            rows["H2"] = dict(comps[deciding])
         per_unit.append(rows)
         components.append(comps)
 

@@ -44,11 +44,8 @@ CORRECTIONS = ("none", "holm", "bh")
 """The multiple-comparison corrections :func:`adjust_pvalues` knows."""
 
 
-_as_1d = as_1d
-
-
 def _drop_nan(x: ArrayLike, name: str) -> tuple[NDArray[np.float64], int]:
-    arr = _as_1d(x, name)
+    arr = as_1d(x, name)
     keep = ~np.isnan(arr)
     return arr[keep], int(arr.size - keep.sum())
 
@@ -169,8 +166,8 @@ def wilcoxon_paired(
     b). The p-value is NaN, with a reason, for fewer than 2 pairs or when every difference is 0.
     Samples of different lengths raise :class:`~kdaudit.errors.InputError`.
     """
-    va = _as_1d(a, "a")
-    vb = _as_1d(b, "b")
+    va = as_1d(a, "a")
+    vb = as_1d(b, "b")
     if va.size != vb.size:
         raise InputError(f"paired test needs samples of equal length, got {va.size} and {vb.size}")
     keep = ~(np.isnan(va) | np.isnan(vb))
@@ -222,7 +219,7 @@ def adjust_pvalues(p: ArrayLike, method: str = "holm") -> NDArray[np.float64]:
     """
     if method not in CORRECTIONS:
         raise InputError(f"unknown correction {method!r} (choose one of {', '.join(CORRECTIONS)})")
-    arr = _as_1d(p, "p-values")
+    arr = as_1d(p, "p-values")
     finite = ~np.isnan(arr)
     values = arr[finite]
     if np.any((values < 0) | (values > 1)):
