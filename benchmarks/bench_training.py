@@ -219,7 +219,9 @@ def run_way(way: str, args) -> dict:
 
     from kdaudit.config.spec import resolve_spec
 
-    overrides = [f"protocol.seeds={args.seeds}", f"train.epochs={args.epochs}"]
+    # the grid of the measured rows: the four conditions the baseline loop implements
+    overrides = [f"protocol.seeds={args.seeds}", f"train.epochs={args.epochs}",
+                 "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]", "protocol.rcd_noise=per_seed"]
     if args.workers:
         overrides.append(f"execution.workers={args.workers}")
     if way == "bf16":

@@ -506,3 +506,74 @@ def test_transfer_and_success_rates_against_loops():
         success_rate(s_adv[:, 0], y)
     with pytest.raises(SpecError):
         success_rate(s_adv, y, targeted=True)
+
+
+def _one_hot(pred: list[int], k: int = 3) -> np.ndarray:
+    return np.eye(k)[pred] * 5.0
+
+
+class _Lookup(nn.Module):
+    """Input i (a one-number row) -> row i of a fixed logit table: predictions set by hand."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.tensor(table, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[x[:, 0].long()]
+
+
+def test_adv_flipped_against_a_hand_count():
+    """adv_flipped@ε counts only correct clean predictions the attack turned wrong; adv_fooled also
+    counts the student's own clean errors. Checked on 6 hand-made samples, by transfer_rates and
+    through the audit's per-model measurement."""
+    from kdaudit.security.evaluate import _Adversarial, adversarial_metrics
+
+    y = np.array([0, 1, 2, 0, 1, 2])
+    t_clean = [0, 1, 2, 0, 1, 0]  # sample 5: teacher wrong clean -> not transferable
+    t_adv = [1, 2, 0, 0, 0, 1]  # sample 3: teacher not fooled -> not transferable
+    s_clean = [0, 1, 0, 0, 1, 2]
+    s_adv = [2, 1, 0, 1, 0, 0]
+    # transferable T = {0, 1, 2, 4}:
+    #   0: student right clean, wrong adv            -> fooled, flipped
+    #   1: right clean, right adv                    -> nothing
+    #   2: WRONG clean (0), wrong adv (= teacher's 0) -> fooled, follows; not flipped, not in its denominator
+    #   4: right clean, wrong adv (= teacher's 0)     -> fooled, follows, flipped
+    # samples 3 and 5 flip too but are outside T
+    mask = transferable_mask(_one_hot(t_clean), _one_hot(t_adv), y)
+    assert mask.tolist() == [True, True, True, False, True, False]
+    r = transfer_rates(_one_hot(s_adv), np.array(t_adv), y, _one_hot(s_clean), mask=mask)
+    assert r["n"] == 4 and r["n_correct"] == 3
+    assert r["fooled"] == pytest.approx(3 / 4)
+    assert r["follows_teacher"] == pytest.approx(2 / 4)
+    assert r["fooled_of_correct"] == pytest.approx(2 / 3)  # adv_flipped: 2 flipped of 3 right clean
+
+    # a student wrong on every clean transferable input: fooled is defined, flipped is NaN
+    wrong_clean = [1, 2, 0, 0, 0, 2]
+    r = transfer_rates(_one_hot(s_adv), np.array(t_adv), y, _one_hot(wrong_clean), mask=mask)
+    assert r["n_correct"] == 0 and r["fooled"] == pytest.approx(3 / 4) and math.isnan(r["fooled_of_correct"])
+    empty = transfer_rates(_one_hot(s_adv), np.array(t_adv), y, _one_hot(s_clean), mask=np.zeros(6, dtype=bool))
+    assert math.isnan(empty["fooled"]) and math.isnan(empty["fooled_of_correct"])
+
+    # the same through _Adversarial.measure: inputs 0..5 are clean, 6..11 their adversarial versions
+    att = object.__new__(_Adversarial)
+    att.levels, att.whitebox = [0.1], 0.1
+    att.x = torch.arange(6, dtype=torch.float32)[:, None]
+    att.y = torch.tensor(y)
+    att.teacher_clean = _one_hot(t_clean)
+    att.teacher_adv = {0.1: _one_hot(t_adv)}
+    att.adv_inputs = {0.1: att.x + 6}
+    att.attack = lambda model, level: att.x + 6  # the white-box attack: unused here
+    student = _Lookup(np.concatenate([_one_hot(s_clean), _one_hot(s_adv)]))
+    row = att.measure(student, is_teacher=False)
+    assert set(row) == set(adversarial_metrics([0.1], 0.1))
+    assert row["adv_fooled@0.1"] == pytest.approx(3 / 4)
+    assert row["adv_follows@0.1"] == pytest.approx(2 / 4)
+    assert row["adv_flipped@0.1"] == pytest.approx(2 / 3)
+    assert row["adv_accuracy@0.1"] == pytest.approx(1 / 4)
+    hopeless = _Lookup(np.concatenate([_one_hot(wrong_clean), _one_hot(s_adv)]))
+    row = att.measure(hopeless, is_teacher=False)
+    assert math.isnan(row["adv_flipped@0.1"]) and row["adv_fooled@0.1"] == pytest.approx(3 / 4)
+    # the teacher is right on every clean transferable input and fooled on all of them
+    row = att.measure(_Lookup(np.concatenate([_one_hot(t_clean), _one_hot(t_adv)])), is_teacher=True)
+    assert row["adv_flipped@0.1"] == row["adv_fooled@0.1"] == 1.0

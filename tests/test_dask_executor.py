@@ -26,7 +26,8 @@ from kdaudit.execute.dask_executor import execute_plan_dask, run_task  # noqa: E
 from kdaudit.plan.jobs import build_plan  # noqa: E402
 from kdaudit.store import JobStore  # noqa: E402
 
-TINY = ["--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]"]
+TINY = ["--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]",
+        "--set", "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"]
 LOCAL_1T = [*TINY, "--set", "train.threads=1"]
 DASK_1T = [*TINY, "--set", "execution.threads_per_worker=1"]
 SMALL = ["protocol.seeds=2", "train.epochs=1", "model.kwargs.hidden=[16]", "protocol.conditions=[siddo,kd]",

@@ -24,7 +24,8 @@ from kdaudit.execute import runner
 from kdaudit.execute.runner import job_threads, load_data
 from kdaudit.plan import build_plan
 
-GRID = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1"]
+GRID = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1",
+        "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"]
 
 
 class Events:

@@ -26,7 +26,8 @@ from kdaudit.config.spec import resolve_spec  # noqa: E402
 from kdaudit.errors import KdauditError  # noqa: E402
 from kdaudit.plan.jobs import build_plan  # noqa: E402
 
-GRID = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1"]
+GRID = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1",
+        "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"]
 SMALL = [*GRID, "protocol.conditions=[siddo,kd]", "protocol.alphas=[0.5]"]
 
 

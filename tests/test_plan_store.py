@@ -13,15 +13,16 @@ from kdaudit.store import JobStore
 def test_plan_is_a_dag_with_the_protocol_counts():
     spec = resolve_spec("digits-mlp", ["protocol.seeds=3"])
     plan = build_plan(spec)
-    assert len(plan.trained) == spec.n_models() == 1 + 3 * (1 + 3 + 3 + 3)
+    assert len(plan.trained) == spec.n_models() == 1 + 3 * (1 + 3 + 3 + 3 + 3)
     keys = [j.key for j in plan.jobs]
     assert len(set(keys)) == len(keys)
     position = {k: i for i, k in enumerate(keys)}
     for job in plan.jobs:
         assert all(position[d] < position[job.key] for d in job.deps)
-    kd = [j for j in plan.students if j.condition == "kd"]
-    assert all(plan.teacher.key in j.deps for j in kd)
-    assert all(plan.teacher.key not in j.deps for j in plan.students if j.condition != "kd")
+    # KD reads the teacher's outputs; so does LS, whose virtual teacher's confidence matches the teacher's
+    reads = [j for j in plan.students if j.condition in ("kd", "ls")]
+    assert all(plan.teacher.key in j.deps for j in reads)
+    assert all(plan.teacher.key not in j.deps for j in plan.students if j.condition not in ("kd", "ls"))
     assert {(j.condition, j.alpha) for j in plan.students if j.condition == "siddo"} == {("siddo", 0.0)}
 
 
@@ -35,7 +36,7 @@ def test_job_keys_change_only_with_what_determines_them():
     # temperature changes the distilled students only; M0, teacher and SIDDO are shared
     for run_id in by:
         changed = by[run_id] != by_t[run_id]
-        assert changed == (run_id.startswith(("kd-", "rcd-")))
+        assert changed == (run_id.startswith(("kd-", "ls-", "rcd-")))
     lr = build_plan(resolve_spec("digits-mlp", ["train.lr=0.01"]))
     assert lr.init.key == base.init.key and lr.teacher.key != base.teacher.key
 

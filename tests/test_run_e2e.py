@@ -30,9 +30,9 @@ def test_tiny_run_writes_every_output_with_documented_columns(tiny_run):
     assert list((out / "figures").glob("*.png"))
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs.columns) == RUNS_COLUMNS
-    assert len(runs) == 1 + 2 * (1 + 3 * 3)
+    assert len(runs) == 1 + 2 * (1 + 3 * 4)
     assert (runs.role == "teacher").sum() == 1
-    assert set(runs.condition) == {"teacher", "siddo", "kd", "rcd-uniform", "rcd-gaussian"}
+    assert set(runs.condition) == {"teacher", "siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"}
     students = runs[runs.role == "student"]
     assert students[["accuracy", "agreement", "js_divergence"]].notna().all().all()
     assert ((students.agreement >= 0) & (students.agreement <= 1)).all()
@@ -42,7 +42,7 @@ def test_tiny_run_writes_every_output_with_documented_columns(tiny_run):
     assert {"vs_siddo", "vs_rcd-uniform", "vs_rcd-gaussian"} <= set(tests.comparison)
     transfer = pd.read_csv(out / "transfer.csv")
     assert list(transfer.columns) == TRANSFER_COLUMNS
-    assert len(transfer) == 3 * 3
+    assert len(transfer) == 3 * 4
     spec = (out / "spec.yaml").read_text()
     assert "versions:" in spec and "torch:" in spec and "seeds: 2" in spec
     html = (out / "report.html").read_text()
@@ -81,7 +81,7 @@ def test_two_seeds_are_not_testable_everywhere_and_said_before_training(tiny_run
     assert set(transfer.loc[transfer.condition == "kd", "negative_asymmetric_payoff"]) == {"not testable"}
     tests = pd.read_csv(out / "tests.csv")
     assert sorted(set(tests.family)) == ["primary", "secondary"]
-    assert (tests.family == "primary").sum() == 3 * 5  # H1, H3, H4 and H2 against both RCDs, per α
+    assert (tests.family == "primary").sum() == 3 * 6  # H1, H3, H4 and H2 against LS and both RCDs, per α
 
 
 def test_teacher_seed_among_student_seeds_is_refused_before_anything_is_written(tmp_path):
@@ -100,7 +100,7 @@ def test_rerun_trains_nothing_and_gives_the_same_tables(tiny_run):
     runs_before = (out / "runs.csv").read_text()
     r = kdaudit("run", "digits-mlp", *TINY, "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "21 of 21 models already finished; training 0" in r.stdout
+    assert "27 of 27 models already finished; training 0" in r.stdout
     assert {k: v["created"] for k, v in records(out).items()} == before
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert (out / "runs.csv").read_text() == runs_before
@@ -133,13 +133,13 @@ def test_a_killed_audit_resumes_and_ends_with_the_same_runs_csv(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = records(out)
-    assert 6 <= len(done_before) < 22, "the kill must land mid-way"
+    assert 6 <= len(done_before) < 28, "the kill must land mid-way"
     assert not (out / "runs.csv").exists()
 
     again = kdaudit(*args, "--out", str(out))
     assert again.returncode == 0, again.stderr
     after = records(out)
-    assert len(after) == 22  # m0 + 21 models
+    assert len(after) == 28  # m0 + 27 models
     # finished jobs were not retrained
     assert all(after[k]["created"] == v["created"] for k, v in done_before.items())
     assert (out / "runs.csv").read_text() == (tmp_path / "ref" / "runs.csv").read_text()
@@ -189,7 +189,7 @@ def test_terminal_audit_json_report_and_compare_agree_on_every_verdict(tmp_path)
     assert transfer.loc["kd", "negative_transfer"] == v["negative_transfer"]
     # kdaudit compare on the same students' test logits: the same family of 4, the same tests
     recs = records(out)
-    for name in ("teacher", "siddo", "kd", "rcd-uniform", "rcd-gaussian"):
+    for name in ("teacher", "siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"):
         (tmp_path / name).mkdir()
     for run_id, rec in recs.items():
         job = next(p.parent for p in (out / "jobs").glob("*/record.json") if json.loads(p.read_text())["run_id"] == run_id)
@@ -201,11 +201,11 @@ def test_terminal_audit_json_report_and_compare_agree_on_every_verdict(tmp_path)
         if run_id == "teacher":
             np.save(tmp_path / "teacher" / "t.npy", logits)
             np.save(tmp_path / "labels.npy", labels)
-        elif cond in ("siddo", "kd", "rcd-uniform", "rcd-gaussian"):
+        elif cond in ("siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"):
             np.save(tmp_path / cond / f"{run_id}.npy", logits)
     c = kdaudit("compare", "--teacher", str(tmp_path / "teacher" / "t.npy"), "--labels", str(tmp_path / "labels.npy"),
                 "--control", str(tmp_path / "siddo" / "*.npy"), "--group", f"kd={tmp_path / 'kd' / '*.npy'}",
-                "--rcd", f"rcd-uniform={tmp_path / 'rcd-uniform' / '*.npy'}",
+                "--rcd", f"ls={tmp_path / 'ls' / '*.npy'}", "--rcd", f"rcd-uniform={tmp_path / 'rcd-uniform' / '*.npy'}",
                 "--rcd", f"rcd-gaussian={tmp_path / 'rcd-gaussian' / '*.npy'}", "--json")
     assert c.returncode == 0, c.stderr
     g = json.loads(c.stdout)["groups"]["kd"]

@@ -30,7 +30,7 @@ def test_twelve_setups_over_three_modalities_and_all_nine_architectures():
     assert ARCHITECTURES <= set(MODELS.names())
     assert ARCHITECTURES <= {s.model.name for s in specs}
     for s in specs:
-        assert s.n_models() == 101, s.name  # teacher + 10 seeds x (siddo + 3 alphas x 3 conditions)
+        assert s.n_models() == 131, s.name  # teacher + 10 seeds x (siddo + 3 alphas x 4 conditions)
 
 
 @pytest.mark.parametrize("name", SETUPS)
@@ -118,8 +118,8 @@ def _smoke(name: str, tmp_path):
     spec = resolve_spec(name, ["protocol.seeds=1", "train.epochs=1"])
     out = run_audit(spec, tmp_path / name)
     runs = pd.read_csv(out.out_dir / "runs.csv")
-    assert len(runs) == 11  # teacher + siddo + 3 conditions x 3 alphas
-    assert set(runs.condition) == {"teacher", "siddo", "kd", "rcd-uniform", "rcd-gaussian"}
+    assert len(runs) == 14  # teacher + siddo + 4 conditions x 3 alphas
+    assert set(runs.condition) == {"teacher", "siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"}
     assert np.isfinite(runs.accuracy).all()
     data = json.loads((out.out_dir / "data.json").read_text())
     recs = records(out.out_dir)

@@ -50,7 +50,7 @@ def test_every_named_setup_is_valid_and_default_exists():
     for n in names:
         assert validate_spec(load_setup_raw(n)).name == n
     assert resolve_spec(None).name == "fashion-mnist-mlp"
-    assert resolve_spec(None).n_models() == 101
+    assert resolve_spec(None).n_models() == 131
 
 
 def test_overrides_parse_yaml_values_and_files_can_extend_a_setup(tmp_path):

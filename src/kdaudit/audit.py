@@ -165,6 +165,12 @@ def preflight(spec: AuditSpec, data) -> None:
     if spec.teacher.checkpoint is not None:
         path = Path(spec.teacher.checkpoint).expanduser()
         check_checkpoint(models["teacher"], read_checkpoint(path), path, data.num_classes)
+    a = spec.protocol.ls.a
+    if "ls" in spec.protocol.conditions and a is not None and not a > 1.0 / data.num_classes:
+        from .errors import SpecError
+
+        raise SpecError(f"protocol.ls.a: {a} must be above 1/C = {1.0 / data.num_classes:.4g}, so that the "
+                        "true class is the virtual teacher's top class")
     hint = spec.protocol.hint
     if hint is not None and any(c != "siddo" for c in spec.protocol.conditions):
         from .objectives.hints import check_table_size, feature_shape, target_shape

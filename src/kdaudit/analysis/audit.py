@@ -133,15 +133,15 @@ class AuditTables:
 
 
 def is_rcd(condition: str) -> bool:
-    """True for a Random Control Distillation condition (name starting with ``rcd``)."""
-    return str(condition).lower().startswith("rcd")
+    """True for a control condition (RCD noise or label smoothing): compared with SIDDO, never judged."""
+    return is_regularisation_control(condition)
 
 
 def display_name(condition: str) -> str:
     """A condition's name for sentences: ``KD``, ``SIDDO``, ``RCD-uniform``; others unchanged."""
     c = str(condition)
     low = c.lower()
-    if low in ("kd", "siddo"):
+    if low in ("kd", "siddo", "ls"):
         return low.upper()
     if low.startswith("rcd"):
         return "RCD" + c[3:]
@@ -446,7 +446,7 @@ def _verdict(
         hard = row2["control"]
         mr, sr = mean_sem(_values(groups[(hard, alpha)], "agreement"))
         others = len(d.h2_components) - 1
-        which = "the hardest random control" if others else "the random control"
+        which = "the hardest regularisation control" if others else "the regularisation control"
         sentences.append(
             f"{at}, against {which} {display_name(hard)} ({_pct(mr, sr)}), {name} agreement is {_pct(mx, sx)} "
             f"({_diff_text(row2, correction=corr)}): "

@@ -6,7 +6,7 @@ same audit:
 
 ====  ===========================  ===================================================================
 H1    knowledge transfer           agreement with the teacher, X > SIDDO
-H2    beyond regularisation        agreement, X > every regularisation control (RCD) at the same α;
+H2    beyond regularisation        agreement, X > every regularisation control (RCD, LS) at the same α;
                                    an intersection–union test: its p is the largest of the
                                    comparisons' p, so it is decided against the hardest control
 H3    negative transfer            agreement on the teacher-wrong samples, X > SIDDO
@@ -99,8 +99,10 @@ CONTROL = "siddo"
 
 
 def is_regularisation_control(condition: str) -> bool:
-    """True for a control that gives the KD loss a teacher without knowledge (RCD noise)."""
-    return str(condition).lower().startswith("rcd")
+    """True for a control that gives the KD loss a teacher without knowledge: RCD noise tables and
+    the label-smoothing virtual teacher (``ls``)."""
+    c = str(condition).lower()
+    return c.startswith("rcd") or c == "ls"
 
 
 @dataclass(frozen=True)
@@ -511,7 +513,7 @@ def _verdicts(outcomes: dict[str, tuple[str, str]], has_regularisers: bool, has_
     h4 = outcomes.get("H4", no_siddo)
     v: dict[str, tuple[str, str]] = {"knowledge_transfer": h1, "negative_transfer": h3, "asymmetry": h4}
     if not has_regularisers:
-        v["beyond_regularisation"] = (NOT_TESTABLE, "there are no random-control (RCD) students to compare with")
+        v["beyond_regularisation"] = (NOT_TESTABLE, "there are no regularisation-control (RCD, LS) students to compare with")
     elif design.standard == "paper":
         v["beyond_regularisation"] = outcomes["H2"]
     elif h1[0] == YES:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .audit import CONTROL, TESTS_COLUMNS, _fmt_alpha, _test_row, _values, display_name, is_rcd
 from .stats import adjust_pvalues, mann_whitney, mean_sem
-from .transfer import format_p
+from .transfer import format_p, p_equals
 
 SUMMARY_KEYS = ["condition", "alpha", "n"]
 
@@ -89,7 +89,7 @@ def _ms(mean: float, sem: float) -> str:
 
 
 def _p(row: pd.Series, correction: str) -> str:
-    text = f"p = {format_p(row['p_value'])}"
+    text = p_equals(row["p_value"])
     if correction != "none":
         text += f", {correction}-adjusted {format_p(row['p_adjusted'])}"
     return text
@@ -132,7 +132,7 @@ def _sentences(tests: pd.DataFrame, summary: pd.DataFrame, metrics: list[str], m
         out.append(f"Backdoor: the teacher was trained with {bd.get('trigger', 'a trigger')} on "
                    f"{100 * float(bd.get('rate', 0)):g} % of its training data relabelled as class "
                    f"{bd.get('target')}; its attack success rate (ASR) is {_teacher(summary, 'backdoor_asr'):.2f}. "
-                   "Students were distilled on clean data.")
+                   + bd.get("transfer", {}).get("description", "Students were distilled on clean data."))
         for cond, alpha in pairs:
             r = _row(tests, f"vs_{CONTROL}", cond, alpha, "backdoor_asr")
             if r is None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import SpecError
 from ..registry import import_object, is_import_path
 
-CONDITIONS = ("siddo", "kd", "rcd-uniform", "rcd-gaussian")
+CONDITIONS = ("siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian")
 DEFAULT_SETUP = "fashion-mnist-mlp"
 DEFAULT_PRESET = "cpu"
 PRESETS = ("cpu", "paper")
@@ -62,11 +62,30 @@ class ModelSpec(_Strict):
 class TeacherSpec(_Strict):
     """The teacher, where it differs from the students: another architecture (standard
     distillation), fewer or more epochs (teachers of rising quality), or a trained checkpoint
-    (safetensors) audited as given instead of training one."""
+    (safetensors) audited as given instead of training one. ``snapshots`` (epochs ≥ 1, each at most
+    the teacher's epochs unless those are one of them) makes the teacher the state at its epochs of
+    one run to the last snapshot, saved during that run (see :func:`kdaudit.plan.jobs.build_plan`)."""
 
     model: ModelSpec | None = None  # None: the audit's model
     epochs: int | None = Field(default=None, ge=1)  # None: train.epochs
     checkpoint: str | None = None  # a safetensors file of the teacher's weights
+    # epochs at which the teacher's one training run saves its state: the teacher is then the
+    # snapshot at its epochs of one run to max(epochs, snapshots), shared by a teacher.epochs sweep
+    snapshots: list[int] | None = None
+
+    @field_validator("snapshots")
+    @classmethod
+    def _snapshots(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must list at least one epoch ≥ 1 (or be null: no snapshots)")
+        bad = [e for e in v if e < 1]
+        if bad:
+            raise ValueError("every snapshot epoch must be ≥ 1 (epoch 1: the state after the first epoch)")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an epoch twice")
+        return sorted(v)
 
 
 class HintSpec(_Strict):
@@ -114,10 +133,22 @@ class TrainSpec(_Strict):
         return "+".join(parts + (["compile"] if self.compile else []))
 
 
+class LabelSmoothingSpec(_Strict):
+    """The label-smoothing control's virtual teacher: probability ``a`` on the true class and
+    (1 − a)/(C − 1) on every other class, fixed per sample. ``a: null`` matches the teacher's mean
+    top probability on the training set (at the distillation temperature); the record states it."""
+
+    a: float | None = Field(default=None, gt=0, lt=1)
+
+
 class ProtocolSpec(_Strict):
-    conditions: list[Literal["siddo", "kd", "rcd-uniform", "rcd-gaussian"]] = Field(
+    conditions: list[Literal["siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"]] = Field(
         default_factory=lambda: list(CONDITIONS)
     )
+    # shared: one noise table for all seeds, as one teacher is shared by all KD students (the
+    # predecessor paper's choice); per_seed: one table per seed
+    rcd_noise: Literal["shared", "per_seed"] = "shared"
+    ls: LabelSmoothingSpec = Field(default_factory=LabelSmoothingSpec)
     alphas: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     temperature: float = Field(default=1.0, gt=0)
     seeds: int = Field(default=10, ge=1)
@@ -228,8 +259,12 @@ class AdversarialSpec(_Strict):
 
 class BackdoorSpec(_Strict):
     """Backdoor transfer: the teacher trains on data poisoned with a trigger (dirty labels toward
-    ``target``); students are distilled on the clean data. ``trigger`` defaults by modality:
-    image ``patch``, waveform ``tone``, log-mel ``band``, tokens ``token``."""
+    ``target``). With ``transfer_poison`` 0 the students are distilled on the clean data; with
+    ``transfer_poison`` r > 0 a share r of the students' transfer set (round(r·N) samples, drawn
+    among those not of class ``target``) carries the same trigger, labels untouched, and the KD
+    students' soft targets there are the poisoned teacher's outputs on the triggered inputs.
+    ``trigger`` defaults by modality: image ``patch``, waveform ``tone``, log-mel ``band``, tokens
+    ``token``."""
 
     enabled: bool = False
     rate: float = Field(default=0.1, ge=0, lt=1)
@@ -237,6 +272,14 @@ class BackdoorSpec(_Strict):
     trigger: Literal["patch", "tone", "band", "token"] | None = None
     size: int | None = Field(default=None, ge=1)
     value: float | None = None
+    transfer_poison: float = Field(default=0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _transfer_poison_needs_a_backdoor(self) -> "BackdoorSpec":
+        if self.transfer_poison > 0 and not self.enabled:
+            raise ValueError("transfer_poison triggers the students' transfer set with the poisoned teacher's "
+                             "trigger; it needs security.backdoor.enabled: true")
+        return self
 
 
 class SecuritySpec(_Strict):
@@ -300,6 +343,16 @@ class AuditSpec(_Strict):
                 raise ValueError("teacher.epochs: a teacher given by teacher.checkpoint is not trained")
             if self.security.backdoor.enabled:
                 raise ValueError("security.backdoor trains a poisoned teacher; it cannot go with teacher.checkpoint")
+            if t.snapshots is not None:
+                raise ValueError("teacher.snapshots: a teacher given by teacher.checkpoint is not trained, so it "
+                                 "has no snapshots")
+        if t.snapshots is not None:
+            epochs = t.epochs if t.epochs is not None else self.train.epochs
+            above = [e for e in t.snapshots if e > epochs]
+            if above and epochs not in t.snapshots:
+                raise ValueError(
+                    f"teacher.snapshots: {', '.join(map(str, above))} above the teacher's {epochs} epochs; list "
+                    f"epochs up to {epochs}, or make teacher.epochs one of the snapshots (read from the longer run)")
         return self
 
     @model_validator(mode="before")

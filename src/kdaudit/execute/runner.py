@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -24,7 +27,8 @@ from ..data.base import DataBundle, load_dataset
 from ..plan.jobs import Job, Plan, versions
 from ..store import JobStore
 from .checkpoint import Checkpointer
-from .train import init_weights, load_teacher, noise_table, train_model
+from .train import (init_weights, label_smoothing_table, load_teacher, noise_table, teacher_top_probability,
+                    train_model)
 
 
 class Progress(Protocol):
@@ -139,9 +143,13 @@ def run_job(
         return "trained"
     if "checkpoint" in job.params:  # a teacher given as trained weights: evaluated, not trained
         progress.job_started(job, 0)
-        result, checkpoint = load_teacher(job.params, data, spec.train.eval_batch_size), None
+        result, checkpoint, extra = load_teacher(job.params, data, spec.train.eval_batch_size), None, {}
+    elif "snapshot_of" in job.params:  # teacher.snapshots: read from the teacher run, not trained
+        progress.job_started(job, 0)
+        result, extra = read_snapshot(job, store)
+        checkpoint = None
     else:
-        result, checkpoint = _train_job(job, spec, store, plan_keys, data, progress)
+        result, checkpoint, extra = _train_job(job, spec, store, plan_keys, data, progress)
     outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels}
     if result.train_logits is not None:
         outputs["train_logits"] = result.train_logits
@@ -152,10 +160,14 @@ def run_job(
         "history": result.history,
         "seconds": result.seconds,
         "resumed_from_epoch": result.resumed_from_epoch,
+        **extra,
     }
-    store.save(job.key, record, result.state, outputs)
+    files = staged_snapshots(job, store) if job.teacher_run else None
+    store.save(job.key, record, result.state, outputs, files)
     if checkpoint is not None:
         checkpoint.clear()
+    if files:
+        shutil.rmtree(snapshot_stage(store, job.key), ignore_errors=True)
     return "trained"
 
 
@@ -163,10 +175,25 @@ def _train_job(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, 
                progress: Progress):
     init_state = store.load_weights(job.deps[0])  # the job's M0 (the students' or the teacher's own)
     target = None
+    extra: dict = {}
+    from ..security.poisoning import teacher_train_logits, transfer_bundle
+
+    # security.backdoor.transfer_poison: a share of every student's inputs carry the trigger, and
+    # the KD targets there are the teacher's outputs on the triggered inputs
+    transfer = job.params.get("transfer_poison")
     if job.condition == "kd":
-        target = torch.from_numpy(store.load_outputs(plan_keys["teacher"])["train_logits"])
+        target = torch.from_numpy(teacher_train_logits(store, plan_keys["teacher"], data, transfer,
+                                                       spec.train.eval_batch_size))
     elif job.condition.startswith("rcd-"):
-        target = noise_table(job.condition, job.seed, len(data.x_train), data.num_classes)
+        target = noise_table(job.condition, noise_seed(job), len(data.x_train), data.num_classes)
+    elif job.condition == "ls":
+        temperature = float(job.params["temperature"])
+        a = job.params["ls"]["a"]
+        if a is None:
+            a = teacher_top_probability(teacher_train_logits(store, plan_keys["teacher"], data, transfer,
+                                                             spec.train.eval_batch_size), temperature)
+        extra["ls_a"] = float(a)
+        target = label_smoothing_table(data.y_train, data.num_classes, float(a), temperature)
 
     checkpoint = None
     if spec.train.checkpoint_every:
@@ -177,6 +204,9 @@ def _train_job(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, 
 
         train_data = poisoned_bundle(data, job.params["backdoor"])
         clean_inputs = data.x_train  # students distil the teacher's outputs on the clean data
+    if transfer is not None:  # labels untouched; the record states the count
+        train_data = transfer_bundle(data, transfer)
+        extra["transfer_poison"] = {k: v for k, v in train_data.info["transfer_poisoned"].items() if k != "indices"}
     hint_targets = None
     if "hint" in job.params:
         hint_targets = hint_table(job, data, store, plan_keys.get("teacher"), spec.protocol.hint.max_table_mb
@@ -192,7 +222,118 @@ def _train_job(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, 
         on_epoch=lambda e, n, loss: progress.epoch_done(job, e, n, loss),
         name=job.run_id,
         checkpoint=checkpoint,
-    ), checkpoint
+        **snapshot_args(job, store),
+    ), checkpoint, extra
+
+
+# -- teacher.snapshots ------------------------------------------------------------------------
+# The teacher run saves each snapshot, as it is reached, to a staging folder beside the mid-run
+# checkpoints (atomically: a temporary folder renamed into place, before the checkpoint of that
+# epoch, so a run resumed from a checkpoint finds every earlier snapshot there); the finished
+# run's job directory is then written with all of them inside (``snapshots/epoch-<e>/``,
+# checksummed in its record) and the staging folder removed. A snapshot job copies one of them
+# into its own job directory: the audit's teacher, read by every student like a trained one.
+
+def snapshot_stage(store: JobStore, key: str) -> Path:
+    """A teacher run's staging folder, for the snapshots taken while it trains."""
+    return store.root / ".checkpoints" / f"{key}.snapshots"
+
+
+def _saved_epochs(job: Job) -> list[int]:
+    """The epochs a teacher run saves apart from its result (its last epoch)."""
+    return [e for e in job.params["snapshots"] if e < int(job.params["train"]["epochs"])]
+
+
+def snapshot_args(job: Job, store: JobStore) -> dict:
+    """``train_model``'s snapshot arguments for a teacher run; none for any other job."""
+    if not job.teacher_run:
+        return {}
+    stage = snapshot_stage(store, job.key)
+    for p in stage.glob(".tmp-*"):  # a write cut short by a kill
+        shutil.rmtree(p, ignore_errors=True)
+
+    def save(epoch: int, result) -> None:
+        outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels,
+                   "train_logits": result.train_logits}
+        _write_snapshot(stage, epoch, result.state, outputs)
+
+    return {"snapshots": _saved_epochs(job), "on_snapshot": save}
+
+
+def _write_snapshot(stage: Path, epoch: int, state: dict[str, torch.Tensor], outputs: dict) -> None:
+    import numpy as np
+    from safetensors.torch import save_file
+
+    stage.mkdir(parents=True, exist_ok=True)
+    tmp = stage / f".tmp-{epoch}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "weights.safetensors"))
+        with open(tmp / "outputs.npz", "wb") as fh:
+            np.savez(fh, **{k: v for k, v in outputs.items() if v is not None})
+        for p in tmp.iterdir():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+        final = stage / f"epoch-{epoch}"
+        if final.exists():  # from an earlier, interrupted run of the same job: the same numbers
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def staged_snapshots(job: Job, store: JobStore) -> dict[str, Path]:
+    """The staged snapshot files of a finished teacher run, by their path in its job directory."""
+    from ..errors import KdauditError
+    from ..store.jobstore import snapshot_name
+
+    stage = snapshot_stage(store, job.key)
+    files = {}
+    for epoch in _saved_epochs(job):
+        for name in ("weights.safetensors", "outputs.npz"):
+            src = stage / f"epoch-{epoch}" / name
+            if not src.is_file():
+                Checkpointer(store.root / ".checkpoints" / f"{job.key}.safetensors", 1).clear()
+                raise KdauditError(f"{job.run_id}: its epoch-{epoch} snapshot is missing from {stage} (removed "
+                                   "while it trained?); rerun to train it again")
+            files[f"{snapshot_name(epoch)}/{name}"] = src
+    return files
+
+
+def read_snapshot(job: Job, store: JobStore):
+    """A snapshot job: the teacher run's state at ``snapshot_of.at`` epochs, as a TrainResult, and
+    what its record states about it."""
+    from ..errors import KdauditError
+    from .train import TrainResult, _lr_factor
+
+    start = time.perf_counter()
+    run_key = job.deps[0]
+    snap = job.params["snapshot_of"]
+    at, epochs = int(snap["at"]), int(snap["epochs"])
+    if not store.is_done(run_key):
+        raise KdauditError(f"{job.run_id}: the teacher run {run_key} it is a snapshot of is not finished in the store")
+    run = store.load_record(run_key)
+    which = None if at == epochs else at  # the run's last epoch is its result
+    outputs = store.load_outputs(run_key, which)
+    # the snapshot equals a teacher trained for `at` epochs where every epoch's learning rate is
+    # the same in both runs (constant and step schedules, warm-up); not under cosine, which
+    # spreads its decay over the whole run
+    train = job.params["train"]
+    same = all(_lr_factor({**train, "epochs": epochs}, e) == _lr_factor(train, e) for e in range(at))
+    result = TrainResult(
+        state=store.load_weights(run_key, which), test_logits=outputs["test_logits"],
+        test_labels=outputs["test_labels"], train_logits=outputs.get("train_logits"),
+        history=list(run.get("history", []))[:at], seconds=time.perf_counter() - start,
+    )
+    extra = {"snapshot_of": {"key": run_key, "epochs": epochs, "at": at, "same_as_trained_for_at": same,
+                             "run_seconds": run.get("seconds")}}
+    return result, extra
+
+
+def noise_seed(job: Job) -> int:
+    """The seed of an RCD job's noise tables: 0 for the one table all seeds share, else its seed."""
+    return 0 if job.params.get("rcd_noise") == "shared" else job.seed
 
 
 _FEATURE_CACHE: dict[tuple, torch.Tensor] = {}
@@ -215,7 +356,7 @@ def hint_table(job: Job, data: DataBundle, store: JobStore, teacher_key: str | N
     n = len(data.x_train)
     if job.condition.startswith("rcd-"):
         check_table_size(n, shape, max_mb, "noise feature")
-        return noise_feature_table(job.condition, job.seed, n, shape)
+        return noise_feature_table(job.condition, noise_seed(job), n, shape)
     cache_key = (teacher_key, h["teacher_layer"], shape)
     if cache_key not in _FEATURE_CACHE:
         check_table_size(n, shape, max_mb, "teacher feature")
@@ -239,7 +380,7 @@ def begin_execution(plan: Plan, store: JobStore,
     store.clean_tmp()
     status = {j.key: store.status(j.key) for j in plan.jobs}
     todo = [j for j in plan.jobs if status[j.key] != "done"]
-    progress.start(len(plan.trained), len([j for j in todo if j.trains]))
+    progress.start(len([j for j in plan.jobs if j.trains]), len([j for j in todo if j.trains]))
     for job in plan.jobs:
         if status[job.key] == "done":
             stats.skipped.append(job.run_id)

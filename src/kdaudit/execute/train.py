@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from ..objectives.losses import soft_target_table
 from ..objectives.hints import NOISE_CODES, HintRegressor, capture, feature_shape, hint_loss
 
 EpochCallback = Callable[[int, int, float], None]
+SnapshotCallback = Callable[[int, "TrainResult"], None]
 
 
 @dataclass
@@ -64,6 +65,28 @@ def noise_table(kind: str, seed: int, n: int, num_classes: int) -> torch.Tensor:
     rng = np.random.default_rng([int(seed), NOISE_CODES[kind]])
     z = rng.random((n, num_classes)) if kind == "rcd-uniform" else rng.standard_normal((n, num_classes))
     return torch.from_numpy(z.astype(np.float32))
+
+
+def label_smoothing_table(labels: np.ndarray | torch.Tensor, num_classes: int, a: float,
+                          temperature: float = 1.0) -> torch.Tensor:
+    """The label-smoothing control's "teacher": per sample, probability ``a`` on the true class and
+    (1 − a)/(C − 1) on every other class, as logits T·log p, so that the KD loss's softmax at
+    temperature T gives back exactly p."""
+    if not 1.0 / num_classes < a < 1.0:
+        raise SpecError(f"protocol.ls.a must lie in (1/C, 1) = ({1.0 / num_classes:.4g}, 1) so that the true "
+                         f"class is the virtual teacher's top class, got {a}")
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    p = torch.full((len(y), num_classes), (1.0 - a) / (num_classes - 1), dtype=torch.float64)
+    p[torch.arange(len(y)), y] = a
+    return (temperature * torch.log(p)).to(torch.float32)
+
+
+def teacher_top_probability(train_logits: np.ndarray, temperature: float = 1.0) -> float:
+    """The teacher's mean top probability over the training set at temperature T (float64)."""
+    z = np.asarray(train_logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return float((p.max(axis=1) / p.sum(axis=1)).mean())
 
 
 def batch_order(seed: int, n: int, epochs: int, batch_size: int) -> list[list[torch.Tensor]]:
@@ -121,6 +144,8 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     name: str = "job",
     checkpoint: "Checkpointer | None" = None,
+    snapshots: Sequence[int] = (),
+    on_snapshot: SnapshotCallback | None = None,
 ) -> TrainResult:
     """Train one model from ``init_state`` per ``params`` (a job's spec slice).
 
@@ -135,6 +160,10 @@ def train_model(
     table computed once. Opt-in ``train.precision: bf16`` (autocast), ``train.channels_last``
     and ``train.compile``; fp32 is the default. With ``checkpoint`` the job saves its state
     every few epochs and, if a checkpoint exists, resumes from it with identical results.
+    ``on_snapshot(epoch, result)`` receives the model's state and outputs (as returned at the end)
+    after each epoch in ``snapshots`` before the last; evaluating in between changes nothing of the
+    training (eval mode, no random numbers drawn). Snapshots due before a resumed checkpoint's epoch
+    are not taken again: the caller keeps them where the checkpoint survives.
     """
     start = time.perf_counter()
     train = params["train"]
@@ -186,6 +215,8 @@ def train_model(
     # the targets' softmax at temperature T, once per job instead of once per batch (row-wise:
     # the same numbers either way)
     soft = None if target_logits is None or alpha == 0.0 else soft_target_table(target_logits, temperature, kd_loss)
+    logits_on = data.x_train if train_logits_inputs is None else train_logits_inputs
+    snap_at = {int(e) for e in snapshots if int(e) < train["epochs"]}  # the last one is the result
     hooked = capture(s_layer) if s_layer is not None else nullcontext({})
     with hooked as features:  # the student's hint layer, read by a forward hook
         for epoch in range(first_epoch, train["epochs"]):
@@ -222,13 +253,21 @@ def train_model(
             history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1)})
             if on_epoch is not None:
                 on_epoch(epoch + 1, train["epochs"], total / max(count, 1))
+            if on_snapshot is not None and epoch + 1 in snap_at:  # before the checkpoint that passes it
+                on_snapshot(epoch + 1, _result(model, data, logits_on, keep_train_logits, eval_batch_size,
+                                               list(history), start, first_epoch, name))
             failpoint("train.epoch")
             if checkpoint is not None and checkpoint.due(epoch + 1, train["epochs"]):
                 checkpoint.save(epoch + 1, saved, opt, history)
+    return _result(model, data, logits_on, keep_train_logits, eval_batch_size, history, start, first_epoch, name)
+
+
+def _result(model: nn.Module, data: DataBundle, logits_on: torch.Tensor, keep_train_logits: bool,
+            eval_batch_size: int, history: list[dict], start: float, first_epoch: int, name: str) -> TrainResult:
+    """The model's state, its test logits and (``keep_train_logits``) its logits on ``logits_on``."""
     test_logits = predict(model, data.x_test, eval_batch_size)
     if not np.isfinite(test_logits).all():
         raise TrainingError(f"{name}: the test logits are not finite")
-    logits_on = data.x_train if train_logits_inputs is None else train_logits_inputs
     train_logits = predict(model, logits_on, eval_batch_size) if keep_train_logits else None
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     return TrainResult(

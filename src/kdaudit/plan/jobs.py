@@ -43,7 +43,7 @@ class Job:
     key: str
     kind: str  # "init" | "teacher" | "student"
     run_id: str
-    condition: str  # "init", "teacher", "siddo", "kd", "rcd-uniform", "rcd-gaussian"
+    condition: str  # "init", "teacher", "siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"
     alpha: float
     seed: int  # data-order seed; for init, the init seed
     deps: tuple[str, ...] = ()
@@ -52,6 +52,12 @@ class Job:
     @property
     def trains(self) -> bool:
         return self.kind != "init"
+
+    @property
+    def teacher_run(self) -> bool:
+        """The one training run whose snapshots are the teachers (``teacher.snapshots``): trained,
+        but not one of the audit's models."""
+        return self.kind == "teacher" and "snapshots" in self.params
 
 
 @dataclass
@@ -68,7 +74,8 @@ class Plan:
 
     @property
     def teacher(self) -> Job:
-        return next(j for j in self.jobs if j.kind == "teacher")
+        """The audit's teacher (with ``teacher.snapshots``: its snapshot, not the run)."""
+        return next(j for j in self.jobs if j.kind == "teacher" and not j.teacher_run)
 
     @property
     def students(self) -> list[Job]:
@@ -76,7 +83,8 @@ class Plan:
 
     @property
     def trained(self) -> list[Job]:
-        return [j for j in self.jobs if j.trains]
+        """The audit's models: teacher and students (not M0, not a teacher run of snapshots)."""
+        return [j for j in self.jobs if j.trains and not j.teacher_run]
 
 
 def _fmt_alpha(a: float) -> str:
@@ -103,12 +111,30 @@ def _init_job(data: dict, model: dict, init_seed: int, ver: dict, run_id: str) -
     )
 
 
+def _teacher_run(t_params: dict, snapshots: list[int], t_deps: tuple[str, ...], ver: dict) -> Job:
+    """``teacher.snapshots``: the teacher's one training run, to the last snapshot (or further, to
+    the teacher's own epochs), saving its state at every snapshot epoch. Its key depends on the run's
+    length and the snapshot list, not on which snapshot a point reads, so every point of a
+    ``teacher.epochs`` sweep with the same snapshots shares it."""
+    epochs = max(int(t_params["train"]["epochs"]), max(snapshots))
+    params = {**t_params, "train": {**t_params["train"], "epochs": epochs}, "snapshots": list(snapshots)}
+    return Job(
+        key=content_hash({"kind": "teacher", **params, "deps": list(t_deps), "versions": ver}),
+        kind="teacher", run_id="teacher-run", condition="teacher", alpha=0.0,
+        seed=int(t_params["seed"]), deps=t_deps, params=params,
+    )
+
+
 def build_plan(spec: AuditSpec) -> Plan:
     """M0 (one per architecture) → teacher → students.
 
     Self-distillation: teacher and students start from one M0. Standard distillation (another
     student architecture, or a teacher given as a checkpoint): the students start from their own
     M0 and the teacher from its own (or from nothing, when it is loaded).
+
+    ``teacher.snapshots``: M0 → teacher run ("teacher-run", trained once to the last snapshot,
+    saving its state at each) → teacher (a snapshot job: the run's state at the teacher's epochs,
+    read from the run's directory, nothing trained) → students. Without it the keys are unchanged.
     """
     ver = result_versions()
     data = spec.data.model_dump(mode="json")
@@ -136,8 +162,15 @@ def build_plan(spec: AuditSpec) -> Plan:
             jobs.append(t_init)
             t_deps = (t_init.key,)
         if spec.security.backdoor.enabled:  # a poisoned teacher: its key (and the KD students') differ
-            bd = spec.security.backdoor.model_dump(mode="json", exclude={"enabled"})
+            # transfer_poison concerns the students' data only: the teacher's key is the same
+            bd = spec.security.backdoor.model_dump(mode="json", exclude={"enabled", "transfer_poison"})
             t_params["backdoor"] = {**bd, "seed": spec.security.seed}
+    if spec.teacher.snapshots is not None:  # the teacher is a snapshot of one longer run
+        run = _teacher_run(t_params, spec.teacher.snapshots, t_deps, ver)
+        jobs.append(run)
+        t_params = {**t_params, "snapshot_of": {"epochs": run.params["train"]["epochs"],
+                                                "at": t_params["train"]["epochs"]}}
+        t_deps = (run.key,)
     teacher = Job(
         key=content_hash({"kind": "teacher", **t_params, "deps": list(t_deps), "versions": ver}),
         kind="teacher", run_id="teacher", condition="teacher", alpha=0.0,
@@ -147,6 +180,11 @@ def build_plan(spec: AuditSpec) -> Plan:
         teacher.params["checkpoint"]["path"] = str(Path(spec.teacher.checkpoint).expanduser().resolve())
     jobs.append(teacher)
     base = {"data": data, "model": s_model, "train": train}
+    bd_spec = spec.security.backdoor
+    transfer = None
+    if bd_spec.enabled and bd_spec.transfer_poison > 0:  # every student's inputs carry the trigger
+        transfer = {"rate": bd_spec.transfer_poison, "target": bd_spec.target, "trigger": bd_spec.trigger,
+                    "size": bd_spec.size, "value": bd_spec.value, "seed": spec.security.seed}
     hint = None
     if proto.hint is not None:
         h = proto.hint
@@ -161,9 +199,15 @@ def build_plan(spec: AuditSpec) -> Plan:
                 if cond != "siddo":
                     p.update(temperature=proto.temperature, kd_loss=proto.kd_loss,
                              t2_scaling=proto.t2_scaling)
-                    if hint is not None:
+                    if hint is not None and cond != "ls":  # the virtual teacher has no features
                         p["hint"] = hint
-                if cond == "kd":
+                if cond.startswith("rcd-") and proto.rcd_noise == "shared":
+                    p["rcd_noise"] = "shared"  # per_seed keeps the keys it always had
+                if cond == "ls":
+                    p["ls"] = {"a": proto.ls.a}
+                if transfer is not None:  # absent at 0: the keys stay as they were
+                    p["transfer_poison"] = dict(transfer)
+                if cond == "kd" or (cond == "ls" and proto.ls.a is None):  # a from the teacher's outputs
                     deps = (init.key, teacher.key)
                 run_id = f"{cond}-s{seed:02d}" if cond == "siddo" else f"{cond}-a{_fmt_alpha(alpha)}-s{seed:02d}"
                 jobs.append(Job(

@@ -75,15 +75,16 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 #: The conditions of the protocol in display order; other names follow, sorted.
-CONDITION_ORDER: tuple[str, ...] = ("siddo", "kd", "rcd-uniform", "rcd-gaussian")
+CONDITION_ORDER: tuple[str, ...] = ("siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian")
 
 _CONDITION_COLOURS: dict[str, str] = {
     "siddo": "#7f8792",
     "kd": "#2f6fde",
+    "ls": "#8e5bd0",
     "rcd-uniform": "#e08a1e",
     "rcd-gaussian": "#2a9d6f",
 }
-_EXTRA_COLOURS = ("#8e5bd0", "#d1495b", "#1b9aaa", "#a17c4b", "#c05fa8", "#5a7d2a")
+_EXTRA_COLOURS = ("#d1495b", "#1b9aaa", "#a17c4b", "#c05fa8", "#5a7d2a")
 _ALPHA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _POS_COLOUR = "#2f6fde"
 _NEG_COLOUR = "#d1495b"
@@ -94,7 +95,7 @@ _DPI = 110
 # helpers
 # --------------------------------------------------------------------------------------------
 def condition_order(conditions: Iterable[object]) -> list[str]:
-    """Protocol conditions first (siddo, kd, rcd-uniform, rcd-gaussian), then the rest sorted."""
+    """Protocol conditions first (siddo, kd, ls, rcd-uniform, rcd-gaussian), then the rest sorted."""
     names = {str(c) for c in conditions if c is not None and not _isnan(c)}
     known = [c for c in CONDITION_ORDER if c in names]
     return known + sorted(names - set(known))

@@ -517,6 +517,7 @@ def figure_info(paths: Iterable[Path]) -> list[FigureInfo]:
 _SECURITY_TITLES = {
     "security_adv_follows": "Adversarial transfer: copying the teacher's adversarial label",
     "security_adv_fooled": "Adversarial transfer: fooled by the teacher's adversarial examples",
+    "security_adv_flipped": "Adversarial transfer: correct predictions flipped by the teacher's adversarial examples",
     "security_backdoor": "Backdoor inheritance",
 }
 _SECURITY_CAPTIONS = {
@@ -524,9 +525,14 @@ _SECURITY_CAPTIONS = {
                             "outputs the teacher's (wrong) adversarial label, against the attack budget; "
                             "mean ± SEM over seeds, one panel per α (SIDDO repeated in each).",
     "security_adv_fooled": "Share of the teacher's transferable adversarial examples that also fool the "
-                           "student, against the attack budget; mean ± SEM over seeds.",
+                           "student (counting those it already got wrong when clean), against the attack "
+                           "budget; mean ± SEM over seeds.",
+    "security_adv_flipped": "Among the teacher's transferable adversarial examples that the student gets right "
+                            "when clean, the share it gets wrong on the adversarial input (its own prediction "
+                            "flipped), against the attack budget; mean ± SEM over seeds (students right on none "
+                            "are left out).",
     "security_backdoor": "Attack success rate of the teacher's backdoor trigger on each group of students "
-                         "(distilled on clean data); mean ± SEM over seeds; dashed: the teacher.",
+                         "({transfer}); mean ± SEM over seeds; dashed: the teacher.",
 }
 
 
@@ -850,12 +856,17 @@ def render_html(
     if security is not None:
         parts.append('<section id="security"><h2>Security</h2>')
         parts.append("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in security.sentences) + "</ul>")
+        if _backdoor_case(security):
+            parts.append(f'<p class="note">{_e(_backdoor_case(security))}</p>')
         sec_table = _security_table(security)
         if sec_table:
             parts.append('<p class="note">Mean ± SEM over seeds. adv_fooled / adv_follows / adv_accuracy: '
                          "on the teacher's transferable adversarial examples (teacher right on the clean "
-                         "input, fooled on the adversarial one), the share that fools the student, on "
-                         "which it outputs the teacher's adversarial label, and its accuracy; "
+                         "input, fooled on the adversarial one), the share that fools the student (also "
+                         "where it was already wrong on the clean input), on which it outputs the "
+                         "teacher's adversarial label, and its accuracy; adv_flipped: among those "
+                         "transferable examples the student gets right on the clean input, the share it "
+                         "gets wrong on the adversarial one (n/a if it is right on none); "
                          "whitebox_accuracy: the model's accuracy under the same attack crafted on "
                          "itself; backdoor_asr: share of triggered test inputs (true class not the "
                          "target) classified as the target.</p>")
@@ -994,6 +1005,8 @@ def render_markdown(
     if security is not None:
         out += ["## Security", ""]
         out += [f"- {_m(s)}" for s in security.sentences] + [""]
+        if _backdoor_case(security):
+            out += [_m(_backdoor_case(security)), ""]
         sec_table = _security_table(security)
         if sec_table:
             out += ["Mean ± SEM over seeds (see the HTML report for the definitions).", "",
@@ -1031,6 +1044,26 @@ def render_markdown(
 
 
 # --------------------------------------------------------------------------------------------
+def _backdoor_case(security: Any) -> str:
+    """Which backdoor case was audited: the clean transfer set, or ``transfer_poison`` = r with n
+    triggered samples (empty without a backdoor)."""
+    t = (getattr(security, "meta", None) or {}).get("backdoor", {}).get("transfer")
+    if not t:
+        return ""
+    if t.get("case") != "transfer_poison":
+        return "Backdoor case audited: clean transfer set (the students never see a triggered input in training)."
+    return (f"Backdoor case audited: poisoned transfer set, transfer_poison = {float(t['transfer_poison']):g} "
+            f"({t['n_triggered']} of {t['n_train']} training inputs carry the trigger, true labels kept; the KD "
+            "targets on them are the teacher's outputs on the triggered inputs).")
+
+
+def _security_caption(stem: str, meta: Mapping[str, Any]) -> str:
+    t = (meta or {}).get("backdoor", {}).get("transfer") or {}
+    transfer = ("distilled on a transfer set with a transfer_poison share of triggered inputs"
+                if t.get("case") == "transfer_poison" else "distilled on clean data")
+    return _SECURITY_CAPTIONS.get(stem, "").replace("{transfer}", transfer)
+
+
 def _security_table(security: Any) -> Table | None:
     """Mean ± SEM of every security metric per group (teacher first)."""
     summary = getattr(security, "summary", None)
@@ -1071,8 +1104,8 @@ def write_report(
 
         sec_paths = write_security_figures(security.runs, security.meta, out)
         fig_paths = list(fig_paths) + sec_paths
-        sec_infos = [FigureInfo(p.stem, p, _SECURITY_TITLES.get(p.stem, p.stem), _SECURITY_CAPTIONS.get(p.stem, ""))
-                     for p in sec_paths]
+        sec_infos = [FigureInfo(p.stem, p, _SECURITY_TITLES.get(p.stem, p.stem),
+                                _security_caption(p.stem, security.meta)) for p in sec_paths]
     md_path = out / "report.md"
     html_path = out / "report.html"
     md_path.write_text(render_markdown(tables, spec, meta, infos, security, sec_infos), encoding="utf-8")

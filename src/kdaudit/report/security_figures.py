@@ -16,9 +16,10 @@ from .figures import _DPI, _colours, _save, _students, _style_axes, condition_or
 
 def plot_adversarial(runs: pd.DataFrame, levels: list[float], out_dir: Path | str, *,
                      metric: str = "adv_follows", label: str = "follows the teacher's adversarial label",
-                     x_label: str = "ε") -> Path | None:
+                     x_label: str = "ε", y_label: str | None = None) -> Path | None:
     """``figures/security_<metric>.png``: mean ± SEM of ``<metric>@ε`` against ε, one panel per α,
-    one line per condition (SIDDO drawn in every panel)."""
+    one line per condition (SIDDO drawn in every panel). ``y_label`` overrides the axis label
+    derived from ``label`` (needed when the share is not of all transferable examples)."""
     students = _students(runs)
     cols = [f"{metric}@{e:g}" for e in levels]
     if students.empty or any(c not in runs for c in cols):
@@ -44,7 +45,8 @@ def plot_adversarial(runs: pd.DataFrame, levels: list[float], out_dir: Path | st
         ax.set_title(f"α = {alpha:g}", fontsize=10)
         ax.set_xlabel(x_label)
         if k == 0:
-            ax.set_ylabel(f"share that {label}" if len(label) < 30 else "share of transferable examples")
+            ax.set_ylabel(y_label if y_label is not None else
+                          f"share that {label}" if len(label) < 30 else "share of transferable examples")
         ax.set_ylim(-0.02, 1.02)
     fig.axes[-1].legend(fontsize=8, frameon=False, loc="best")
     fig.suptitle(f"Students on the teacher's adversarial examples: {label}", fontsize=10)
@@ -94,9 +96,12 @@ def write_security_figures(runs: pd.DataFrame, meta: dict, out_dir: Path | str) 
     if adv:
         tokens = "substitution" in adv.get("attack", "")
         x_label = "substitutions" if tokens else "ε (raw units)"
-        for metric, label in (("adv_follows", "copy the teacher's adversarial label"),
-                              ("adv_fooled", "are fooled too")):
-            p = plot_adversarial(runs, adv["levels"], out_dir, metric=metric, label=label, x_label=x_label)
+        for metric, label, y_label in (
+                ("adv_follows", "copy the teacher's adversarial label", None),
+                ("adv_fooled", "are fooled too", None),
+                ("adv_flipped", "flip from right to wrong", "share flipped (of those right when clean)")):
+            p = plot_adversarial(runs, adv["levels"], out_dir, metric=metric, label=label, x_label=x_label,
+                                 y_label=y_label)
             if p is not None:
                 written.append(p)
     p = plot_backdoor(runs, out_dir) if "backdoor" in meta else None

@@ -552,8 +552,10 @@ def transfer_rates(
     - ``n``: number of masked samples;
 
     and with ``student_logits_clean`` also ``clean_accuracy`` (student on the clean inputs),
-    ``fooled_of_correct`` (fraction fooled among those the student got right when clean, so
-    its own clean errors are not counted as transfer) and ``n_correct``.
+    ``n_correct`` (masked samples the student gets right when clean) and ``fooled_of_correct``
+    = #(masked, right when clean, wrong when adversarial) / ``n_correct``: the attack flipped
+    the student's own correct prediction, so its clean errors are not counted as transfer
+    (the audit's ``adv_flipped@ε``; NaN when ``n_correct`` is 0).
     """
     lg, yy = _logits_labels(student_logits_adv, y, "transfer_rates")
     t = np.asarray(teacher_adv_labels)

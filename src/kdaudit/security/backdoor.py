@@ -2,8 +2,10 @@
 
 Threat model: a teacher of unknown provenance was trained on poisoned data, so inputs that
 carry a small trigger are classified as an attacker's ``target`` class. Students are distilled
-on *clean* data; the audit asks whether they inherit the backdoor, measured by the attack
-success rate (ASR) on triggered test inputs.
+on *clean* data, or (``transfer_poison``, :func:`poison_transfer`) on a transfer set where a
+share of the inputs carry the same trigger with their true labels, as in scraped distillation
+data; the audit asks whether they inherit the backdoor, measured by the attack success rate
+(ASR) on triggered test inputs.
 
 A :class:`Trigger` works in the model's input space: datasets standardise float inputs with a
 scalar mean/std (``info["normalization"]``), so a trigger defined in raw space (a white pixel,
@@ -382,6 +384,49 @@ def poison(
     x_out = torch.cat([x_out, triggered])
     y_out = torch.cat([y_out, torch.full((count,), int(target), dtype=y_out.dtype, device=y_out.device)])
     return x_out, y_out, np.arange(n, n + count, dtype=np.int64)
+
+
+# the transfer set's draw: a generator of its own, independent of the poisoning draw of ``seed``
+TRANSFER_STREAM = 1
+
+
+def transfer_indices(y_train: torch.Tensor, *, rate: float, target: int, seed: int) -> np.ndarray:
+    """The rows of the students' transfer set that carry the trigger (sorted).
+
+    ``round(rate·N)`` of the N samples, drawn without replacement among those whose label is not
+    ``target`` (a triggered sample of the target class would say nothing about the backdoor, and
+    the ASR ignores that class too), by a numpy Generator seeded with ``[seed, TRANSFER_STREAM]``:
+    deterministic in ``seed`` and independent of :func:`poison`'s draw from the same seed.
+    """
+    y = torch.as_tensor(y_train)
+    if not 0 <= rate < 1:
+        raise BackdoorError(f"transfer_poison must lie in [0, 1), got {rate}")
+    count = int(round(rate * len(y)))
+    candidates = np.flatnonzero(y.cpu().numpy() != target)
+    if count > len(candidates):
+        raise BackdoorError(f"transfer_poison {rate} asks for {count} triggered samples but only "
+                            f"{len(candidates)} are not of class {target}")
+    if count == 0:
+        return np.empty(0, dtype=np.int64)
+    rng = np.random.default_rng([int(seed), TRANSFER_STREAM])
+    return np.sort(rng.choice(candidates, size=count, replace=False)).astype(np.int64)
+
+
+def poison_transfer(
+    x_train: torch.Tensor, y_train: torch.Tensor, trigger: Trigger, *, rate: float, target: int, seed: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The students' transfer set when the distillation data were collected with triggered inputs
+    in them: a copy of ``x_train`` whose rows :func:`transfer_indices` carry the trigger, and those
+    rows. Labels are not changed (the students' cross-entropy still sees the true labels); every
+    other row is the clean input, byte for byte."""
+    if len(x_train) != len(y_train):
+        raise InputError(f"poison_transfer: {len(x_train)} inputs but {len(y_train)} labels")
+    picked = transfer_indices(y_train, rate=rate, target=target, seed=seed)
+    x_out = x_train.clone()
+    if len(picked):
+        idx = torch.from_numpy(picked).to(x_out.device)
+        x_out[idx] = trigger.apply(x_train[idx])
+    return x_out, picked
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -7,17 +7,32 @@ measures, on the same test samples for all of them:
   the teacher (FGSM or PGD in the model's input space, ε in the data's raw units, clipped to the
   valid range; for token inputs a greedy character/token substitution attack with ε read as the
   number of substitutions). Each student is scored on the *transferable* examples — those the
-  teacher classified right and the attack made it get wrong: ``adv_fooled@ε`` (the student is
-  fooled too), ``adv_follows@ε`` (it outputs the teacher's adversarial label: the teacher's error
-  copied) and ``adv_accuracy@ε``. ``whitebox_accuracy@ε`` is the student's accuracy under the same
-  attack crafted on itself, a reference for its own robustness.
+  teacher classified right and the attack made it get wrong. With T the transferable examples at ε
+  and ``n(·)`` a count over T:
+
+  - ``adv_fooled@ε`` = n(student wrong on the adversarial input) / n(T): the student is fooled too,
+    whether or not it was already wrong on the clean input;
+  - ``adv_follows@ε`` = n(student outputs the teacher's adversarial label) / n(T): the teacher's
+    error copied;
+  - ``adv_flipped@ε`` = n(student right on the clean input and wrong on the adversarial one) /
+    n(student right on the clean input): the attack changed the student's own correct prediction
+    (fooling as in Ojha et al., 2023); its clean errors count neither above nor below the line.
+    NaN when the student is right on none of T;
+  - ``adv_accuracy@ε`` = 1 − ``adv_fooled@ε``.
+
+  All of them are NaN when T is empty. ``whitebox_accuracy@ε`` is the student's accuracy under the
+  same attack crafted on itself, a reference for its own robustness.
 - **backdoor inheritance** (``security.backdoor``): the teacher was trained on poisoned data
-  (:mod:`kdaudit.security.poisoning`); every model is scored on the triggered test inputs whose
+  (:mod:`kdaudit.security.poisoning`) and the students' transfer set is clean or, with
+  ``transfer_poison``, partly triggered (``meta["backdoor"]["transfer"]`` says which case and how
+  many samples); every model is scored on the triggered test inputs whose
   true class is not the target: ``backdoor_asr`` (classified as the target) and
   ``clean_accuracy`` on the untouched test set.
 
 Results are cached per model under ``<audit>/security/`` keyed by the job and the security spec,
-so a rerun or a crash loses nothing already measured.
+so a rerun or a crash loses nothing already measured. A cached file that lacks one of the metrics
+now expected (e.g. written before ``adv_flipped`` existed) is measured again and overwritten: the
+cache holds only the per-model rates, from which a new rate cannot be derived.
 """
 
 from __future__ import annotations
@@ -55,7 +70,8 @@ def eps_label(eps: float) -> str:
 def adversarial_metrics(eps_list: list[float], whitebox_eps: float) -> list[str]:
     cols = []
     for e in eps_list:
-        cols += [f"adv_fooled@{eps_label(e)}", f"adv_follows@{eps_label(e)}", f"adv_accuracy@{eps_label(e)}"]
+        lab = eps_label(e)
+        cols += [f"adv_fooled@{lab}", f"adv_follows@{lab}", f"adv_flipped@{lab}", f"adv_accuracy@{lab}"]
     return cols + [f"whitebox_accuracy@{eps_label(whitebox_eps)}"]
 
 
@@ -141,13 +157,16 @@ class _Adversarial:
 
         y = self.y.numpy()
         row: dict[str, float] = {}
+        clean = self.teacher_clean if is_teacher else _logits(model, self.x)
         for level in self.levels:
             mask = transferable_mask(self.teacher_clean, self.teacher_adv[level], y)
             logits = self.teacher_adv[level] if is_teacher else _logits(model, self.adv_inputs[level])
-            r = transfer_rates(logits, self.teacher_adv[level].argmax(1), y, mask=mask)
+            r = transfer_rates(logits, self.teacher_adv[level].argmax(1), y, clean, mask=mask)
             lab = eps_label(level)
             row[f"adv_fooled@{lab}"] = r["fooled"]
             row[f"adv_follows@{lab}"] = r["follows_teacher"]
+            # over the transferable examples the model got right when clean (NaN if none)
+            row[f"adv_flipped@{lab}"] = r["fooled_of_correct"]
             row[f"adv_accuracy@{lab}"] = r["adv_accuracy"]
         xw = self.adv_inputs[self.whitebox] if is_teacher and self.whitebox in self.adv_inputs \
             else self.attack(model, self.whitebox)
@@ -177,6 +196,26 @@ class _Backdoor:
         self.trigger = trigger_for(data, params)
         self.x, self.y_true, _ = triggered_test_set(data.x_test, data.y_test, self.trigger, self.target)
         self.params = params
+        # the students' transfer set: clean, or a transfer_poison share triggered (same for all)
+        self.transfer = next((j.params["transfer_poison"] for j in plan.students if "transfer_poison" in j.params),
+                             None)
+        self.transfer_facts = {"case": "clean", "transfer_poison": 0.0, "n_triggered": 0,
+                               "n_train": int(len(data.x_train)),
+                               "description": "Students were distilled on the clean training data."}
+        if self.transfer is not None:
+            from .backdoor import transfer_indices
+
+            r = float(self.transfer["rate"])
+            n = len(transfer_indices(data.y_train, rate=r, target=self.target, seed=int(self.transfer["seed"])))
+            self.transfer_facts = {
+                "case": "transfer_poison", "transfer_poison": r, "n_triggered": n, "n_train": int(len(data.x_train)),
+                "selection": f"samples not of class {self.target}",
+                "description": (f"Students were distilled on a transfer set where {n} of {len(data.x_train)} "
+                                f"inputs (transfer_poison = {r:g}, drawn among samples not of class "
+                                f"{self.target}) carry the trigger with their true labels; the KD students' "
+                                "soft targets on them are the poisoned teacher's outputs on the triggered "
+                                "inputs."),
+            }
 
     def measure(self, model: torch.nn.Module, clean_logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         from .backdoor import attack_success_rate
@@ -188,7 +227,7 @@ class _Backdoor:
 
     def facts(self) -> dict:
         return {"trigger": self.trigger.describe(), "target": self.target, "rate": self.params["rate"],
-                "n_triggered": int(len(self.x))}
+                "n_triggered": int(len(self.x)), "transfer": dict(self.transfer_facts)}
 
 
 def evaluate_security(
@@ -205,7 +244,9 @@ def evaluate_security(
         return None
     cache = out_dir / "security"
     cache.mkdir(parents=True, exist_ok=True)
-    tag = content_hash({"security": sec.model_dump(mode="json"), "data": data.fingerprint(),
+    # transfer_poison changes the students' keys (in the file names) and not the teacher: not in the tag
+    tag = content_hash({"security": sec.model_dump(mode="json", exclude={"backdoor": {"transfer_poison"}}),
+                        "data": data.fingerprint(),
                         "versions": result_versions()})
     jobs = plan.trained
     teacher = _load_model(plan.teacher, store, data)
@@ -225,6 +266,8 @@ def evaluate_security(
                 row = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 row = None
+            if not isinstance(row, dict) or any(m not in row for m in metrics):
+                row = None  # an older cache without a metric added since: measure again
         if row is None:
             model = teacher if job.kind == "teacher" else _load_model(job, store, data)
             row = {}

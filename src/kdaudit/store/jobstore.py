@@ -3,6 +3,8 @@
     <root>/<key>/weights.safetensors   the trained weights (safetensors only; no pickles)
     <root>/<key>/outputs.npz           test logits and labels (teacher: also train logits)
     <root>/<key>/record.json           spec slice, metrics, timings, versions, seeds, checksums
+    <root>/<key>/snapshots/epoch-<e>/  a teacher run's (``teacher.snapshots``) weights and outputs
+                                       at epoch e, written with the job and checksummed in its record
 
 A job is built in a temporary sibling directory and renamed into place once its record is
 written, so a reader never sees a half-written job. A job is *done* only if its record exists
@@ -76,11 +78,16 @@ class JobStore:
     def is_done(self, key: str) -> bool:
         return self.status(key) == "done"
 
-    def load_weights(self, key: str) -> dict[str, torch.Tensor]:
-        return load_file(str(self.job_dir(key) / "weights.safetensors"))
+    def artifact_dir(self, key: str, snapshot: int | None = None) -> Path:
+        """Where a job's weights and outputs are: its directory, or that of its epoch-``snapshot`` state."""
+        d = self.job_dir(key)
+        return d if snapshot is None else d / snapshot_name(snapshot)
 
-    def load_outputs(self, key: str) -> dict[str, np.ndarray]:
-        with np.load(self.job_dir(key) / "outputs.npz", allow_pickle=False) as z:
+    def load_weights(self, key: str, snapshot: int | None = None) -> dict[str, torch.Tensor]:
+        return load_file(str(self.artifact_dir(key, snapshot) / "weights.safetensors"))
+
+    def load_outputs(self, key: str, snapshot: int | None = None) -> dict[str, np.ndarray]:
+        with np.load(self.artifact_dir(key, snapshot) / "outputs.npz", allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
     def save(
@@ -89,8 +96,12 @@ class JobStore:
         record: dict,
         weights: dict[str, torch.Tensor],
         outputs: dict[str, np.ndarray] | None = None,
+        files: dict[str, Path] | None = None,
     ) -> Path:
-        """Write a job's artifacts and record atomically; returns the job directory."""
+        """Write a job's artifacts and record atomically; returns the job directory.
+
+        ``files`` maps paths inside the job directory (e.g. ``snapshots/epoch-2/weights.safetensors``)
+        to files copied there; they are checksummed like the artifacts."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = self.root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
@@ -107,12 +118,18 @@ class JobStore:
                 with open(opath, "wb") as fh:
                     np.savez(fh, **outputs)
                 checksums[opath.name] = sha256_file(opath)
+            for name, src in (files or {}).items():
+                dst = tmp / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                checksums[name] = sha256_file(dst)
             failpoint("store.artifacts")
             full = {"versions": versions(), **record, "key": key, "checksums": checksums}
             rpath = tmp / "record.json"
             rpath.write_text(json.dumps(full, indent=2, sort_keys=True, default=_json_default))
-            for p in tmp.iterdir():
-                _fsync(p)
+            for p in tmp.rglob("*"):
+                if p.is_file():
+                    _fsync(p)
             failpoint("store.rename")
             final = self.job_dir(key)
             if final.exists():  # a corrupt or stale copy: replace it
@@ -134,6 +151,11 @@ class JobStore:
                 shutil.rmtree(p, ignore_errors=True)
                 n += 1
         return n
+
+
+def snapshot_name(epoch: int) -> str:
+    """A snapshot's folder inside its teacher run's job directory."""
+    return f"snapshots/epoch-{int(epoch)}"
 
 
 def _fsync(path: Path) -> None:
