@@ -62,7 +62,7 @@ from ..errors import InputError
 from .effects import bootstrap_mean_diff
 from .exact import min_pvalue_rank_sum, min_pvalue_signed_rank
 from .stats import CORRECTIONS, METHODS, TestResult, adjust_pvalues, mann_whitney, wilcoxon_paired
-from .transfer import transfer_effects
+from .transfer import p_equals, transfer_effects
 
 __all__ = [
     "Decision",
@@ -468,12 +468,12 @@ def _kdaudit_outcomes(rows: dict[str, dict[str, Any]], comps: list[dict[str, Any
         sig = p_adj < design.level
         if sig and direction:
             r = row["effect_size"]
-            out[h] = (YES, f"{corr} p = {_fmt_p(p_adj)} < {design.level:g}, rank-biserial r = {r:+.2f}")
+            out[h] = (YES, f"{corr} {p_equals(p_adj)}, below {design.level:g}; rank-biserial r = {r:+.2f}")
         elif sig:
             r = row["effect_size"]
-            out[h] = (NO, f"significant in the opposite direction (r = {r:+.2f}, {corr} p = {_fmt_p(p_adj)})")
+            out[h] = (NO, f"significant in the opposite direction (r = {r:+.2f}, {corr} {p_equals(p_adj)})")
         else:
-            out[h] = (NO, f"{corr} p = {_fmt_p(p_adj)}, not below {design.level:g}")
+            out[h] = (NO, f"{corr} {p_equals(p_adj)}, not below {design.level:g}")
     return out
 
 
@@ -492,7 +492,7 @@ def _paper_outcomes(rows: dict[str, dict[str, Any]], comps: list[dict[str, Any]]
         else:
             tested = comps if h == "H2" else [row]
             ok = all(c["p_value"] < design.level and c["mean_diff"] > 0 for c in tested)
-            out[h] = (YES if ok else NO, f"Mann–Whitney p = {_fmt_p(p)}, mean difference {row['mean_diff']:+.4f}")
+            out[h] = (YES if ok else NO, f"Mann–Whitney {p_equals(p)}, mean difference {row['mean_diff']:+.4f}")
     if "H4" in rows and control is not None:
         eff = transfer_effects(u.x["agreement_teacher_correct"], u.x["agreement_teacher_wrong"],
                                control["agreement_teacher_correct"], control["agreement_teacher_wrong"])
@@ -513,7 +513,8 @@ def _verdicts(outcomes: dict[str, tuple[str, str]], has_regularisers: bool, has_
     h4 = outcomes.get("H4", no_siddo)
     v: dict[str, tuple[str, str]] = {"knowledge_transfer": h1, "negative_transfer": h3, "asymmetry": h4}
     if not has_regularisers:
-        v["beyond_regularisation"] = (NOT_TESTABLE, "there are no regularisation-control (RCD, LS) students to compare with")
+        v["beyond_regularisation"] = (NOT_TESTABLE,
+                                      "there are no regularisation-control (RCD, LS) students to compare with")
     elif design.standard == "paper":
         v["beyond_regularisation"] = outcomes["H2"]
     elif h1[0] == YES:
@@ -531,13 +532,3 @@ def _verdicts(outcomes: dict[str, tuple[str, str]], has_regularisers: bool, has_
     else:
         v["negative_asymmetric_payoff"] = (NOT_TESTABLE, h3[1] if h3[0] == NOT_TESTABLE else h4[1])
     return {k: v[k][0] for k in VERDICT_KEYS}, {k: v[k][1] for k in VERDICT_KEYS}
-
-
-def _fmt_p(p: float) -> str:
-    if not math.isfinite(p):
-        return "n/a"
-    if p < 1e-4:
-        return f"{p:.1e}"
-    if p < 1e-3:
-        return f"{p:.4f}"
-    return f"{p:.3f}"
