@@ -40,9 +40,7 @@ def main() -> None:
     students = 0.5 * teacher[None] + rng.standard_normal((r, n, c))
 
     t_many, many = best_time(lambda: functional_metrics_many(teacher, students, labels), args.repeat)
-    t_loop, loop = best_time(
-        lambda: [functional_metrics(teacher, students[i], labels) for i in range(r)], args.repeat
-    )
+    t_loop, loop = best_time(lambda: [functional_metrics(teacher, students[i], labels) for i in range(r)], args.repeat)
     worst = max(abs(many[k][i] - loop[i][k]) for k in METRIC_KEYS for i in range(r))  # type: ignore[index]
     print(f"{r} runs × {n} samples × {c} classes (best of {args.repeat})")
     print(f"functional_metrics_many : {t_many:.3f} s")

@@ -78,7 +78,7 @@ class PeakMemory:
         while not self._stop.wait(0.1):
             self.peak = max(self.peak, sum(self._pss_mb(p) for p in self._tree(os.getpid())))
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         import os
 
         if os.path.exists("/proc/self/smaps_rollup"):
@@ -169,8 +169,9 @@ def authors_style(spec) -> dict:
         model = make_model(p, data)
         model.load_state_dict(m0)
         opt = torch.optim.SGD(model.parameters(), lr=p["train"]["lr"], momentum=p["train"]["momentum"])
-        loader = DataLoader(ds, batch_size=p["train"]["batch_size"], shuffle=True,
-                            generator=torch.Generator().manual_seed(job.seed))
+        loader = DataLoader(
+            ds, batch_size=p["train"]["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(job.seed)
+        )
         noise = None
         if job.condition.startswith("rcd-"):
             noise = noise_table(job.condition, job.seed, len(ds), data.num_classes)
@@ -184,8 +185,7 @@ def authors_style(spec) -> dict:
                         target = teacher(x)
                 elif noise is not None:
                     target = noise[idx]
-                loss = distillation_loss(out, y, target, alpha=job.alpha,
-                                         temperature=p.get("temperature", 1.0))
+                loss = distillation_loss(out, y, target, alpha=job.alpha, temperature=p.get("temperature", 1.0))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -194,7 +194,7 @@ def authors_style(spec) -> dict:
             with torch.no_grad():
                 correct = 0
                 for i in range(0, len(data.x_test), 256):
-                    correct += (model(data.x_test[i:i + 256]).argmax(1) == data.y_test[i:i + 256]).sum().item()
+                    correct += (model(data.x_test[i : i + 256]).argmax(1) == data.y_test[i : i + 256]).sum().item()
         if job.kind == "teacher":
             teacher = model.eval()
     return {"samples": samples}
@@ -220,8 +220,12 @@ def run_way(way: str, args) -> dict:
     from kdaudit.config.spec import resolve_spec
 
     # the grid of the measured rows: the four conditions the baseline loop implements
-    overrides = [f"protocol.seeds={args.seeds}", f"train.epochs={args.epochs}",
-                 "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]", "protocol.rcd_noise=per_seed"]
+    overrides = [
+        f"protocol.seeds={args.seeds}",
+        f"train.epochs={args.epochs}",
+        "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
+        "protocol.rcd_noise=per_seed",
+    ]
     if args.workers:
         overrides.append(f"execution.workers={args.workers}")
     if way == "bf16":
@@ -256,8 +260,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.way == "peak":
         # bf16 without native support falls back to a slow kernel: measure it on a smaller matrix
-        print(json.dumps({"fp32": matmul_peak("fp32", args.threads),
-                          "bf16": matmul_peak("bf16", args.threads, n=2048 if native_bf16() else 512, repeat=2)}))
+        print(
+            json.dumps(
+                {
+                    "fp32": matmul_peak("fp32", args.threads),
+                    "bf16": matmul_peak("bf16", args.threads, n=2048 if native_bf16() else 512, repeat=2),
+                }
+            )
+        )
         return
     if args.way:
         print(json.dumps(run_way(args.way, args)))
@@ -266,8 +276,20 @@ def main() -> None:
     def child(way: str) -> dict:
         # every measurement in its own process: own peak memory, and no idle torch threads of
         # this process competing with it
-        cmd = [sys.executable, __file__, "--way", way, "--setup", args.setup, "--seeds", str(args.seeds),
-               "--epochs", str(args.epochs), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--way",
+            way,
+            "--setup",
+            args.setup,
+            "--seeds",
+            str(args.seeds),
+            "--epochs",
+            str(args.epochs),
+            "--threads",
+            str(args.threads),
+        ]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -278,17 +300,23 @@ def main() -> None:
     ways = args.ways.split(",")
     if "bf16" in ways and not native_bf16() and not args.force_bf16:
         ways.remove("bf16")
-        print(f"bf16: skipped — this CPU has no AMX-bf16 / AVX512-bf16 (a bf16 matmul runs at "
-              f"{peaks['bf16'] / 1e9:.1f} GFLOP/s here vs {peaks['fp32'] / 1e9:.0f} fp32); --force-bf16 runs it anyway")
+        print(
+            f"bf16: skipped — this CPU has no AMX-bf16 / AVX512-bf16 (a bf16 matmul runs at "
+            f"{peaks['bf16'] / 1e9:.1f} GFLOP/s here vs {peaks['fp32'] / 1e9:.0f} fp32); --force-bf16 runs it anyway"
+        )
     for way in ways:
         results[way] = child(way)
     base = results.get("authors")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"CPU: {cpu}")
-    print(f"setup {args.setup}: {next(iter(results.values()))['models']} models, {args.epochs} epochs, "
-          f"{args.threads} threads")
-    print(f"matmul peak (2048², {args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print(
+        f"setup {args.setup}: {next(iter(results.values()))['models']} models, {args.epochs} epochs, "
+        f"{args.threads} threads"
+    )
+    print(
+        f"matmul peak (2048², {args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
+    )
     print(f"{'way':8} {'wall s':>8} {'samples/s':>10} {'× authors':>10} {'GFLOP/s':>8} {'% peak':>7} {'peak MB':>8}")
     for way, r in results.items():
         if "where" in r:
@@ -298,8 +326,10 @@ def main() -> None:
         flops = sps * r["flops_per_sample"]
         peak = peaks["bf16" if way == "bf16" else "fp32"]
         ratio = (base["seconds"] / r["seconds"]) if base else float("nan")
-        print(f"{way:8} {r['seconds']:8.1f} {sps:10.0f} {ratio:10.2f} {flops / 1e9:8.1f} "
-              f"{100 * flops / peak:6.1f}% {r['peak_mb']:8.0f}")
+        print(
+            f"{way:8} {r['seconds']:8.1f} {sps:10.0f} {ratio:10.2f} {flops / 1e9:8.1f} "
+            f"{100 * flops / peak:6.1f}% {r['peak_mb']:8.0f}"
+        )
 
 
 if __name__ == "__main__":

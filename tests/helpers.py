@@ -16,8 +16,18 @@ import numpy as np
 # (the conditions are pinned: these tests are about the machinery, not the default controls).
 # One torch thread: the chain runs next to other processes on a small machine, and the numbers
 # of a job depend on the thread count, so every run that is compared uses the same one.
-TINY3 = ["--set", "protocol.seeds=2", "--set", "train.epochs=3", "--set", "model.kwargs.hidden=[16]",
-         "--set", "train.threads=1", "--set", "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"]
+TINY3 = [
+    "--set",
+    "protocol.seeds=2",
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "model.kwargs.hidden=[16]",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
+]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -27,16 +37,31 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def kdaudit(*args: str, cwd: str | Path | None = None, timeout: float = 600, env: dict | None = None,
-            ) -> subprocess.CompletedProcess:
+def kdaudit(
+    *args: str,
+    cwd: str | Path | None = None,
+    timeout: float = 600,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """``python -m kdaudit.cli ARGS`` in a subprocess; stdout and stderr captured as text."""
-    return subprocess.run([sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=env or cli_env())
+    return subprocess.run(
+        [sys.executable, "-m", "kdaudit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=env or cli_env(),
+    )
 
 
 def kdaudit_popen(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "kdaudit.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env or cli_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "kdaudit.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or cli_env(),
+    )
 
 
 def kdaudit_here(*args: str) -> int:
@@ -149,17 +174,30 @@ class ForkServer:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.n = 0
-        self.proc = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=cli_env(), cwd=self.workdir)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _FORK_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            cwd=self.workdir,
+        )
         assert self.proc.stdout.readline().strip() == "ready"
 
-    def start(self, *args: str, env: dict | None = None, cwd: str | Path | None = None,
-              prelude: str = "") -> "ForkedRun":
+    def start(
+        self, *args: str, env: dict | None = None, cwd: str | Path | None = None, prelude: str = ""
+    ) -> ForkedRun:
         """Start ``kdaudit ARGS``; ``prelude`` is Python run in the child first (e.g. a monkeypatch)."""
         self.n += 1
         out, err = self.workdir / f"{self.n}.out", self.workdir / f"{self.n}.err"
-        req = {"args": list(args), "env": env or cli_env(), "cwd": str(cwd or self.workdir), "prelude": prelude,
-               "stdout": str(out), "stderr": str(err)}
+        req = {
+            "args": list(args),
+            "env": env or cli_env(),
+            "cwd": str(cwd or self.workdir),
+            "prelude": prelude,
+            "stdout": str(out),
+            "stderr": str(err),
+        }
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         return ForkedRun(self, int(self.proc.stdout.readline()), out, err)

@@ -27,9 +27,7 @@ from kdaudit.security.attacks import (
 
 
 def _mlp(dropout: float = 0.0) -> nn.Module:
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 10)
-    )
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 10))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -124,9 +122,7 @@ def test_pgd_at_least_fgsm_and_success_grows_with_eps(digits):
     f_rates, p_rates = [], []
     for eps in grid:
         f_rates.append(_fooled(model, fgsm(model, x, y, eps, lo=0, hi=1), y))
-        p_rates.append(
-            _fooled(model, pgd(model, x, y, eps, steps=10, random_start=False, lo=0, hi=1), y)
-        )
+        p_rates.append(_fooled(model, pgd(model, x, y, eps, steps=10, random_start=False, lo=0, hi=1), y))
     assert all(p >= f for p, f in zip(p_rates, f_rates)), (p_rates, f_rates)
     assert any(p > f for p, f in zip(p_rates, f_rates)), (p_rates, f_rates)
     assert all(b >= a for a, b in zip(p_rates, p_rates[1:])), p_rates
@@ -173,25 +169,35 @@ def test_matches_torchattacks(digits, case):
     elif case.startswith("pgdl2"):
         eps, alpha, steps = 1.5, 0.3, 8
         atk = ta.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
-        ours = pgd(model, x, y, eps, steps=steps, step_size=alpha, norm="l2", random_start=False,
-                   lo=0.0, hi=1.0, **kw)
+        ours = pgd(model, x, y, eps, steps=steps, step_size=alpha, norm="l2", random_start=False, lo=0.0, hi=1.0, **kw)
     else:
         eps, alpha, steps = 0.1, 0.02, 8
         atk = ta.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
-        ours = pgd(model, x, y, eps, steps=steps, step_size=alpha, random_start=False,
-                   lo=0.0, hi=1.0, **kw)
+        ours = pgd(model, x, y, eps, steps=steps, step_size=alpha, random_start=False, lo=0.0, hi=1.0, **kw)
     if targeted:
         atk.set_mode_targeted_by_label(quiet=True)
     labels = target if targeted else y
     if case.startswith("pgdl2"):
         n = 60
         theirs = torch.cat([atk(x[i : i + 1], labels[i : i + 1]) for i in range(n)])
-        ours = torch.cat([
-            pgd(model, x[i : i + 1], y[i : i + 1], eps, steps=steps, step_size=alpha, norm="l2",
-                random_start=False, lo=0.0, hi=1.0,
-                **({"targeted": True, "target": target[i : i + 1]} if targeted else {}))
-            for i in range(n)
-        ])
+        ours = torch.cat(
+            [
+                pgd(
+                    model,
+                    x[i : i + 1],
+                    y[i : i + 1],
+                    eps,
+                    steps=steps,
+                    step_size=alpha,
+                    norm="l2",
+                    random_start=False,
+                    lo=0.0,
+                    hi=1.0,
+                    **({"targeted": True, "target": target[i : i + 1]} if targeted else {}),
+                )
+                for i in range(n)
+            ]
+        )
         x = x[:n]
     else:
         theirs = atk(x, labels)
@@ -225,8 +231,9 @@ def test_standardised_space_equals_raw_space(digits, norm, eps_raw):
 
     space = attack_space({"normalization": {"mean": m, "std": s}, "raw_range": [0, 1]}, (x - m) / s)
     z = (x - m) / s
-    adv_z = pgd(Standardised(model, m, s), z, y, space.eps(eps_raw), norm=norm,
-                random_start=False, lo=space.lo, hi=space.hi)
+    adv_z = pgd(
+        Standardised(model, m, s), z, y, space.eps(eps_raw), norm=norm, random_start=False, lo=space.lo, hi=space.hi
+    )
     adv_x = pgd(raw_model, x, y, eps_raw, norm=norm, random_start=False, lo=0.0, hi=1.0)
     assert (adv_x - x).abs().max().item() > 0.01
     assert (adv_z * s + m - adv_x).abs().max().item() <= 1e-5
@@ -259,8 +266,17 @@ def test_attack_space():
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
 def test_random_start_is_seeded(digits, norm, eps):
     model, x, y = digits
-    run = lambda seed: pgd(model, x, y, eps, steps=3, norm=norm,  # noqa: E731
-                           generator=torch.Generator().manual_seed(seed), lo=0, hi=1)
+    run = lambda seed: pgd(
+        model,
+        x,
+        y,
+        eps,
+        steps=3,
+        norm=norm,  # noqa: E731
+        generator=torch.Generator().manual_seed(seed),
+        lo=0,
+        hi=1,
+    )
     a, b, c = run(5), run(5), run(6)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
@@ -292,8 +308,9 @@ def test_attack_batched_matches_one_batch(digits):
     model, x, y = digits
     t = (y + 4) % 10
     whole = pgd(model, x, y, 0.1, random_start=False, targeted=True, target=t, lo=0, hi=1)
-    chunks = attack_batched(pgd, model, x, y, batch_size=33, eps=0.1, random_start=False,
-                            targeted=True, target=t, lo=0, hi=1)
+    chunks = attack_batched(
+        pgd, model, x, y, batch_size=33, eps=0.1, random_start=False, targeted=True, target=t, lo=0, hi=1
+    )
     assert chunks.shape == x.shape
     assert (chunks - whole).abs().max().item() <= 1e-6
     with pytest.raises(InputError):
@@ -384,9 +401,15 @@ def test_char_substitution_finds_decisive_flip():
     assert (adv[diff] == 5).all() and (toks[diff] == 6).all()  # the 6 became a 5
     # targeted: drive class 1 inputs to class 0 by planting a 6
     toks1 = torch.tensor([[5, 2, 0, 0], [1, 5, 3, 0]])
-    adv1 = char_substitution(model, toks1, torch.ones(2, dtype=torch.long), budget=1,
-                             candidates=torch.arange(1, vocab), targeted=True,
-                             target=torch.zeros(2, dtype=torch.long))
+    adv1 = char_substitution(
+        model,
+        toks1,
+        torch.ones(2, dtype=torch.long),
+        budget=1,
+        candidates=torch.arange(1, vocab),
+        targeted=True,
+        target=torch.zeros(2, dtype=torch.long),
+    )
     assert (model(adv1).argmax(1) == 0).all() and (adv1[:, 2:] == toks1[:, 2:]).all()
 
 
@@ -407,8 +430,7 @@ def test_char_substitution_budget_padding_and_reference(targeted):
     labels = target if targeted else y
     kw = {"targeted": True, "target": target} if targeted else {}
     model.train()
-    adv = char_substitution(model, toks, y, budget=2, candidates=cands, pad_id=pad,
-                            batch_size=37, **kw)
+    adv = char_substitution(model, toks, y, budget=2, candidates=cands, pad_id=pad, batch_size=37, **kw)
     assert model.training and model.table.grad is None
     changed = adv != toks
     assert changed.sum(1).max().item() <= 2
@@ -427,23 +449,26 @@ def test_char_substitution_budget_padding_and_reference(targeted):
     assert not rows[already].any()
     # the vectorised attack reaches the loss of a plain-loop greedy search
     for i in range(n):
-        ref = _greedy_reference(model, toks[i], labels[i], 2, cands[cands != pad], pad,
-                                targeted, y[i])
+        ref = _greedy_reference(model, toks[i], labels[i], 2, cands[cands != pad], pad, targeted, y[i])
         assert _ce(model, adv[i][None], labels[i][None]).item() == pytest.approx(
-            _ce(model, ref[None], labels[i][None]).item(), abs=1e-5)
+            _ce(model, ref[None], labels[i][None]).item(), abs=1e-5
+        )
 
 
 def test_char_substitution_errors():
     model = Bag(torch.zeros(5, 2))
     with pytest.raises(InputError):
-        char_substitution(model, torch.zeros(3, 4), torch.zeros(3, dtype=torch.long),
-                          candidates=torch.arange(5))
+        char_substitution(model, torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), candidates=torch.arange(5))
     with pytest.raises(SpecError):
-        char_substitution(model, torch.ones(3, 4, dtype=torch.long), torch.zeros(3, dtype=torch.long),
-                          candidates=torch.arange(5), targeted=True)
+        char_substitution(
+            model,
+            torch.ones(3, 4, dtype=torch.long),
+            torch.zeros(3, dtype=torch.long),
+            candidates=torch.arange(5),
+            targeted=True,
+        )
     toks = torch.ones(3, 4, dtype=torch.long)
-    same = char_substitution(model, toks, torch.zeros(3, dtype=torch.long), budget=0,
-                             candidates=torch.arange(5))
+    same = char_substitution(model, toks, torch.zeros(3, dtype=torch.long), budget=0, candidates=torch.arange(5))
     assert torch.equal(same, toks)
 
 
@@ -496,7 +521,8 @@ def test_transfer_and_success_rates_against_loops():
     assert success_rate(s_adv, y) == pytest.approx(np.mean([s_adv[i].argmax() != y[i] for i in range(n)]))
     tgt = (y + 1) % k
     assert success_rate(s_adv, y, targeted=True, target=tgt) == pytest.approx(
-        np.mean([s_adv[i].argmax() == tgt[i] for i in range(n)]))
+        np.mean([s_adv[i].argmax() == tgt[i] for i in range(n)])
+    )
 
     with pytest.raises(InputError):
         transfer_rates(s_adv, t_lab[:-1], y)

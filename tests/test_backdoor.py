@@ -96,8 +96,12 @@ def test_trigger_rejects_bad_options_and_inputs():
 
 def test_tone_is_added_in_raw_space_and_clipped():
     mean, std, rate = 0.01, 0.2, 1000
-    info = {"modality": "audio", "raw_range": [-1.0, 1.0], "sample_rate": rate,
-            "normalization": {"mean": mean, "std": std}}
+    info = {
+        "modality": "audio",
+        "raw_range": [-1.0, 1.0],
+        "sample_rate": rate,
+        "normalization": {"mean": mean, "std": std},
+    }
     g = torch.Generator().manual_seed(0)
     raw = (torch.rand(3, 1, 400, generator=g) * 1.6 - 0.8).double()
     raw[0, 0, 1] = 0.95  # the burst peaks here (250 Hz at 1 kHz): must clip to 1
@@ -249,8 +253,18 @@ def test_poison_append_mode_and_rate_zero():
     assert torch.equal(x0, x) and torch.equal(y0, y) and i0.size == 0
 
 
-@pytest.mark.parametrize("kw", [{"rate": -0.1}, {"rate": 1.0}, {"target": -1}, {"target": 4},
-                                {"target": 9, "num_classes": 5}, {"mode": "mix"}, {"rate": 0.9}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"rate": -0.1},
+        {"rate": 1.0},
+        {"target": -1},
+        {"target": 4},
+        {"target": 9, "num_classes": 5},
+        {"mode": "mix"},
+        {"rate": 0.9},
+    ],
+)
 def test_poison_rejects_bad_options(kw):
     x, y = _toy_set()
     trig = make_trigger(IMAGE_INFO, (16,), size=2)

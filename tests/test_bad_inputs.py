@@ -19,10 +19,10 @@ import gzip
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -32,9 +32,20 @@ from kdaudit.data.fashion_mnist import FILES
 from kdaudit.data.idx import write_idx
 
 # The finished audit that cases point at: 5 models, 1 epoch.
-AUDIT_SETS = ["--set", "protocol.conditions=[siddo, kd]", "--set", "protocol.alphas=[0.5]",
-              "--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]",
-              "--set", "train.threads=1"]
+AUDIT_SETS = [
+    "--set",
+    "protocol.conditions=[siddo, kd]",
+    "--set",
+    "protocol.alphas=[0.5]",
+    "--set",
+    "protocol.seeds=2",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "model.kwargs.hidden=[16]",
+    "--set",
+    "train.threads=1",
+]
 RUN = ["run", "digits-mlp", *AUDIT_SETS, "--quiet"]
 FMNIST = ["--set", "data.name=fashion-mnist"]
 
@@ -75,21 +86,35 @@ class Case:
 
 
 def _spec(*sets: str, needle: str, id: str, real: bool = False) -> Case:
-    return Case(id, lambda p: [*RUN, *[x for s in sets for x in ("--set", s)], "--out", p["audit"]],
-                needle, audit=True, real=real)
+    return Case(
+        id,
+        lambda p: [*RUN, *[x for s in sets for x in ("--set", s)], "--out", p["audit"]],
+        needle,
+        audit=True,
+        real=real,
+    )
 
 
 def _data(name: str, needle: str, real: bool = False) -> Case:
-    return Case(f"data-{name}", lambda p: [*RUN, *FMNIST, "--set", f"data.data_dir={p['fm'] / name}",
-                                           "--out", p["audit"]], needle, audit=True, real=real)
+    return Case(
+        f"data-{name}",
+        lambda p: [*RUN, *FMNIST, "--set", f"data.data_dir={p['fm'] / name}", "--out", p["audit"]],
+        needle,
+        audit=True,
+        real=real,
+    )
 
 
 def _logits(id: str, which: str, file: str, needle: str, real: bool = False) -> Case:
     def args(p: dict) -> list[str]:
-        files = {"teacher": p["logits"] / "teacher.npy", "student": p["logits"] / "student.npy",
-                 "labels": p["logits"] / "labels.npy"}
+        files = {
+            "teacher": p["logits"] / "teacher.npy",
+            "student": p["logits"] / "student.npy",
+            "labels": p["logits"] / "labels.npy",
+        }
         files[which] = p["logits"] / file
         return ["metrics", *[x for k, f in files.items() for x in (f"--{k}", str(f))]]
+
     return Case(id, args, needle, real=real)
 
 
@@ -121,32 +146,59 @@ CASES = [
     _spec("train=5", needle="train: Input should be", id="spec-section-not-a-mapping"),
     _spec("protocol.alphas=[0.5, 1.5]", needle="every α must lie in (0, 1]", id="spec-alpha-above-1"),
     _spec("protocol.alphas=[0]", needle="α = 0 is the siddo condition", id="spec-alpha-zero"),
-    _spec("train.epochs=-1", needle="train.epochs: Input should be greater than or equal to 1",
-          id="spec-negative-epochs"),
+    _spec(
+        "train.epochs=-1", needle="train.epochs: Input should be greater than or equal to 1", id="spec-negative-epochs"
+    ),
     _spec("protocol.conditions=[]", needle="protocol.conditions: must name at least one", id="spec-empty-conditions"),
     _spec("protocol.conditions=[kd, distill]", needle="protocol.conditions", id="spec-unknown-condition"),
     _spec("data.name=fashion_mnist", needle="did you mean 'fashion-mnist'", id="spec-unknown-dataset"),
     _spec("model.name=mpl", needle="did you mean 'mlp'", id="spec-unknown-model"),
-    _spec("model.kwargs.widths=[16]", needle="model.kwargs: unknown option(s) widths", id="spec-unknown-model-option",
-          real=True),
-    _spec("model.kwargs.hidden=[a]", needle="model.kwargs: bad option value for model 'mlp'",
-          id="spec-model-option-wrong-type"),
+    _spec(
+        "model.kwargs.widths=[16]",
+        needle="model.kwargs: unknown option(s) widths",
+        id="spec-unknown-model-option",
+        real=True,
+    ),
+    _spec(
+        "model.kwargs.hidden=[a]",
+        needle="model.kwargs: bad option value for model 'mlp'",
+        id="spec-model-option-wrong-type",
+    ),
     _spec("data.options.bogus=1", needle="dataset 'digits' has no option bogus", id="spec-unknown-dataset-option"),
     _spec("data.options.test_fraction=2", needle="test_fraction must lie in (0, 1)", id="spec-bad-dataset-option"),
-    Case("spec-unknown-setup", lambda p: ["run", "digits-mpl", "--out", p["audit"]],
-         "unknown setup 'digits-mpl' (did you mean 'digits-mlp'?)", audit=True),
-    Case("spec-invalid-yaml", lambda p: ["run", str(p["specs"] / "invalid.yaml"), "--out", p["audit"]],
-         "invalid.yaml: invalid YAML at line", audit=True, real=True),
-    Case("spec-top-level-list", lambda p: ["run", str(p["specs"] / "list.yaml")],
-         "the top level must be a mapping, got list"),
+    Case(
+        "spec-unknown-setup",
+        lambda p: ["run", "digits-mpl", "--out", p["audit"]],
+        "unknown setup 'digits-mpl' (did you mean 'digits-mlp'?)",
+        audit=True,
+    ),
+    Case(
+        "spec-invalid-yaml",
+        lambda p: ["run", str(p["specs"] / "invalid.yaml"), "--out", p["audit"]],
+        "invalid.yaml: invalid YAML at line",
+        audit=True,
+        real=True,
+    ),
+    Case(
+        "spec-top-level-list",
+        lambda p: ["run", str(p["specs"] / "list.yaml")],
+        "the top level must be a mapping, got list",
+    ),
     Case("spec-file-missing", lambda p: ["run", str(p["specs"] / "missing.yaml")], "spec file not found"),
     Case("spec-file-is-a-directory", lambda p: ["run", str(p["specs"] / "dir.yaml")], "cannot read spec"),
-    Case("spec-file-unknown-key", lambda p: ["run", str(p["specs"] / "typo.yaml"), "--out", p["audit"]],
-         "trian: unknown key", audit=True),
-    Case("set-without-equals", lambda p: ["run", "digits-mlp", "--set", "train", "--out", p["audit"]],
-         "--set 'train': expected key=value", audit=True),
-    Case("set-into-a-value", lambda p: ["run", "digits-mlp", "--set", "train.epochs.max=3"],
-         "epochs is not a section"),
+    Case(
+        "spec-file-unknown-key",
+        lambda p: ["run", str(p["specs"] / "typo.yaml"), "--out", p["audit"]],
+        "trian: unknown key",
+        audit=True,
+    ),
+    Case(
+        "set-without-equals",
+        lambda p: ["run", "digits-mlp", "--set", "train", "--out", p["audit"]],
+        "--set 'train': expected key=value",
+        audit=True,
+    ),
+    Case("set-into-a-value", lambda p: ["run", "digits-mlp", "--set", "train.epochs.max=3"], "epochs is not a section"),
     # --- datasets (Fashion-MNIST IDX files) --------------------------------------------------
     _data("empty", "lacks train-images-idx3-ubyte.gz"),
     _data("bad-magic", "bad magic number"),
@@ -163,31 +215,86 @@ CASES = [
     _logits("logits-pickled-object-array", "student", "object.npy", "pickled object array", real=True),
     _logits("logits-not-npy", "student", "text.npy", "is not a .npy array"),
     _logits("logits-truncated-npy", "student", "truncated.npy", "truncated.npy"),
-    Case("compare-nan-in-control",
-         lambda p: ["compare", "--teacher", str(p["logits"] / "teacher.npy"), "--labels", str(p["logits"] / "labels.npy"),
-                    "--control", str(p["logits"] / "control" / "*.npy"), "--group", f"kd={p['logits'] / 's*.npy'}"],
-         "non-finite"),
+    Case(
+        "compare-nan-in-control",
+        lambda p: [
+            "compare",
+            "--teacher",
+            str(p["logits"] / "teacher.npy"),
+            "--labels",
+            str(p["logits"] / "labels.npy"),
+            "--control",
+            str(p["logits"] / "control" / "*.npy"),
+            "--group",
+            f"kd={p['logits'] / 's*.npy'}",
+        ],
+        "non-finite",
+    ),
     # --- the environment ----------------------------------------------------------------------
-    Case("out-under-a-file", lambda p: [*RUN, "--out", str(p["file"] / "sub")], "cannot create output directory",
-         real=True),
-    Case("store-under-a-file", lambda p: [*RUN, "--set", f"output.store={p['file'] / 'store'}", "--out", p["fresh"]],
-         "cannot write to the store"),
-    Case("disk-full-job-outputs", lambda p: [*RUN, "--out", p["fresh"]], "No space left on device",
-         enospc="savez", extra=[_no_partial_job]),
-    Case("disk-full-job-rename", lambda p: [*RUN, "--out", p["fresh"]], "No space left on device",
-         enospc="rename", extra=[_no_partial_job]),
-    Case("disk-full-tables", lambda p: [*RUN, "--out", p["fresh"]], "runs.csv: No space left on device",
-         enospc="tables", extra=[_no_tmp_left], real=True),
+    Case(
+        "out-under-a-file",
+        lambda p: [*RUN, "--out", str(p["file"] / "sub")],
+        "cannot create output directory",
+        real=True,
+    ),
+    Case(
+        "store-under-a-file",
+        lambda p: [*RUN, "--set", f"output.store={p['file'] / 'store'}", "--out", p["fresh"]],
+        "cannot write to the store",
+    ),
+    Case(
+        "disk-full-job-outputs",
+        lambda p: [*RUN, "--out", p["fresh"]],
+        "No space left on device",
+        enospc="savez",
+        extra=[_no_partial_job],
+    ),
+    Case(
+        "disk-full-job-rename",
+        lambda p: [*RUN, "--out", p["fresh"]],
+        "No space left on device",
+        enospc="rename",
+        extra=[_no_partial_job],
+    ),
+    Case(
+        "disk-full-tables",
+        lambda p: [*RUN, "--out", p["fresh"]],
+        "runs.csv: No space left on device",
+        enospc="tables",
+        extra=[_no_tmp_left],
+        real=True,
+    ),
     # --- `kdaudit report` -------------------------------------------------------------------
     Case("report-no-spec", lambda p: ["report", str(p["specs"])], "is not an audit directory (no spec.yaml)"),
-    Case("report-missing-job", lambda p: ["report", p["audit"]], "1 of 5 models are not finished or are corrupt",
-         audit=True, prepare=_delete_job),
-    Case("report-corrupt-job", lambda p: ["report", p["audit"]], "1 of 5 models are not finished or are corrupt",
-         audit=True, prepare=_flip_outputs),
-    Case("report-invalid-spec-yaml", lambda p: ["report", p["audit"]], "invalid YAML", audit=True, real=True,
-         prepare=lambda a: (a / "spec.yaml").write_text("name: [unclosed\n")),
-    Case("report-spec-unknown-key", lambda p: ["report", p["audit"]], "trian: unknown key", audit=True,
-         prepare=lambda a: (a / "spec.yaml").write_text((a / "spec.yaml").read_text() + "trian: {}\n")),
+    Case(
+        "report-missing-job",
+        lambda p: ["report", p["audit"]],
+        "1 of 5 models are not finished or are corrupt",
+        audit=True,
+        prepare=_delete_job,
+    ),
+    Case(
+        "report-corrupt-job",
+        lambda p: ["report", p["audit"]],
+        "1 of 5 models are not finished or are corrupt",
+        audit=True,
+        prepare=_flip_outputs,
+    ),
+    Case(
+        "report-invalid-spec-yaml",
+        lambda p: ["report", p["audit"]],
+        "invalid YAML",
+        audit=True,
+        real=True,
+        prepare=lambda a: (a / "spec.yaml").write_text("name: [unclosed\n"),
+    ),
+    Case(
+        "report-spec-unknown-key",
+        lambda p: ["report", p["audit"]],
+        "trian: unknown key",
+        audit=True,
+        prepare=lambda a: (a / "spec.yaml").write_text((a / "spec.yaml").read_text() + "trian: {}\n"),
+    ),
 ]
 
 
@@ -267,8 +374,7 @@ class Result:
     after: dict | None
 
 
-def _run_case(case: Case, root: Path, finished: Callable[[], Path], common: dict,
-              server: ForkServer | None) -> Result:
+def _run_case(case: Case, root: Path, finished: Callable[[], Path], common: dict, server: ForkServer | None) -> Result:
     work = root / "cases" / case.id
     work.mkdir(parents=True)
     paths = {**common, "fresh": str(work / "fresh-audit")}
@@ -289,8 +395,14 @@ def _run_case(case: Case, root: Path, finished: Callable[[], Path], common: dict
         run = server.start(*args, env=env, cwd=work, prelude=prelude)
         proc = subprocess.CompletedProcess(args, run.wait(), run.stdout, run.stderr)
     elif prelude:
-        proc = subprocess.run([sys.executable, "-c", prelude + CLI_AFTER_PRELUDE, *args], capture_output=True,
-                              text=True, cwd=work, timeout=600, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", prelude + CLI_AFTER_PRELUDE, *args],
+            capture_output=True,
+            text=True,
+            cwd=work,
+            timeout=600,
+            env=env,
+        )
     else:
         proc = kdaudit(*args, cwd=work, env=env)
     after = tree_snapshot(Path(paths["audit"])) if case.audit else None
@@ -343,6 +455,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(results, case):
     assert case.needle in lines[0], where
     if case.audit:
         assert r.after == r.before, f"{case.id}: the audit directory changed: " + ", ".join(
-            sorted(k for k in set(r.before) | set(r.after) if r.before.get(k) != r.after.get(k)))
+            sorted(k for k in set(r.before) | set(r.after) if r.before.get(k) != r.after.get(k))
+        )
     for check in case.extra:
         check(r.paths)

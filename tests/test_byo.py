@@ -25,7 +25,7 @@ from kdaudit.registry import import_object, is_import_path
 
 MOD = "kdaudit_byo_user"  # the user's module, written to a temporary folder on sys.path
 
-USER_CODE = '''
+USER_CODE = """
 import numpy as np
 import torch
 from torch import nn
@@ -178,7 +178,7 @@ def bad(kind):
         t = torch.from_numpy
         return DataBundle("b", t(x_train), t(y_train).float(), t(x_test), t(y_test), 4)
     raise AssertionError(kind)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -264,11 +264,20 @@ def test_arguments_are_passed_by_signature(user):
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("nosuchpkg.mod:Net", "model.name 'nosuchpkg.mod:Net': cannot import module 'nosuchpkg.mod' (No module named 'nosuchpkg')"),
+        (
+            "nosuchpkg.mod:Net",
+            "model.name 'nosuchpkg.mod:Net': cannot import module 'nosuchpkg.mod' (No module named 'nosuchpkg')",
+        ),
         (f"{MOD}:Net", f"model.name '{MOD}:Net': module '{MOD}' has no attribute 'Net'"),
-        (f"{MOD}:TinyNet.missing", f"model.name '{MOD}:TinyNet.missing': module '{MOD}' has no attribute 'TinyNet.missing'"),
+        (
+            f"{MOD}:TinyNet.missing",
+            f"model.name '{MOD}:TinyNet.missing': module '{MOD}' has no attribute 'TinyNet.missing'",
+        ),
         (f"{MOD}:NOT_CALLABLE", f"model.name '{MOD}:NOT_CALLABLE': '{MOD}:NOT_CALLABLE' is not callable"),
-        (f"{MOD}_broken:Net", f"model.name '{MOD}_broken:Net': cannot import module '{MOD}_broken' (RuntimeError: cannot start)"),
+        (
+            f"{MOD}_broken:Net",
+            f"model.name '{MOD}_broken:Net': cannot import module '{MOD}_broken' (RuntimeError: cannot start)",
+        ),
         ("bad name:Net", "model.name 'bad name:Net': not an import path of the form package.module:Name"),
     ],
 )
@@ -281,18 +290,42 @@ def test_import_errors_are_one_line(user, name, message):
 @pytest.mark.parametrize(
     "name, kwargs, data_args, message",
     [
-        (f"{MOD}:TinyNet", {"depth": 2, "act": "relu"}, None,
-         f"model.kwargs: unknown option(s) act, depth for model '{MOD}:TinyNet'; allowed: hidden"),
-        (f"{MOD}:tokens", {"x": 1}, None,
-         f"model.kwargs: unknown option(s) x for model '{MOD}:tokens'; allowed: (none)"),
-        (f"{MOD}:TinyNet", {"num_classes": 3}, None,
-         "model.kwargs: num_classes come(s) from the dataset and cannot be set"),
-        (f"{MOD}:anything", {"input_shape": [3]}, None,
-         "model.kwargs: input_shape come(s) from the dataset and cannot be set"),
-        (f"{MOD}:tokens", {}, None,
-         f"model '{MOD}:tokens' needs token inputs (a dataset that provides vocab_size), got inputs of shape (6,)"),
-        ("torch.nn:Linear", {}, None,
-         "model 'torch.nn:Linear' needs model.kwargs: in_features, out_features (parameters without a default)"),
+        (
+            f"{MOD}:TinyNet",
+            {"depth": 2, "act": "relu"},
+            None,
+            f"model.kwargs: unknown option(s) act, depth for model '{MOD}:TinyNet'; allowed: hidden",
+        ),
+        (
+            f"{MOD}:tokens",
+            {"x": 1},
+            None,
+            f"model.kwargs: unknown option(s) x for model '{MOD}:tokens'; allowed: (none)",
+        ),
+        (
+            f"{MOD}:TinyNet",
+            {"num_classes": 3},
+            None,
+            "model.kwargs: num_classes come(s) from the dataset and cannot be set",
+        ),
+        (
+            f"{MOD}:anything",
+            {"input_shape": [3]},
+            None,
+            "model.kwargs: input_shape come(s) from the dataset and cannot be set",
+        ),
+        (
+            f"{MOD}:tokens",
+            {},
+            None,
+            f"model '{MOD}:tokens' needs token inputs (a dataset that provides vocab_size), got inputs of shape (6,)",
+        ),
+        (
+            "torch.nn:Linear",
+            {},
+            None,
+            "model 'torch.nn:Linear' needs model.kwargs: in_features, out_features (parameters without a default)",
+        ),
         (f"{MOD}:not_a_module", {}, None, f"model '{MOD}:not_a_module' returns list, not a torch.nn.Module"),
         (f"{MOD}:fails_to_build", {}, None, f"model '{MOD}:fails_to_build' fails to build (KeyError: 'weights.pt')"),
         (f"{MOD}:TinyNet", {"hidden": "wide"}, None, f"model.kwargs: bad option value for model '{MOD}:TinyNet'"),
@@ -501,7 +534,9 @@ def test_npz_num_classes_and_integer_inputs(tmp_path):
 
 
 def test_npz_errors(tmp_path):
-    layout = "expected train.npz and test.npz with arrays x, y, or data.npz with arrays x_train, y_train, x_test, y_test"
+    layout = (
+        "expected train.npz and test.npz with arrays x, y, or data.npz with arrays x_train, y_train, x_test, y_test"
+    )
     x_train, y_train, x_test, y_test = sample_arrays()
 
     def err(folder, **options):
@@ -513,7 +548,9 @@ def test_npz_errors(tmp_path):
     assert err(None) == f"npz: set data.data_dir to the folder with the arrays; {layout}"
     assert err(tmp_path / "nope") == f"npz: data.data_dir {tmp_path / 'nope'} is not a folder; {layout}"
     (tmp_path / "empty").mkdir()
-    assert err(tmp_path / "empty") == f"npz: {tmp_path / 'empty'} holds neither train.npz/test.npz nor data.npz; {layout}"
+    assert (
+        err(tmp_path / "empty") == f"npz: {tmp_path / 'empty'} holds neither train.npz/test.npz nor data.npz; {layout}"
+    )
     half = tmp_path / "half"
     half.mkdir()
     np.savez(half / "train.npz", x=x_train, y=y_train)
@@ -543,7 +580,10 @@ def test_npz_errors(tmp_path):
     assert err(ok, normalize="yes") == "data.options.normalize: must be true or false, got 'yes'"
     assert err(ok, flatten=True).startswith("dataset 'npz' has no option flatten; its options: data_dir, num_classes")
     float_y = write_split_layout(tmp_path / "float_y", x_train, y_train.astype(float), x_test, y_test)
-    assert err(float_y) == "dataset 'npz': y_train must be a 1-D array of integer class ids, got dtype float64 and shape (60,)"
+    assert (
+        err(float_y)
+        == "dataset 'npz': y_train must be a 1-D array of integer class ids, got dtype float64 and shape (60,)"
+    )
 
 
 # --------------------------------------------------------------------------- import-path datasets
@@ -562,7 +602,9 @@ def test_import_path_dataset_returns_arrays(user, loader):
 
 
 def test_import_path_dataset_options_subsets_and_normalize(user):
-    a = load_dataset(f"{MOD}:as_dict", seed=3, num_classes=6, train_subset=20, test_subset=8, subset_seed=1, normalize=False)
+    a = load_dataset(
+        f"{MOD}:as_dict", seed=3, num_classes=6, train_subset=20, test_subset=8, subset_seed=1, normalize=False
+    )
     x_train, y_train, _, _ = user.arrays(seed=3)
     assert a.num_classes == 6 and len(a.x_train) == 20 and len(a.x_test) == 8
     assert np.bincount(a.y_train.numpy()).tolist() == [5, 5, 5, 5]
@@ -589,11 +631,26 @@ def test_import_path_dataset_returns_a_bundle(user):
 @pytest.mark.parametrize(
     "kind, message",
     [
-        ("list", "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; got list"),
-        ("three", "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; got a tuple of 3"),
-        ("none", "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; got NoneType"),
-        ("dict-missing", ": the returned dict lacks y_test; keys: x_train, y_train, x_test, y_test and optionally num_classes"),
-        ("dict-extra", ": the returned dict has unknown key(s) classes; keys: x_train, y_train, x_test, y_test and optionally num_classes"),
+        (
+            "list",
+            "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; got list",
+        ),
+        (
+            "three",
+            "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; got a tuple of 3",
+        ),
+        (
+            "none",
+            "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; got NoneType",
+        ),
+        (
+            "dict-missing",
+            ": the returned dict lacks y_test; keys: x_train, y_train, x_test, y_test and optionally num_classes",
+        ),
+        (
+            "dict-extra",
+            ": the returned dict has unknown key(s) classes; keys: x_train, y_train, x_test, y_test and optionally num_classes",
+        ),
         ("float-labels", ": y_train must be a 1-D array of integer class ids, got dtype float32 and shape (40,)"),
         ("2d-labels", ": y_train must be a 1-D array of integer class ids, got dtype int64 and shape (40, 1)"),
         ("nan", ": x_test holds 2 non-finite values (NaN or inf)"),
@@ -618,17 +675,29 @@ def test_import_path_dataset_bad_returns(user, kind, message):
 @pytest.mark.parametrize(
     "name, options, error, message",
     [
-        (f"{MOD}:as_tuple", {"flatten": True}, SpecError,
-         f"dataset '{MOD}:as_tuple' has no option flatten; its options: seed, normalize"),
-        (f"{MOD}:as_tuple", {"data_dir": "/x"}, SpecError,
-         f"dataset '{MOD}:as_tuple' has no option data_dir; its options: seed, normalize"),
+        (
+            f"{MOD}:as_tuple",
+            {"flatten": True},
+            SpecError,
+            f"dataset '{MOD}:as_tuple' has no option flatten; its options: seed, normalize",
+        ),
+        (
+            f"{MOD}:as_tuple",
+            {"data_dir": "/x"},
+            SpecError,
+            f"dataset '{MOD}:as_tuple' has no option data_dir; its options: seed, normalize",
+        ),
         (f"{MOD}:needs", {}, SpecError, f"dataset '{MOD}:needs' needs option(s) required (data.options)"),
         (f"{MOD}:raises", {}, InputError, f"dataset '{MOD}:raises' fails to load (OSError: disk gone)"),
         (f"{MOD}:as_tuple", {"normalize": 1}, SpecError, "data.options.normalize: must be true or false, got 1"),
         (f"{MOD}:NOT_CALLABLE", {}, SpecError, f"data.name '{MOD}:NOT_CALLABLE': '{MOD}:NOT_CALLABLE' is not callable"),
         (f"{MOD}:missing", {}, SpecError, f"data.name '{MOD}:missing': module '{MOD}' has no attribute 'missing'"),
-        ("nosuchpkg.data:load", {}, SpecError,
-         "data.name 'nosuchpkg.data:load': cannot import module 'nosuchpkg.data' (No module named 'nosuchpkg')"),
+        (
+            "nosuchpkg.data:load",
+            {},
+            SpecError,
+            "data.name 'nosuchpkg.data:load': cannot import module 'nosuchpkg.data' (No module named 'nosuchpkg')",
+        ),
         ("nosuch", {}, SpecError, "unknown dataset 'nosuch'"),
     ],
 )

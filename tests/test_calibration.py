@@ -20,6 +20,7 @@ from kdaudit.analysis.simulate import ALPHAS, RCDS, draw_group, simulated_audit
 
 LEVEL = 0.05
 
+
 def null_rates(n_sims: int, n: int, n_alpha: int, paired: bool, seed: int) -> dict[str, float]:
     """The "yes" rate of every verdict over all units of ``n_sims`` null audits, and the
     family-wise rates (any "yes" in an audit) of knowledge transfer and of any verdict."""

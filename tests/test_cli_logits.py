@@ -75,21 +75,38 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
 
 
 def test_metrics_json(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["metrics", "--teacher", str(files / "teacher.npy"), "--student", str(files / "kd/s01.npy"),
-            "--labels", str(files / "labels.npy"), "--json"]
+    args = [
+        "metrics",
+        "--teacher",
+        str(files / "teacher.npy"),
+        "--student",
+        str(files / "kd/s01.npy"),
+        "--labels",
+        str(files / "labels.npy"),
+        "--json",
+    ]
     code, out, err = run_cli(args, capsys)
     assert code == 0 and err == ""
     obj = json.loads(out)
     assert list(obj) == METRIC_KEYS
-    ref = functional_metrics(np.load(files / "teacher.npy"), np.load(files / "kd/s01.npy"), np.load(files / "labels.npy"))
+    ref = functional_metrics(
+        np.load(files / "teacher.npy"), np.load(files / "kd/s01.npy"), np.load(files / "labels.npy")
+    )
     for k in METRIC_KEYS:
         assert obj[k] == pytest.approx(ref[k], abs=1e-12)
     assert isinstance(obj["n_teacher_wrong"], int)
 
 
 def test_metrics_table(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["metrics", "--teacher", str(files / "teacher.npy"), "--student", str(files / "kd/s01.npy"),
-            "--labels", str(files / "labels.npy")]
+    args = [
+        "metrics",
+        "--teacher",
+        str(files / "teacher.npy"),
+        "--student",
+        str(files / "kd/s01.npy"),
+        "--labels",
+        str(files / "labels.npy"),
+    ]
     code, out, _ = run_cli(args, capsys)
     assert code == 0
     for k in METRIC_KEYS:
@@ -100,8 +117,19 @@ def test_metrics_empty_set_is_null_with_one_warning_line(tmp_path: Path, capsys:
     t = np.random.default_rng(0).normal(size=(50, 4))
     np.save(tmp_path / "t.npy", t)
     np.save(tmp_path / "y.npy", t.argmax(1))  # teacher always right
-    code, out, err = run_cli(["metrics", "--teacher", str(tmp_path / "t.npy"), "--student", str(tmp_path / "t.npy"),
-                              "--labels", str(tmp_path / "y.npy"), "--json"], capsys)
+    code, out, err = run_cli(
+        [
+            "metrics",
+            "--teacher",
+            str(tmp_path / "t.npy"),
+            "--student",
+            str(tmp_path / "t.npy"),
+            "--labels",
+            str(tmp_path / "y.npy"),
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0
     assert json.loads(out)["agreement_teacher_wrong"] is None
     assert err.count("\n") == 1 and err.startswith("kdaudit: warning:")
@@ -111,8 +139,15 @@ def test_metrics_empty_set_is_null_with_one_warning_line(tmp_path: Path, capsys:
 
 
 def _compare_args(files: Path, *groups: str, extra: tuple[str, ...] = ()) -> list[str]:
-    args = ["compare", "--teacher", str(files / "teacher.npy"), "--labels", str(files / "labels.npy"),
-            "--control", str(files / "siddo" / "*.npy")]
+    args = [
+        "compare",
+        "--teacher",
+        str(files / "teacher.npy"),
+        "--labels",
+        str(files / "labels.npy"),
+        "--control",
+        str(files / "siddo" / "*.npy"),
+    ]
     for g in groups:
         name, pattern = g.split("=", 1)
         args += ["--group", f"{name}={files / pattern}"]
@@ -129,17 +164,24 @@ def test_compare_finds_planted_effect_and_not_the_null(files: Path, capsys: pyte
         assert list(g)[:3] == ["n", "metrics", "transfer"] and g["n"] == K
         assert {"verdicts", "asymmetry"} <= set(g)
         assert list(g["metrics"]) == STUDENT_METRIC_KEYS
-        assert all(list(m)[:len(METRIC_RESULT_KEYS)] == METRIC_RESULT_KEYS for m in g["metrics"].values())
+        assert all(list(m)[: len(METRIC_RESULT_KEYS)] == METRIC_RESULT_KEYS for m in g["metrics"].values())
         assert list(g["transfer"]) == TRANSFER_KEYS
-        assert {"knowledge_transfer", "negative_transfer", "asymmetry", "negative_asymmetric_payoff"} <= set(g["verdicts"])
+        assert {"knowledge_transfer", "negative_transfer", "asymmetry", "negative_asymmetric_payoff"} <= set(
+            g["verdicts"]
+        )
         assert {"statistic", "p_value"} <= set(g["asymmetry"])
     kd, null = obj["groups"]["kd"], obj["groups"]["null"]
     assert kd["metrics"]["agreement_teacher_wrong"]["significant"] is True
     assert kd["metrics"]["agreement"]["significant"] is True
     assert kd["transfer"]["delta_neg"] > 0.1 and kd["transfer"]["p_neg"] < 0.05
     assert kd["transfer"]["h_neg"] > kd["transfer"]["h_pos"]
-    assert kd["verdicts"] == {"knowledge_transfer": "yes", "beyond_regularisation": "not testable",
-                              "negative_transfer": "yes", "asymmetry": "yes", "negative_asymmetric_payoff": "yes"}
+    assert kd["verdicts"] == {
+        "knowledge_transfer": "yes",
+        "beyond_regularisation": "not testable",
+        "negative_transfer": "yes",
+        "asymmetry": "yes",
+        "negative_asymmetric_payoff": "yes",
+    }
     assert kd["transfer"]["negative_asymmetric_payoff"] == "yes"
     assert kd["transfer"]["p_neg"] == kd["metrics"]["agreement_teacher_wrong"]["p_value"]
     assert null["metrics"]["agreement"]["significant"] is False
@@ -149,21 +191,29 @@ def test_compare_finds_planted_effect_and_not_the_null(files: Path, capsys: pyte
     assert obj["statistics"]["primary_family_size"] == 6
     assert kd["metrics"]["agreement"]["family"] == "primary" and kd["metrics"]["js_divergence"]["family"] == "secondary"
     assert kd["metrics"]["agreement"]["method"] in ("exact", "permutation")
-    prim = [g["metrics"][k]["p_value"] for g in obj["groups"].values() for k in ("agreement", "agreement_teacher_wrong")]
+    prim = [
+        g["metrics"][k]["p_value"] for g in obj["groups"].values() for k in ("agreement", "agreement_teacher_wrong")
+    ]
     prim += [g["asymmetry"]["p_value"] for g in obj["groups"].values()]
-    adj = [g["metrics"][k]["p_adjusted"] for g in obj["groups"].values() for k in ("agreement", "agreement_teacher_wrong")]
+    adj = [
+        g["metrics"][k]["p_adjusted"] for g in obj["groups"].values() for k in ("agreement", "agreement_teacher_wrong")
+    ]
     adj += [g["asymmetry"]["p_adjusted"] for g in obj["groups"].values()]
     from kdaudit.analysis.stats import adjust_pvalues
 
     np.testing.assert_allclose(adj, adjust_pvalues(prim, "holm"))
 
 
-def test_compare_rcd_decides_beyond_regularisation_like_an_audit(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_rcd_decides_beyond_regularisation_like_an_audit(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """compare with --rcd gives the verdicts build_audit_tables gives on the same students."""
     from kdaudit.analysis.audit import RUNS_COLUMNS, build_audit_tables
     from kdaudit.analysis.metrics import functional_metrics_many
 
-    code, out, err = run_cli(_compare_args(files, "kd=kd/*.npy", extra=("--rcd", f"rcd-null={files}/null/*.npy", "--json")), capsys)
+    code, out, err = run_cli(
+        _compare_args(files, "kd=kd/*.npy", extra=("--rcd", f"rcd-null={files}/null/*.npy", "--json")), capsys
+    )
     assert code == 0, err
     obj = json.loads(out)
     kd = obj["groups"]["kd"]
@@ -175,9 +225,19 @@ def test_compare_rcd_decides_beyond_regularisation_like_an_audit(files: Path, ca
         zs = np.stack([np.load(p) for p in sorted((files / folder).glob("*.npy"))])
         m = functional_metrics_many(t, zs, y)
         for i in range(len(zs)):
-            rows.append({"run_id": f"{cond}{i}", "role": "student", "condition": cond, "alpha": alpha,
-                         "temperature": 1.0, "seed": i + 1, "accuracy": m["student_accuracy"][i],
-                         "loss": m["student_loss"][i], **{k: m[k][i] for k in RUNS_COLUMNS[8:]}})
+            rows.append(
+                {
+                    "run_id": f"{cond}{i}",
+                    "role": "student",
+                    "condition": cond,
+                    "alpha": alpha,
+                    "temperature": 1.0,
+                    "seed": i + 1,
+                    "accuracy": m["student_accuracy"][i],
+                    "loss": m["student_loss"][i],
+                    **{k: m[k][i] for k in RUNS_COLUMNS[8:]},
+                }
+            )
     (v,) = build_audit_tables(pd.DataFrame(rows)).verdicts
     assert kd["verdicts"] == {k: getattr(v, k) for k in kd["verdicts"]}
     assert kd["asymmetry"]["p_value"] == pytest.approx(v.tests["H4"]["p_value"])
@@ -195,7 +255,7 @@ def test_compare_options_and_table(files: Path, capsys: pytest.CaptureFixture[st
     assert code == 0
     m = json.loads(out)["groups"]["kd"]["metrics"]["agreement"]
     assert m["p_adjusted"] == m["p_value"]
-    code, out, _ = run_cli(_compare_args(files, "kd=kd/*.npy", extra=("--level", "1e-9",  "--json")), capsys)
+    code, out, _ = run_cli(_compare_args(files, "kd=kd/*.npy", extra=("--level", "1e-9", "--json")), capsys)
     g = json.loads(out)["groups"]["kd"]
     assert g["metrics"]["agreement"]["significant"] is False
     assert g["verdicts"]["knowledge_transfer"] == "not testable"  # 8 vs 8 cannot reach 1e-9
@@ -226,8 +286,18 @@ def test_example_files_show_the_planted_effect(capsys: pytest.CaptureFixture[str
     ex = REPO / "examples" / "logits"
     if not (ex / "teacher.npy").exists():
         pytest.skip("examples/logits not generated")
-    args = ["compare", "--teacher", str(ex / "teacher.npy"), "--labels", str(ex / "labels.npy"),
-            "--control", str(ex / "siddo" / "*.npy"), "--group", f"kd={ex / 'kd' / '*.npy'}", "--json"]
+    args = [
+        "compare",
+        "--teacher",
+        str(ex / "teacher.npy"),
+        "--labels",
+        str(ex / "labels.npy"),
+        "--control",
+        str(ex / "siddo" / "*.npy"),
+        "--group",
+        f"kd={ex / 'kd' / '*.npy'}",
+        "--json",
+    ]
     code, out, _ = run_cli(args, capsys)
     assert code == 0
     kd = json.loads(out)["groups"]["kd"]
@@ -236,16 +306,46 @@ def test_example_files_show_the_planted_effect(capsys: pytest.CaptureFixture[str
 
 def test_module_entry_point_subprocess(files: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "kdaudit.cli", "compare", "--teacher", "teacher.npy", "--labels", "labels.npy",
-         "--control", "siddo/*.npy", "--group", "kd=kd/*.npy", "--json"],
-        cwd=files, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "kdaudit.cli",
+            "compare",
+            "--teacher",
+            "teacher.npy",
+            "--labels",
+            "labels.npy",
+            "--control",
+            "siddo/*.npy",
+            "--group",
+            "kd=kd/*.npy",
+            "--json",
+        ],
+        cwd=files,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["groups"]["kd"]["transfer"]["negative_asymmetric_payoff"] == "yes"
     bad = subprocess.run(
-        [sys.executable, "-m", "kdaudit.cli", "metrics", "--teacher", "missing.npy", "--student", "kd/s01.npy",
-         "--labels", "labels.npy", "--json"],
-        cwd=files, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "kdaudit.cli",
+            "metrics",
+            "--teacher",
+            "missing.npy",
+            "--student",
+            "kd/s01.npy",
+            "--labels",
+            "labels.npy",
+            "--json",
+        ],
+        cwd=files,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.stdout == ""
     assert_one_line_error(bad.returncode, bad.stderr, "not found", "missing.npy")
@@ -308,7 +408,9 @@ METRICS_ERRORS = [
 
 
 @pytest.mark.parametrize(("which", "path", "needles"), METRICS_ERRORS, ids=[e[1] for e in METRICS_ERRORS])
-def test_metrics_errors(files: Path, bad: Path, capsys: pytest.CaptureFixture[str], which: str, path: str, needles: list[str]) -> None:
+def test_metrics_errors(
+    files: Path, bad: Path, capsys: pytest.CaptureFixture[str], which: str, path: str, needles: list[str]
+) -> None:
     paths = {"teacher": files / "teacher.npy", "student": files / "kd/s01.npy", "labels": files / "labels.npy"}
     paths[which] = files / path
     args = ["metrics", "--json"] + [x for k, p in paths.items() for x in (f"--{k}", str(p))]
@@ -318,7 +420,9 @@ def test_metrics_errors(files: Path, bad: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_metrics_missing_option(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["metrics", "--teacher", str(files / "teacher.npy"), "--labels", str(files / "labels.npy")], capsys)
+    code, _, err = run_cli(
+        ["metrics", "--teacher", str(files / "teacher.npy"), "--labels", str(files / "labels.npy")], capsys
+    )
     assert_one_line_error(code, err, "--student")
 
 
@@ -328,21 +432,48 @@ def _compare_error_cases(files: Path, bad: Path) -> dict[str, tuple[list[str], l
     kd = f"kd={files / 'kd' / '*.npy'}"
     base = ["compare", "--teacher", t, "--labels", y]
     return {
-        "group with one file": (base + ["--control", ctrl, "--group", f"g={bad / 'single' / '*.npy'}"], ["group 'g' has 1", "at least 2"]),
-        "control with one file": (base + ["--control", str(bad / "single" / "*.npy"), "--group", kd], ["control has 1"]),
+        "group with one file": (
+            base + ["--control", ctrl, "--group", f"g={bad / 'single' / '*.npy'}"],
+            ["group 'g' has 1", "at least 2"],
+        ),
+        "control with one file": (
+            base + ["--control", str(bad / "single" / "*.npy"), "--group", kd],
+            ["control has 1"],
+        ),
         "bad group syntax": (base + ["--control", ctrl, "--group", str(files / "kd" / "*.npy")], ["NAME=GLOB"]),
         "empty group name": (base + ["--control", ctrl, "--group", "=kd/*.npy"], ["NAME=GLOB"]),
         "duplicate group": (base + ["--control", ctrl, "--group", kd, "--group", kd], ["twice"]),
-        "glob matches nothing": (base + ["--control", str(files / "nowhere" / "*.npy"), "--group", kd], ["matches no file"]),
+        "glob matches nothing": (
+            base + ["--control", str(files / "nowhere" / "*.npy"), "--group", kd],
+            ["matches no file"],
+        ),
         "no group": (base + ["--control", ctrl], ["--group"]),
-        "missing teacher": (["compare", "--teacher", str(files / "t.npy"), "--labels", y, "--control", ctrl, "--group", kd], ["not found"]),
-        "labels mismatch": (["compare", "--teacher", t, "--labels", str(bad / "labels_short.npy"), "--control", ctrl, "--group", kd], ["599 labels"]),
-        "labels out of range": (["compare", "--teacher", t, "--labels", str(bad / "labels_range.npy"), "--control", ctrl, "--group", kd], ["outside"]),
+        "missing teacher": (
+            ["compare", "--teacher", str(files / "t.npy"), "--labels", y, "--control", ctrl, "--group", kd],
+            ["not found"],
+        ),
+        "labels mismatch": (
+            ["compare", "--teacher", t, "--labels", str(bad / "labels_short.npy"), "--control", ctrl, "--group", kd],
+            ["599 labels"],
+        ),
+        "labels out of range": (
+            ["compare", "--teacher", t, "--labels", str(bad / "labels_range.npy"), "--control", ctrl, "--group", kd],
+            ["outside"],
+        ),
         "shape mismatch in a group": (base + ["--control", ctrl, "--group", f"g={bad / 'fewer_*.npy'}"], ["shape"]),
-        "NaN in a group": (base + ["--control", ctrl, "--group", f"g={bad / 'nan.npy'}", "--group", kd], ["has 1 logits file"]),
+        "NaN in a group": (
+            base + ["--control", ctrl, "--group", f"g={bad / 'nan.npy'}", "--group", kd],
+            ["has 1 logits file"],
+        ),
         "NaN logits": (base + ["--control", ctrl, "--group", f"g={bad / '[ni][an][nf].npy'}"], ["non-finite"]),
-        "integer teacher": (["compare", "--teacher", str(bad / "ints.npy"), "--labels", y, "--control", ctrl, "--group", kd], ["floating point"]),
-        "3-D teacher": (["compare", "--teacher", str(bad / "three_d.npy"), "--labels", y, "--control", ctrl, "--group", kd], ["2-D"]),
+        "integer teacher": (
+            ["compare", "--teacher", str(bad / "ints.npy"), "--labels", y, "--control", ctrl, "--group", kd],
+            ["floating point"],
+        ),
+        "3-D teacher": (
+            ["compare", "--teacher", str(bad / "three_d.npy"), "--labels", y, "--control", ctrl, "--group", kd],
+            ["2-D"],
+        ),
         "1-D student": (base + ["--control", ctrl, "--group", f"g={bad / '*_d.npy'}"], ["2-D"]),
         "bad correction": (base + ["--control", ctrl, "--group", kd, "--correction", "bonferroni"], ["--correction"]),
         "bad level": (base + ["--control", ctrl, "--group", kd, "--level", "2"], ["--level"]),
@@ -350,10 +481,24 @@ def _compare_error_cases(files: Path, bad: Path) -> dict[str, tuple[list[str], l
 
 
 CASES = [
-    "group with one file", "control with one file", "bad group syntax", "empty group name", "duplicate group",
-    "glob matches nothing", "no group", "missing teacher", "labels mismatch", "labels out of range",
-    "shape mismatch in a group", "NaN in a group", "NaN logits", "integer teacher", "3-D teacher", "1-D student",
-    "bad correction", "bad level",
+    "group with one file",
+    "control with one file",
+    "bad group syntax",
+    "empty group name",
+    "duplicate group",
+    "glob matches nothing",
+    "no group",
+    "missing teacher",
+    "labels mismatch",
+    "labels out of range",
+    "shape mismatch in a group",
+    "NaN in a group",
+    "NaN logits",
+    "integer teacher",
+    "3-D teacher",
+    "1-D student",
+    "bad correction",
+    "bad level",
 ]
 
 

@@ -56,10 +56,14 @@ def test_ls_and_shared_noise_are_the_defaults_and_per_seed_keeps_its_keys() -> N
     seeds_shared = {noise_seed(j) for j in rs.values()}
     seeds_per = {noise_seed(j) for j in rp.values()}
     assert seeds_shared == {0} and seeds_per == {1, 2, 3}
-    a, b = noise_table("rcd-uniform", noise_seed(rs["rcd-uniform-a0.5-s01"]), 5, 3), noise_table(
-        "rcd-uniform", noise_seed(rs["rcd-uniform-a0.5-s02"]), 5, 3)
+    a, b = (
+        noise_table("rcd-uniform", noise_seed(rs["rcd-uniform-a0.5-s01"]), 5, 3),
+        noise_table("rcd-uniform", noise_seed(rs["rcd-uniform-a0.5-s02"]), 5, 3),
+    )
     assert torch.equal(a, b)
-    c, d = (noise_table("rcd-uniform", noise_seed(rp[k]), 5, 3) for k in ("rcd-uniform-a0.5-s01", "rcd-uniform-a0.5-s02"))
+    c, d = (
+        noise_table("rcd-uniform", noise_seed(rp[k]), 5, 3) for k in ("rcd-uniform-a0.5-s01", "rcd-uniform-a0.5-s02")
+    )
     assert not torch.equal(c, d)
     # the other students' keys do not depend on the RCD option
     ks = {j.run_id: j.key for j in shared.students if not j.condition.startswith("rcd")}
@@ -76,8 +80,16 @@ def test_ls_and_shared_noise_are_the_defaults_and_per_seed_keeps_its_keys() -> N
 @pytest.fixture(scope="module")
 def ls_audit(tmp_path_factory):
     out = tmp_path_factory.mktemp("ls") / "audit"
-    r = kdaudit("run", "digits-mlp", *[x for s in TINY for x in ("--set", s)],
-                "--set", "protocol.alphas=[0.9]", "--out", str(out), "--quiet")
+    r = kdaudit(
+        "run",
+        "digits-mlp",
+        *[x for s in TINY for x in ("--set", s)],
+        "--set",
+        "protocol.alphas=[0.9]",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     return out
 
@@ -87,7 +99,9 @@ def test_ls_audit_states_a_and_tests_kd_against_ls(ls_audit) -> None:
     recs = records(out)
     ls = recs["ls-a0.9-s01"]
     # a = the teacher's mean top probability on the training set, at the distillation temperature
-    job = next(p.parent for p in (out / "jobs").glob("*/record.json") if json.loads(p.read_text())["run_id"] == "teacher")
+    job = next(
+        p.parent for p in (out / "jobs").glob("*/record.json") if json.loads(p.read_text())["run_id"] == "teacher"
+    )
     with np.load(job / "outputs.npz") as z:
         logits = z["train_logits"].astype(np.float64)
     top = np.mean([np.exp(row - row.max()).max() / np.exp(row - row.max()).sum() for row in logits])
@@ -106,8 +120,9 @@ def test_ls_audit_states_a_and_tests_kd_against_ls(ls_audit) -> None:
 
 def test_ls_a_at_or_below_one_over_c_is_refused(tmp_path) -> None:
     out = tmp_path / "bad"
-    r = kdaudit("run", "digits-mlp", *[x for s in TINY for x in ("--set", s)], "--set", "protocol.ls.a=0.05",
-                "--out", str(out))
+    r = kdaudit(
+        "run", "digits-mlp", *[x for s in TINY for x in ("--set", s)], "--set", "protocol.ls.a=0.05", "--out", str(out)
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "protocol.ls.a" in lines[0] and "1/C" in lines[0]

@@ -45,8 +45,13 @@ TRAINING_KILLS = 18  # failpoint kills while jobs are being trained
 TRAINING_TIME_KILLS = 3  # SIGKILLs from outside while jobs are being trained
 ANALYSIS_TIME_KILLS = 1  # ... and once the analysis has begun
 MIN_KILLS = 20
-ANALYSIS_KILLS = [("analysis.tables", 1), ("analysis.tables", 2), ("analysis.tables", 3),
-                  ("analysis.tables", 4), ("report.write", 1)]
+ANALYSIS_KILLS = [
+    ("analysis.tables", 1),
+    ("analysis.tables", 2),
+    ("analysis.tables", 3),
+    ("analysis.tables", 4),
+    ("report.write", 1),
+]
 
 
 def _checkpoint_args() -> list[str]:
@@ -57,8 +62,7 @@ def _checkpoint_args() -> list[str]:
 CHECKPOINTS = _checkpoint_args()
 SETS = TINY3 + CHECKPOINTS
 ARGS = ["run", "digits-mlp", *SETS, "--quiet"]
-TRAINING_FAILPOINTS = ["train.epoch", "store.artifacts", "store.rename"] + (
-    ["checkpoint.write"] if CHECKPOINTS else [])
+TRAINING_FAILPOINTS = ["train.epoch", "store.artifacts", "store.rename"] + (["checkpoint.write"] if CHECKPOINTS else [])
 
 
 def _plan():
@@ -103,13 +107,16 @@ def _poison_leftovers(jobs: Path) -> list[Path]:
     """Make every ``.tmp-*`` directory look like a finished job, but marked: adopting one shows."""
     found = []
     for tmp in sorted(jobs.glob(".tmp-*")):
-        key = tmp.name[len(".tmp-"):].rsplit("-", 1)[0]
+        key = tmp.name[len(".tmp-") :].rsplit("-", 1)[0]
         rpath = tmp / "record.json"
         try:
             rec = json.loads(rpath.read_text())
         except (OSError, ValueError):  # not written yet, or cut short by an outside kill
-            rec = {"key": key, "run_id": "?",
-                   "checksums": {p.name: sha256_file(p) for p in tmp.iterdir() if p.name != rpath.name}}
+            rec = {
+                "key": key,
+                "run_id": "?",
+                "checksums": {p.name: sha256_file(p) for p in tmp.iterdir() if p.name != rpath.name},
+            }
         rec["poisoned"] = True
         rpath.write_text(json.dumps(rec))
         found.append(tmp)
@@ -179,7 +186,9 @@ def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(refe
             proc.kill()  # a no-op if it has finished already
         proc.wait()
         stderr = proc.stderr
-        what = f"{failpoint[0]}:{failpoint[1]}" if failpoint else (f"SIGKILL after {delay:.2f} s" if delay else "no kill")
+        what = (
+            f"{failpoint[0]}:{failpoint[1]}" if failpoint else (f"SIGKILL after {delay:.2f} s" if delay else "no kill")
+        )
         killed = proc.returncode == -signal.SIGKILL
         assert killed or proc.returncode == 0, (what, proc.returncode, stderr)
         assert "Traceback" not in stderr, (what, stderr)
@@ -194,13 +203,16 @@ def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(refe
             assert not [p for p in leftovers if p.exists()], f"{what}: a .tmp-* leftover survived the rerun"
             avoided += len([k for k in before if k != plan.init.key])
         for key in after:
-            assert "poisoned" not in json.loads(store.record_path(key).read_text()), \
+            assert "poisoned" not in json.loads(store.record_path(key).read_text()), (
                 f"{what}: an interrupted write was adopted as a finished job"
+            )
         if failpoint is not None and not killed:
             what += " (not reached)"
         survived += killed
-        log.append(f"{what} -> {'killed' if killed else 'finished'} after {time.monotonic() - t0:.1f} s; "
-                   f"{len(after)}/{len(plan.jobs)} jobs done")
+        log.append(
+            f"{what} -> {'killed' if killed else 'finished'} after {time.monotonic() - t0:.1f} s; "
+            f"{len(after)}/{len(plan.jobs)} jobs done"
+        )
 
     # training: failpoints spread over the jobs, with SIGKILLs from outside in between
     steps = TRAINING_KILLS + TRAINING_TIME_KILLS
@@ -228,8 +240,10 @@ def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(refe
     start(None, None)  # the last rerun finishes the audit
 
     ref = reference.finished()
-    summary = (f"{survived} kill points survived, {avoided} re-runs of finished models avoided, "
-               f"{starts} starts, {time.monotonic() - started:.0f} s:\n  " + "\n  ".join(log))
+    summary = (
+        f"{survived} kill points survived, {avoided} re-runs of finished models avoided, "
+        f"{starts} starts, {time.monotonic() - started:.0f} s:\n  " + "\n  ".join(log)
+    )
     print(summary)
     assert survived >= MIN_KILLS, summary
     assert len(_done(plan, store)) == len(plan.jobs)
@@ -238,7 +252,9 @@ def test_an_audit_killed_at_many_points_resumes_and_ends_as_if_never_killed(refe
         assert (out / name).read_bytes() == (ref / name).read_bytes(), f"{name} differs from the uninterrupted run"
     ref_store = JobStore(ref / "jobs")
     for job in plan.trained:
-        assert np.array_equal(store.load_outputs(job.key)["test_logits"], ref_store.load_outputs(job.key)["test_logits"])
+        assert np.array_equal(
+            store.load_outputs(job.key)["test_logits"], ref_store.load_outputs(job.key)["test_logits"]
+        )
 
 
 def _truncate(path: Path) -> None:

@@ -26,12 +26,27 @@ from kdaudit.execute.dask_executor import execute_plan_dask, run_task  # noqa: E
 from kdaudit.plan.jobs import build_plan  # noqa: E402
 from kdaudit.store import JobStore  # noqa: E402
 
-TINY = ["--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]",
-        "--set", "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"]
+TINY = [
+    "--set",
+    "protocol.seeds=2",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "model.kwargs.hidden=[16]",
+    "--set",
+    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
+]
 LOCAL_1T = [*TINY, "--set", "train.threads=1"]
 DASK_1T = [*TINY, "--set", "execution.threads_per_worker=1"]
-SMALL = ["protocol.seeds=2", "train.epochs=1", "model.kwargs.hidden=[16]", "protocol.conditions=[siddo,kd]",
-         "protocol.alphas=[0.5]", "execution.executor=dask", "execution.threads_per_worker=1"]
+SMALL = [
+    "protocol.seeds=2",
+    "train.epochs=1",
+    "model.kwargs.hidden=[16]",
+    "protocol.conditions=[siddo,kd]",
+    "protocol.alphas=[0.5]",
+    "execution.executor=dask",
+    "execution.threads_per_worker=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +59,12 @@ def local_ref(tmp_path_factory):
 def test_dask_gives_the_same_runs_csv_and_logits_as_local(local_ref, tmp_path, capsys):
     out = tmp_path / "dask"
     start = time.perf_counter()
-    assert kdaudit_here("run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--workers", "2",
-                        "--quiet") == 0
+    assert (
+        kdaudit_here(
+            "run", "digits-mlp", *DASK_1T, "--out", str(out), "--executor", "dask", "--workers", "2", "--quiet"
+        )
+        == 0
+    )
     assert "on 2 Dask workers" in capsys.readouterr().out
     assert (out / "runs.csv").read_bytes() == (local_ref / "runs.csv").read_bytes()
     ref, got = outputs_by_key(local_ref), outputs_by_key(out)
@@ -63,6 +82,7 @@ def test_dask_gives_the_same_runs_csv_and_logits_as_local(local_ref, tmp_path, c
 
 
 # -- in-process runs with a wrapped task: dependencies, retries, failure collection --------------
+
 
 def recording_task(events: str, fail: tuple, job, spec, root, plan_keys, threads, per_host, *deps):
     """``run_task`` that notes each attempt and the start/end time, and fails the jobs in ``fail``."""
@@ -98,8 +118,9 @@ def cluster():
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this file
-    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                 dashboard_address=None)
+    c = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
     yield c
     c.close()
 
@@ -115,12 +136,12 @@ def flaky_then_rerun(tmp_path_factory, cluster):
     progress = Recorder()
     t0 = time.perf_counter()
     with pytest.raises(KdauditError) as err:
-        execute_plan_dask(spec, plan, store, progress,
-                          task=functools.partial(recording_task, str(first), ("teacher", "siddo-s01")))
+        execute_plan_dask(
+            spec, plan, store, progress, task=functools.partial(recording_task, str(first), ("teacher", "siddo-s01"))
+        )
     done_after_first = {j.run_id for j in plan.jobs if store.is_done(j.key)}
     t1 = time.perf_counter()
-    stats = execute_plan_dask(spec, plan, store, Recorder(),
-                              task=functools.partial(recording_task, str(second), ()))
+    stats = execute_plan_dask(spec, plan, store, Recorder(), task=functools.partial(recording_task, str(second), ()))
     print(f"failing run {t1 - t0:.1f} s, rerun {time.perf_counter() - t1:.1f} s")
     return plan, store, first, second, str(err.value), progress, stats, done_after_first
 
@@ -165,6 +186,7 @@ def test_tasks_run_after_the_jobs_they_depend_on(flaky_then_rerun):
 
 # -- a worker killed mid-task ---------------------------------------------------------------
 
+
 def arm_failpoint(value: str) -> None:
     os.environ["KDAUDIT_FAILPOINT"] = value
 
@@ -178,8 +200,9 @@ def test_workers_killed_mid_write_lose_nothing(local_ref, cluster, tmp_path, cap
     with distributed.Client(cluster, set_as_default=False) as client:
         pids_before = set(client.run(os.getpid).values())
         client.run(arm_failpoint, "store.artifacts:3")  # these processes only: restarted ones are clean
-        rc = kdaudit_here("run", "digits-mlp", *DASK_1T, "--out", str(out), "--scheduler",
-                          cluster.scheduler_address, "--quiet")
+        rc = kdaudit_here(
+            "run", "digits-mlp", *DASK_1T, "--out", str(out), "--scheduler", cluster.scheduler_address, "--quiet"
+        )
         client.wait_for_workers(2, timeout=120)
         pids_after = set(client.run(os.getpid).values())
     assert pids_before and not pids_before & pids_after, "both workers must have been killed and restarted"
@@ -194,6 +217,7 @@ def test_workers_killed_mid_write_lose_nothing(local_ref, cluster, tmp_path, cap
 
 
 # -- options, extras ------------------------------------------------------------------------
+
 
 def test_cli_flags_override_the_spec_and_never_change_job_keys(capsys):
     from kdaudit.cli.run_cmds import apply_run_options
@@ -217,8 +241,9 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     import dask
 
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
-        rc = kdaudit_here("run", "digits-mlp", *TINY, "--out", str(tmp_path / "x"), "--scheduler",
-                          "tcp://127.0.0.1:9", "--quiet")
+        rc = kdaudit_here(
+            "run", "digits-mlp", *TINY, "--out", str(tmp_path / "x"), "--scheduler", "tcp://127.0.0.1:9", "--quiet"
+        )
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("kdaudit: error: cannot connect to the Dask scheduler tcp://127.0.0.1:9")
@@ -234,9 +259,11 @@ def test_missing_dask_is_one_line_saying_what_to_install(monkeypatch):
 
 
 def test_importing_kdaudit_imports_neither_dask_nor_mlflow():
-    code = ("import sys, kdaudit, kdaudit.audit, kdaudit.cli.main, kdaudit.cli.run_cmds, kdaudit.tracking, "
-            "kdaudit.execute.dask_executor;"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'mlflow')))")
+    code = (
+        "import sys, kdaudit, kdaudit.audit, kdaudit.cli.main, kdaudit.cli.run_cmds, kdaudit.tracking, "
+        "kdaudit.execute.dask_executor;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'mlflow')))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

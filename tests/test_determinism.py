@@ -19,8 +19,14 @@ from kdaudit.config.spec import resolve_spec
 from kdaudit.plan.jobs import build_plan
 from kdaudit.store import JobStore
 
-SETS = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1",
-        "protocol.init_seed=3", "protocol.teacher_seed=5"]
+SETS = [
+    "protocol.seeds=2",
+    "train.epochs=2",
+    "model.kwargs.hidden=[16]",
+    "train.threads=1",
+    "protocol.init_seed=3",
+    "protocol.teacher_seed=5",
+]
 
 
 @pytest.fixture(scope="module")

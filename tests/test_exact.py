@@ -131,8 +131,14 @@ def test_rank_sum_with_ties_equals_scipy_permutation_test() -> None:
 
     for n_a, n_b in [(4, 5), (6, 6), (5, 8), (3, 9)]:
         a, b = tied(rng, n_a, 0.8), tied(rng, n_b)
-        ref = sps.permutation_test((a, b), rank_sum, permutation_type="independent", vectorized=False,
-                                   n_resamples=np.inf, alternative="two-sided").pvalue
+        ref = sps.permutation_test(
+            (a, b),
+            rank_sum,
+            permutation_type="independent",
+            vectorized=False,
+            n_resamples=np.inf,
+            alternative="two-sided",
+        ).pvalue
         assert rank_sum_pvalue(a, b).p == pytest.approx(ref, rel=1e-12)
 
 
@@ -153,8 +159,9 @@ def test_signed_rank_with_ties_equals_brute_force_and_permutation_test() -> None
         assert signed_rank_pvalue(d).p == pytest.approx(ref, rel=1e-12), d
         assert signed_rank_pvalue(d, "exact").p == pytest.approx(ref, rel=1e-12)
         if k < 6:
-            perm = sps.permutation_test((d,), r_plus, permutation_type="samples", vectorized=False,
-                                        n_resamples=np.inf, alternative="two-sided").pvalue
+            perm = sps.permutation_test(
+                (d,), r_plus, permutation_type="samples", vectorized=False, n_resamples=np.inf, alternative="two-sided"
+            ).pvalue
             assert signed_rank_pvalue(d).p == pytest.approx(perm, rel=1e-12)
     assert signed_rank_pvalue([0.5, 0.5, -0.5, 1.2, 1.0, 1.1]) == PValue(0.125, "permutation", 0.0)
 
@@ -181,8 +188,10 @@ def test_monte_carlo_with_a_lowered_cap(monkeypatch: pytest.MonkeyPatch) -> None
     d = d[d != 0]
     ref_rs, ref_sr = rank_sum_pvalue(a, b).p, signed_rank_pvalue(d).p
     monkeypatch.setattr(exact, "ENUMERATION_CAP", 10)
-    for res, ref in [(rank_sum_pvalue(a, b, seed=1, n_resamples=20_000), ref_rs),
-                     (signed_rank_pvalue(d, seed=1, n_resamples=20_000), ref_sr)]:
+    for res, ref in [
+        (rank_sum_pvalue(a, b, seed=1, n_resamples=20_000), ref_rs),
+        (signed_rank_pvalue(d, seed=1, n_resamples=20_000), ref_sr),
+    ]:
         assert res.method == "monte-carlo" and res.se > 0
         assert abs(res.p - ref) <= 4 * res.se, (res, ref)
     assert signed_rank_pvalue(d, seed=1, n_resamples=20_000) == signed_rank_pvalue(d, seed=1, n_resamples=20_000)

@@ -61,8 +61,16 @@ def reference_train(params, data, m0, teacher=None):
 
 @pytest.fixture(scope="module")
 def setup():
-    spec = resolve_spec("digits-mlp", ["protocol.seeds=1", "train.epochs=3", "model.kwargs.hidden=[32]",
-                                       "model.kwargs.dropout=0.1", "data.train_subset=400"])
+    spec = resolve_spec(
+        "digits-mlp",
+        [
+            "protocol.seeds=1",
+            "train.epochs=3",
+            "model.kwargs.hidden=[32]",
+            "model.kwargs.dropout=0.1",
+            "data.train_subset=400",
+        ],
+    )
     plan = build_plan(spec)
     data = load_data(spec)
     return spec, plan, data, init_weights(plan.init.params, data)
@@ -118,17 +126,31 @@ def test_bf16_and_channels_last_are_opt_in_and_change_the_job_key():
     assert base.teacher.key != bf16.teacher.key and base.init.key == bf16.init.key
     assert [j.key for j in base.jobs] == [j.key for j in ckpt.jobs]
     assert resolve_spec("digits-mlp").train.path_label() == "fp32"
-    assert resolve_spec("digits-mlp", ["train.precision=bf16", "train.channels_last=true"]).train.path_label() == "bf16+channels_last"
+    assert (
+        resolve_spec("digits-mlp", ["train.precision=bf16", "train.channels_last=true"]).train.path_label()
+        == "bf16+channels_last"
+    )
 
 
 def test_bf16_channels_last_cnn_trains_and_stays_close_to_fp32():
-    spec = resolve_spec("digits-mlp", ["model.name=small-cnn", "model.kwargs={width: 4}", "data.options.flatten=false",
-                                       "train.epochs=2", "data.train_subset=300"])
+    spec = resolve_spec(
+        "digits-mlp",
+        [
+            "model.name=small-cnn",
+            "model.kwargs={width: 4}",
+            "data.options.flatten=false",
+            "train.epochs=2",
+            "data.train_subset=300",
+        ],
+    )
     plan = build_plan(spec)
     data = load_data(spec)
     m0 = init_weights(plan.init.params, data)
     fp32 = train_model(plan.teacher.params, data, m0)
-    params = {**plan.teacher.params, "train": {**plan.teacher.params["train"], "precision": "bf16", "channels_last": True}}
+    params = {
+        **plan.teacher.params,
+        "train": {**plan.teacher.params["train"], "precision": "bf16", "channels_last": True},
+    }
     bf16 = train_model(params, data, m0)
     assert np.isfinite(bf16.test_logits).all()
     assert not np.array_equal(bf16.test_logits, fp32.test_logits)
@@ -173,21 +195,42 @@ def test_a_corrupt_checkpoint_is_ignored_and_the_job_starts_afresh(setup, tmp_pa
 
 
 def test_killed_job_resumes_from_checkpoint_through_the_cli(tmp_path):
-    args = [sys.executable, "-m", "kdaudit.cli", "run", "digits-mlp", "--set", "protocol.seeds=1",
-            "--set", "protocol.conditions=[siddo]", "--set", "train.epochs=6",
-            "--set", "model.kwargs.hidden=[16]", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "kdaudit.cli",
+        "run",
+        "digits-mlp",
+        "--set",
+        "protocol.seeds=1",
+        "--set",
+        "protocol.conditions=[siddo]",
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "model.kwargs.hidden=[16]",
+        "--quiet",
+    ]
     ref = subprocess.run(args + ["--out", str(tmp_path / "ref")], capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "ck"
     env = {**os.environ, "KDAUDIT_FAILPOINT": "train.epoch:10"}  # teacher: 6 epochs, then siddo epoch 4
-    killed = subprocess.run(args + ["--set", "train.checkpoint_every=2", "--out", str(out)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        args + ["--set", "train.checkpoint_every=2", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9
     assert list((out / "jobs" / ".checkpoints").glob("*.safetensors"))
-    again = subprocess.run(args + ["--set", "train.checkpoint_every=2", "--out", str(out)],
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        args + ["--set", "train.checkpoint_every=2", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr
-    recs = {json.loads(p.read_text())["run_id"]: json.loads(p.read_text()) for p in (out / "jobs").glob("*/record.json")}
+    recs = {
+        json.loads(p.read_text())["run_id"]: json.loads(p.read_text()) for p in (out / "jobs").glob("*/record.json")
+    }
     assert recs["siddo-s01"]["resumed_from_epoch"] == 2
     assert recs["teacher"]["resumed_from_epoch"] == 0
     assert not list((out / "jobs" / ".checkpoints").glob("*"))

@@ -25,13 +25,18 @@ from kdaudit.errors import InputError
 
 
 def test_asymmetry_scores_by_hand() -> None:
-    ctrl = Group.of([1, 2], agreement=[0.8, 0.8], agreement_teacher_correct=[0.90, 0.94],
-                    agreement_teacher_wrong=[0.20, 0.30])
-    kd = Group.of([1, 2], agreement=[0.9, 0.9], agreement_teacher_correct=[0.95, 0.96],
-                  agreement_teacher_wrong=[0.50, 0.65])
+    ctrl = Group.of(
+        [1, 2], agreement=[0.8, 0.8], agreement_teacher_correct=[0.90, 0.94], agreement_teacher_wrong=[0.20, 0.30]
+    )
+    kd = Group.of(
+        [1, 2], agreement=[0.9, 0.9], agreement_teacher_correct=[0.95, 0.96], agreement_teacher_wrong=[0.50, 0.65]
+    )
     dx, dc = asymmetry_scores(kd, ctrl)
     m_c, m_w = 0.92, 0.25
-    expected = [(0.50 - m_w) / (1 - m_w) - (0.95 - m_c) / (1 - m_c), (0.65 - m_w) / (1 - m_w) - (0.96 - m_c) / (1 - m_c)]
+    expected = [
+        (0.50 - m_w) / (1 - m_w) - (0.95 - m_c) / (1 - m_c),
+        (0.65 - m_w) / (1 - m_w) - (0.96 - m_c) / (1 - m_c),
+    ]
     np.testing.assert_allclose(dx, expected)
     assert dc.mean() == pytest.approx(0.0, abs=1e-12)  # SIDDO's own scores average to 0
     px, _ = asymmetry_scores(kd, ctrl, headroom=False)
@@ -45,14 +50,17 @@ def test_asymmetry_scores_by_hand() -> None:
     assert np.isnan(asymmetry_scores(kd, full)[0]).all()
 
 
-@pytest.mark.parametrize("n_a, n_b, m, paired, expected", [
-    (10, 10, 12, False, 12 * 2 / math.comb(20, 10)),
-    (5, 5, 12, False, 12 * 2 / math.comb(10, 5)),
-    (6, 6, 12, False, 12 * 2 / math.comb(12, 6)),
-    (9, 9, 12, True, 12 * 2 / 2**9),
-    (6, 6, 4, True, 4 * 2 / 2**6),
-    (2, 2, 12, False, 1.0),
-])
+@pytest.mark.parametrize(
+    "n_a, n_b, m, paired, expected",
+    [
+        (10, 10, 12, False, 12 * 2 / math.comb(20, 10)),
+        (5, 5, 12, False, 12 * 2 / math.comb(10, 5)),
+        (6, 6, 12, False, 12 * 2 / math.comb(12, 6)),
+        (9, 9, 12, True, 12 * 2 / 2**9),
+        (6, 6, 4, True, 4 * 2 / 2**6),
+        (2, 2, 12, False, 1.0),
+    ],
+)
 def test_smallest_adjusted_p_closed_forms(n_a, n_b, m, paired, expected) -> None:
     assert smallest_adjusted_p(n_a, n_b, m, Design(paired=paired)) == pytest.approx(expected)
 
@@ -108,8 +116,15 @@ def test_bootstrap_interval() -> None:
 
 
 def test_design_from_spec_and_bad_values() -> None:
-    spec = resolve_spec("digits-mlp", ["analysis.method=permutation", "analysis.standard=paper",
-                                       "analysis.secondary_correction=holm", "analysis.bootstrap=0"])
+    spec = resolve_spec(
+        "digits-mlp",
+        [
+            "analysis.method=permutation",
+            "analysis.standard=paper",
+            "analysis.secondary_correction=holm",
+            "analysis.bootstrap=0",
+        ],
+    )
     d = Design.from_spec(spec.analysis)
     assert (d.method, d.standard, d.secondary_correction, d.bootstrap) == ("permutation", "paper", "holm", 0)
     assert d.primary_correction == "none"
@@ -121,10 +136,16 @@ def test_design_from_spec_and_bad_values() -> None:
 
 def test_decide_hardest_control_and_monte_carlo_is_seeded() -> None:
     k = np.arange(10) / 1000
-    ctrl = Group.of(range(1, 11), agreement=0.80 + k, agreement_teacher_correct=0.9 + k, agreement_teacher_wrong=0.2 + k)
+    ctrl = Group.of(
+        range(1, 11), agreement=0.80 + k, agreement_teacher_correct=0.9 + k, agreement_teacher_wrong=0.2 + k
+    )
     kd = Group.of(range(1, 11), agreement=0.90 + k, agreement_teacher_correct=0.9 + k, agreement_teacher_wrong=0.5 + k)
-    easy = Group.of(range(1, 11), agreement=0.50 + k, agreement_teacher_correct=0.9 + k, agreement_teacher_wrong=0.2 + k)
-    hard = Group.of(range(1, 11), agreement=0.899 + k, agreement_teacher_correct=0.9 + k, agreement_teacher_wrong=0.2 + k)
+    easy = Group.of(
+        range(1, 11), agreement=0.50 + k, agreement_teacher_correct=0.9 + k, agreement_teacher_wrong=0.2 + k
+    )
+    hard = Group.of(
+        range(1, 11), agreement=0.899 + k, agreement_teacher_correct=0.9 + k, agreement_teacher_wrong=0.2 + k
+    )
     (d,) = decide([Unit("kd", 0.9, kd, {"rcd-easy": easy, "rcd-hard": hard})], ctrl, Design())
     assert d.tests["H2"]["control"] == "rcd-hard"  # the larger p decides
     assert d.tests["H2"]["p_value"] == max(c["p_value"] for c in d.h2_components)

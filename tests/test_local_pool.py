@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from helpers import cli_env, kdaudit, kdaudit_popen, outputs_by_key, records
-
 from kdaudit.audit import run_audit
 from kdaudit.config.spec import resolve_spec
 from kdaudit.errors import KdauditError, TrainingError
@@ -24,8 +23,13 @@ from kdaudit.execute import runner
 from kdaudit.execute.runner import job_threads, load_data
 from kdaudit.plan import build_plan
 
-GRID = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1",
-        "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"]
+GRID = [
+    "protocol.seeds=2",
+    "train.epochs=2",
+    "model.kwargs.hidden=[16]",
+    "train.threads=1",
+    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
+]
 
 
 class Events:
@@ -136,8 +140,16 @@ def test_a_failing_job_raises_its_own_error_and_keeps_what_finished(tmp_path):
 
 def test_a_worker_killed_mid_job_loses_nothing(one_process, tmp_path):
     out = tmp_path / "killed"
-    args = ["run", "digits-mlp", *[x for s in GRID for x in ("--set", s)], "--workers", "2", "--out", str(out),
-            "--quiet"]
+    args = [
+        "run",
+        "digits-mlp",
+        *[x for s in GRID for x in ("--set", s)],
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     # every worker kills itself (SIGKILL) in its 3rd epoch of training
     r = kdaudit(*args, env=cli_env(KDAUDIT_FAILPOINT="train.epoch:3"))
     assert r.returncode == 2, r.stderr
@@ -182,8 +194,9 @@ def _alive(pid: int) -> bool:
 def test_workers_end_with_the_kdaudit_process(tmp_path, sig):
     out = tmp_path / "run"
     sets = ["protocol.seeds=3", "train.epochs=30", "model.kwargs.hidden=[64]", "train.threads=1"]
-    proc = kdaudit_popen("run", "digits-mlp", *[x for s in sets for x in ("--set", s)], "--workers", "2",
-                         "--out", str(out), "--quiet")
+    proc = kdaudit_popen(
+        "run", "digits-mlp", *[x for s in sets for x in ("--set", s)], "--workers", "2", "--out", str(out), "--quiet"
+    )
     try:
         deadline = time.monotonic() + 120
         while len(records(out)) < 3 and time.monotonic() < deadline:  # M0 and two trained models

@@ -151,14 +151,23 @@ def test_functional_metrics_matches_single_functions(c: int) -> None:
 
 def test_metric_key_lists() -> None:
     assert M.METRIC_KEYS == [
-        "teacher_accuracy", "student_accuracy", "student_loss", "activation_distance",
-        "js_divergence", "prediction_disagreement", "agreement", "logit_cosine",
-        "rank_disagreement", "agreement_teacher_correct", "agreement_teacher_wrong",
-        "n_teacher_correct", "n_teacher_wrong",
+        "teacher_accuracy",
+        "student_accuracy",
+        "student_loss",
+        "activation_distance",
+        "js_divergence",
+        "prediction_disagreement",
+        "agreement",
+        "logit_cosine",
+        "rank_disagreement",
+        "agreement_teacher_correct",
+        "agreement_teacher_wrong",
+        "n_teacher_correct",
+        "n_teacher_wrong",
     ]
-    assert M.STUDENT_METRIC_KEYS == [
+    assert [
         k for k in M.METRIC_KEYS if k not in ("teacher_accuracy", "n_teacher_correct", "n_teacher_wrong")
-    ]
+    ] == M.STUDENT_METRIC_KEYS
 
 
 # --- closed forms -----------------------------------------------------------------------------

@@ -26,8 +26,13 @@ from kdaudit.config.spec import resolve_spec  # noqa: E402
 from kdaudit.errors import KdauditError  # noqa: E402
 from kdaudit.plan.jobs import build_plan  # noqa: E402
 
-GRID = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1",
-        "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"]
+GRID = [
+    "protocol.seeds=2",
+    "train.epochs=2",
+    "model.kwargs.hidden=[16]",
+    "train.threads=1",
+    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
+]
 SMALL = [*GRID, "protocol.conditions=[siddo,kd]", "protocol.alphas=[0.5]"]
 
 
@@ -48,9 +53,27 @@ def mlflow_server(tmp_path_factory):
     log = open(root / "server.log", "wb")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=root,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -102,12 +125,19 @@ def test_every_job_is_one_mlflow_run_on_a_tracking_server(mlflow_server, tmp_pat
     run = by_name["kd-a0.5-s02"]
     rec = recs["kd-a0.5-s02"]
     p = run.data.params
-    assert (p["run_id"], p["condition"], p["alpha"], p["seed"], p["job_key"]) == ("kd-a0.5-s02", "kd", "0.5", "2", rec["key"])
+    assert (p["run_id"], p["condition"], p["alpha"], p["seed"], p["job_key"]) == (
+        "kd-a0.5-s02",
+        "kd",
+        "0.5",
+        "2",
+        rec["key"],
+    )
     assert p["train.epochs"] == "2" and p["train.optimizer"] == "sgd" and p["train.lr"] == "0.05"
     assert p["temperature"] == "1.0" and p["model.kwargs"] == '{"hidden": [16]}'
     history = client.get_metric_history(run.info.run_id, "train_loss")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
-        [(h["epoch"], h["train_loss"]) for h in rec["history"]]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (h["epoch"], h["train_loss"]) for h in rec["history"]
+    ]
     assert run.data.metrics["test_accuracy"] == rec["metrics"]["test_accuracy"]
     tags = run.data.tags
     assert tags["kdaudit.audit"] == "digits-mlp" and tags["kdaudit.version"] == __version__
@@ -148,9 +178,13 @@ def test_bare_mlflow_flag_uses_sqlite_in_the_audit_dir(sqlite_run):
     exp = client.get_experiment_by_name("digits-mlp")
     assert exp.artifact_location == (out / "mlartifacts").resolve().as_uri()
     runs = job_runs(client, exp.experiment_id)
-    assert sorted(r.info.run_name for r in runs) == sorted(j.run_id for j in build_plan(resolve_spec("digits-mlp", SMALL)).jobs)
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        j.run_id for j in build_plan(resolve_spec("digits-mlp", SMALL)).jobs
+    )
     teacher = next(r for r in runs if r.info.run_name == "teacher")
-    assert (Path(exp.artifact_location.removeprefix("file://")) / teacher.info.run_id / "artifacts" / "record.json").is_file()
+    assert (
+        Path(exp.artifact_location.removeprefix("file://")) / teacher.info.run_id / "artifacts" / "record.json"
+    ).is_file()
 
 
 def test_interrupted_or_deleted_job_runs_are_logged_again_once(sqlite_run):

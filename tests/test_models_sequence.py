@@ -33,10 +33,19 @@ def build(name: str, shape: tuple[int, ...], classes: int = 3, data_args: dict |
 CASES = {
     "m5": ("m5", (1, 1200), None, {"width": 4, "stride": 2}, lambda: torch.randn(4, 1, 1200)),
     "lstm-tokens": (
-        "lstm", (10,), TOK, {"embed": 6, "hidden": 5, "layers": 2, "bidirectional": True},
+        "lstm",
+        (10,),
+        TOK,
+        {"embed": 6, "hidden": 5, "layers": 2, "bidirectional": True},
         lambda: token_batch([10, 4, 1, 0], 10),
     ),
-    "lstm-tokens-mean": ("lstm", (10,), TOK, {"embed": 6, "hidden": 5, "pool": "mean"}, lambda: token_batch([10, 4, 1, 0], 10)),
+    "lstm-tokens-mean": (
+        "lstm",
+        (10,),
+        TOK,
+        {"embed": 6, "hidden": 5, "pool": "mean"},
+        lambda: token_batch([10, 4, 1, 0], 10),
+    ),
     "lstm-frames": ("lstm", (1, 6, 7), None, {"embed": 5, "hidden": 4}, lambda: torch.randn(4, 1, 6, 7)),
     "lstm-frames-2d": ("lstm", (6, 7), None, {"embed": 5, "hidden": 4, "pool": "mean"}, lambda: torch.randn(4, 6, 7)),
     "gpt": ("gpt", (10,), TOK, {"dim": 8, "depth": 2, "heads": 2}, lambda: token_batch([10, 4, 1, 0], 10)),
@@ -112,7 +121,7 @@ def lstm_reference(model, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             bias = p[f"bias_ih_l{layer}{suffix}"] + p[f"bias_hh_l{layer}{suffix}"]
             hid = w_hh.shape[1]
             h, c, out = np.zeros(hid), np.zeros(hid), np.zeros((n, hid))
-            for t in (range(n) if d == 0 else range(n - 1, -1, -1)):
+            for t in range(n) if d == 0 else range(n - 1, -1, -1):
                 gates = w_ih @ layer_in[t] + w_hh @ h + bias
                 i, f, g, o = np.split(gates, 4)  # PyTorch gate order: input, forget, cell, output
                 c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
@@ -297,7 +306,16 @@ def _lstm_formula(inp: int, hidden: int, layers: int, dirs: int) -> int:
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (3, True)])
 def test_lstm_param_count(layers, bidirectional):
     dirs = 2 if bidirectional else 1
-    tok = build("lstm", (12,), 7, {"vocab_size": 60, "pad_id": 0}, embed=9, hidden=11, layers=layers, bidirectional=bidirectional)
+    tok = build(
+        "lstm",
+        (12,),
+        7,
+        {"vocab_size": 60, "pad_id": 0},
+        embed=9,
+        hidden=11,
+        layers=layers,
+        bidirectional=bidirectional,
+    )
     assert n_params(tok) == 60 * 9 + _lstm_formula(9, 11, layers, dirs) + 11 * dirs * 7 + 7
     fr = build("lstm", (1, 32, 20), 7, None, embed=9, hidden=11, layers=layers, bidirectional=bidirectional)
     assert n_params(fr) == (32 * 9 + 9) + _lstm_formula(9, 11, layers, dirs) + 11 * dirs * 7 + 7
@@ -306,8 +324,17 @@ def test_lstm_param_count(layers, bidirectional):
 @pytest.mark.parametrize("dim,depth,heads,ratio,max_len", [(64, 2, 4, 4.0, None), (12, 3, 3, 1.5, 20)])
 def test_gpt_param_count(dim, depth, heads, ratio, max_len):
     vocab, length, classes = 60, 16, 5
-    model = build("gpt", (length,), classes, {"vocab_size": vocab, "pad_id": 0},
-                  dim=dim, depth=depth, heads=heads, mlp_ratio=ratio, max_len=max_len)
+    model = build(
+        "gpt",
+        (length,),
+        classes,
+        {"vocab_size": vocab, "pad_id": 0},
+        dim=dim,
+        depth=depth,
+        heads=heads,
+        mlp_ratio=ratio,
+        max_len=max_len,
+    )
     hid = int(dim * ratio)
     block = 2 * (2 * dim) + (dim * 3 * dim + 3 * dim) + (dim * dim + dim) + (dim * hid + hid + hid * dim + dim)
     expected = vocab * dim + (max_len or length) * dim + depth * block + 2 * dim + dim * classes + classes

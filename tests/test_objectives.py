@@ -39,8 +39,13 @@ def test_kd_loss_matches_hand_computation(alpha, T, kl, t2):
     zt = rng.normal(size=(7, 5)) * 3
     y = rng.integers(0, 5, size=7)
     got = distillation_loss(
-        torch.tensor(zs), torch.tensor(y), torch.tensor(zt), alpha=alpha, temperature=T,
-        kd_loss="kl" if kl else "ce", t2_scaling=t2,
+        torch.tensor(zs),
+        torch.tensor(y),
+        torch.tensor(zt),
+        alpha=alpha,
+        temperature=T,
+        kd_loss="kl" if kl else "ce",
+        t2_scaling=t2,
     )
     assert float(got) == pytest.approx(_hand_loss(zs, zt, y, alpha, T, kl, t2), abs=1e-10)
 

@@ -13,16 +13,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from browser_check import CHROMIUM, check_in_browser, chromium_available, run_chromium
 from kdaudit.analysis.audit import RUNS_COLUMNS, TESTS_COLUMNS, AuditTables, Verdict
 from kdaudit.report import figures as kfig
 from kdaudit.report.render import fmt_p, write_report
 
-from browser_check import CHROMIUM, check_in_browser, chromium_available, run_chromium
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-WEIRD = 'kd<b>&"$x$\'</b>'  # a condition name full of HTML (and mathtext) specials
-SUMMARY_METRICS = ["accuracy", "agreement", "js_divergence", "activation_distance",
-                   "agreement_teacher_correct", "agreement_teacher_wrong"]
+WEIRD = "kd<b>&\"$x$'</b>"  # a condition name full of HTML (and mathtext) specials
+SUMMARY_METRICS = [
+    "accuracy",
+    "agreement",
+    "js_divergence",
+    "activation_distance",
+    "agreement_teacher_correct",
+    "agreement_teacher_wrong",
+]
 TESTED_METRICS = ["agreement", "js_divergence", "agreement_teacher_correct", "agreement_teacher_wrong"]
 
 
@@ -40,28 +45,48 @@ def synthetic_tables(seed: int = 0) -> AuditTables:
         groups += [("kd", a, 3), ("rcd-uniform", a, 3)]
     groups += [("rcd-gaussian", 0.9, 1), (WEIRD, 0.5, 3)]
 
-    rows = [{c: np.nan for c in RUNS_COLUMNS} | {
-        "run_id": "teacher", "role": "teacher", "condition": "teacher", "alpha": np.nan,
-        "temperature": 1.0, "seed": 0, "accuracy": 0.93, "loss": 0.25, "agreement": 1.0,
-    }]
+    rows = [
+        {c: np.nan for c in RUNS_COLUMNS}
+        | {
+            "run_id": "teacher",
+            "role": "teacher",
+            "condition": "teacher",
+            "alpha": np.nan,
+            "temperature": 1.0,
+            "seed": 0,
+            "accuracy": 0.93,
+            "loss": 0.25,
+            "agreement": 1.0,
+        }
+    ]
     for cond, alpha, n in groups:
         boost = 0.0 if cond == "siddo" else alpha * (0.05 if cond != "rcd-uniform" else 0.01)
         for s in range(1, n + 1):
             atc = min(1.0, 0.95 + boost / 2 + rng.normal(0, 0.004))
             atw = min(1.0, 0.35 + boost * 3 + rng.normal(0, 0.02))
             agr = 0.93 * atc + 0.07 * atw
-            rows.append({
-                "run_id": f"{cond}-a{alpha}-s{s}", "role": "student", "condition": cond,
-                "alpha": alpha, "temperature": 1.0, "seed": s,
-                "accuracy": 0.92 + rng.normal(0, 0.004), "loss": 0.3 + rng.normal(0, 0.01),
-                "activation_distance": 0.12 - boost + rng.normal(0, 0.005),
-                "js_divergence": 0.02 - boost / 5 + abs(rng.normal(0, 0.001)),
-                "prediction_disagreement": 1 - agr, "agreement": agr,
-                "logit_cosine": 0.9 + rng.normal(0, 0.01),
-                "rank_disagreement": 0.1 + rng.normal(0, 0.01),
-                "agreement_teacher_correct": atc, "agreement_teacher_wrong": atw,
-                "n_teacher_correct": 930, "n_teacher_wrong": 70,
-            })
+            rows.append(
+                {
+                    "run_id": f"{cond}-a{alpha}-s{s}",
+                    "role": "student",
+                    "condition": cond,
+                    "alpha": alpha,
+                    "temperature": 1.0,
+                    "seed": s,
+                    "accuracy": 0.92 + rng.normal(0, 0.004),
+                    "loss": 0.3 + rng.normal(0, 0.01),
+                    "activation_distance": 0.12 - boost + rng.normal(0, 0.005),
+                    "js_divergence": 0.02 - boost / 5 + abs(rng.normal(0, 0.001)),
+                    "prediction_disagreement": 1 - agr,
+                    "agreement": agr,
+                    "logit_cosine": 0.9 + rng.normal(0, 0.01),
+                    "rank_disagreement": 0.1 + rng.normal(0, 0.01),
+                    "agreement_teacher_correct": atc,
+                    "agreement_teacher_wrong": atw,
+                    "n_teacher_correct": 930,
+                    "n_teacher_wrong": 70,
+                }
+            )
     runs = pd.DataFrame(rows, columns=RUNS_COLUMNS)
     # a missing value in one seed
     runs.loc[runs["run_id"] == "kd-a0.5-s2", "agreement_teacher_wrong"] = np.nan
@@ -90,40 +115,68 @@ def synthetic_tables(seed: int = 0) -> AuditTables:
         for comp, ref in comparisons:
             for m in TESTED_METRICS:
                 p = float(rng.uniform(1e-6, 0.3)) if len(g) > 1 else np.nan
-                test_rows.append({
-                    "comparison": comp, "condition": cond, "alpha": alpha, "metric": m,
-                    "n_a": len(g), "n_b": len(ref), "mean_a": g[m].mean(), "sem_a": _sem(g[m]),
-                    "mean_b": ref[m].mean(), "sem_b": _sem(ref[m]),
-                    "statistic": float(rng.integers(0, 10)), "p_value": p,
-                    "p_adjusted": np.nan if comp != "vs_siddo" else min(1.0, p * 3),
-                    "effect_size": float(rng.uniform(-1, 1)), "significant": bool(p < 0.05),
-                })
+                test_rows.append(
+                    {
+                        "comparison": comp,
+                        "condition": cond,
+                        "alpha": alpha,
+                        "metric": m,
+                        "n_a": len(g),
+                        "n_b": len(ref),
+                        "mean_a": g[m].mean(),
+                        "sem_a": _sem(g[m]),
+                        "mean_b": ref[m].mean(),
+                        "sem_b": _sem(ref[m]),
+                        "statistic": float(rng.integers(0, 10)),
+                        "p_value": p,
+                        "p_adjusted": np.nan if comp != "vs_siddo" else min(1.0, p * 3),
+                        "effect_size": float(rng.uniform(-1, 1)),
+                        "significant": bool(p < 0.05),
+                    }
+                )
         d_pos = g["agreement_teacher_correct"].mean() - control["agreement_teacher_correct"].mean()
         d_neg = g["agreement_teacher_wrong"].mean() - control["agreement_teacher_wrong"].mean()
         h_pos = d_pos / (1 - control["agreement_teacher_correct"].mean())
         h_neg = d_neg / (1 - control["agreement_teacher_wrong"].mean())
         payoff = "not testable" if len(g) < 2 else ("yes" if h_neg > h_pos else "no")
-        sentence = (f"{cond} at α = {alpha:g}: the students copy the teacher's errors "
-                    f"(Δ− = {d_neg:+.3f}) more than its correct answers (Δ+ = {d_pos:+.3f})."
-                    if payoff == "yes" else f"{cond} at α = {alpha:g}: no negative asymmetric payoff.")
-        transfer_rows.append({
-            "condition": cond, "alpha": alpha, "delta_pos": d_pos, "delta_neg": d_neg,
-            "h_pos": h_pos, "h_neg": h_neg, "p_pos": 0.0001, "p_neg": 0.0002,
-            "p_neg_adjusted": 0.0003, "p_asymmetry_adjusted": 2.1e-05 if len(g) > 1 else np.nan,
-            "negative_asymmetric_payoff": payoff, "verdict": sentence,
-        })
+        sentence = (
+            f"{cond} at α = {alpha:g}: the students copy the teacher's errors "
+            f"(Δ− = {d_neg:+.3f}) more than its correct answers (Δ+ = {d_pos:+.3f})."
+            if payoff == "yes"
+            else f"{cond} at α = {alpha:g}: no negative asymmetric payoff."
+        )
+        transfer_rows.append(
+            {
+                "condition": cond,
+                "alpha": alpha,
+                "delta_pos": d_pos,
+                "delta_neg": d_neg,
+                "h_pos": h_pos,
+                "h_neg": h_neg,
+                "p_pos": 0.0001,
+                "p_neg": 0.0002,
+                "p_neg_adjusted": 0.0003,
+                "p_asymmetry_adjusted": 2.1e-05 if len(g) > 1 else np.nan,
+                "negative_asymmetric_payoff": payoff,
+                "verdict": sentence,
+            }
+        )
         if cond in ("kd", WEIRD):
-            verdicts.append(Verdict(
-                condition=cond, alpha=alpha,
-                knowledge_transfer="yes" if alpha > 0.2 else "no",
-                beyond_regularisation="yes" if alpha == 0.9 else "not testable",
-                negative_asymmetric_payoff=payoff, compression="no",
-                sentences=[
-                    f"At α = {alpha:g}, {cond} students agree with the teacher more than the "
-                    f"SIDDO control (p < 0.05) & <differ> from RCD.",
-                    sentence,
-                ],
-            ))
+            verdicts.append(
+                Verdict(
+                    condition=cond,
+                    alpha=alpha,
+                    knowledge_transfer="yes" if alpha > 0.2 else "no",
+                    beyond_regularisation="yes" if alpha == 0.9 else "not testable",
+                    negative_asymmetric_payoff=payoff,
+                    compression="no",
+                    sentences=[
+                        f"At α = {alpha:g}, {cond} students agree with the teacher more than the "
+                        f"SIDDO control (p < 0.05) & <differ> from RCD.",
+                        sentence,
+                    ],
+                )
+            )
     tests = pd.DataFrame(test_rows, columns=TESTS_COLUMNS)
     transfer = pd.DataFrame(transfer_rows)
     return AuditTables(runs=runs, tests=tests, transfer=transfer, summary=summary, verdicts=verdicts)
@@ -134,12 +187,23 @@ META = {
     "setup": "digits-mlp",
     "dataset": "sklearn digits",
     "model": "MLP 64-128-10",
-    "n_train": 1437, "n_test": 360, "teacher_accuracy": 0.93, "n_teacher_wrong": 25,
-    "n_models": 21, "wall_time_s": 312.4, "precision": "fp32", "kdaudit_version": "0.1.0",
-    "torch_version": "2.3.0", "created": "2025-01-01T12:00:00",
+    "n_train": 1437,
+    "n_test": 360,
+    "teacher_accuracy": 0.93,
+    "n_teacher_wrong": 25,
+    "n_models": 21,
+    "wall_time_s": 312.4,
+    "precision": "fp32",
+    "kdaudit_version": "0.1.0",
+    "torch_version": "2.3.0",
+    "created": "2025-01-01T12:00:00",
 }
-SPEC = {"setup": "digits-mlp", "alphas": [0.1, 0.5, 0.9], "n_seeds": 3,
-        "data": {"source": "https://example.org/not-a-link"}}
+SPEC = {
+    "setup": "digits-mlp",
+    "alphas": [0.1, 0.5, 0.9],
+    "n_seeds": 3,
+    "data": {"source": "https://example.org/not-a-link"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -256,14 +320,20 @@ def test_fmt_p():
 
 def test_missing_meta_and_sparse_tables(tmp_path):
     """No meta, no spec, only a teacher and a single-seed kd group with NaN: nothing crashes."""
-    runs = pd.DataFrame([
-        {c: np.nan for c in RUNS_COLUMNS} | {"run_id": "t", "role": "teacher", "condition": "teacher"},
-        {c: np.nan for c in RUNS_COLUMNS} | {"run_id": "k", "role": "student", "condition": "kd",
-                                              "alpha": 0.5, "seed": 1, "agreement": 0.9},
-    ], columns=RUNS_COLUMNS)
+    runs = pd.DataFrame(
+        [
+            {c: np.nan for c in RUNS_COLUMNS} | {"run_id": "t", "role": "teacher", "condition": "teacher"},
+            {c: np.nan for c in RUNS_COLUMNS}
+            | {"run_id": "k", "role": "student", "condition": "kd", "alpha": 0.5, "seed": 1, "agreement": 0.9},
+        ],
+        columns=RUNS_COLUMNS,
+    )
     tables = AuditTables(
-        runs=runs, tests=pd.DataFrame(columns=TESTS_COLUMNS), transfer=pd.DataFrame(),
-        summary=pd.DataFrame(), verdicts=[],
+        runs=runs,
+        tests=pd.DataFrame(columns=TESTS_COLUMNS),
+        transfer=pd.DataFrame(),
+        summary=pd.DataFrame(),
+        verdicts=[],
     )
     paths = write_report(tmp_path, tables, {}, {})
     doc = paths["report.html"].read_text(encoding="utf-8")
@@ -307,8 +377,7 @@ def test_report_in_browser(report, tmp_path):
         assert complete is True and natural_width > 0, f"image {img_id} did not load"
 
     shot = tmp_path / "shot.png"
-    res = run_chromium([f"--screenshot={shot}", "--window-size=1200,2400", paths["report.html"].as_uri()],
-                    tmp_path)
+    res = run_chromium([f"--screenshot={shot}", "--window-size=1200,2400", paths["report.html"].as_uri()], tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     data = shot.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 20_000

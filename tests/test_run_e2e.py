@@ -69,7 +69,13 @@ def test_two_seeds_are_not_testable_everywhere_and_said_before_training(tiny_run
     audit = json.loads((out / "audit.json").read_text())
     st = audit["statistics"]
     assert st["primary_family_size"] == 12 and st["correction"] == "holm" and st["standard"] == "kdaudit"
-    keys = ("knowledge_transfer", "beyond_regularisation", "negative_transfer", "asymmetry", "negative_asymmetric_payoff")
+    keys = (
+        "knowledge_transfer",
+        "beyond_regularisation",
+        "negative_transfer",
+        "asymmetry",
+        "negative_asymmetric_payoff",
+    )
     for v in audit["verdicts"]:
         assert all(v[k] == "not testable" for k in keys)
         assert "6 seeds per group would make it testable" in v["reasons"]["knowledge_transfer"]
@@ -119,14 +125,26 @@ def test_report_reanalyses_without_training(tiny_run):
 
 
 def test_a_killed_audit_resumes_and_ends_with_the_same_runs_csv(tmp_path):
-    args = ["run", "digits-mlp", "--set", "protocol.seeds=2", "--set", "train.epochs=25",
-            "--set", "model.kwargs.hidden=[16]", "--quiet"]
+    args = [
+        "run",
+        "digits-mlp",
+        "--set",
+        "protocol.seeds=2",
+        "--set",
+        "train.epochs=25",
+        "--set",
+        "model.kwargs.hidden=[16]",
+        "--quiet",
+    ]
     ref = kdaudit(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "kdaudit.cli", *args, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdaudit.cli", *args, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(records(out)) < 6:
         time.sleep(0.02)
@@ -176,8 +194,13 @@ def test_terminal_audit_json_report_and_compare_agree_on_every_verdict(tmp_path)
     r = kdaudit("run", "digits-mlp", *[x for s in sets for x in ("--set", s)], "--out", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     (v,) = json.loads((out / "audit.json").read_text())["verdicts"]
-    keys = ("knowledge_transfer", "beyond_regularisation", "negative_transfer", "asymmetry",
-            "negative_asymmetric_payoff")
+    keys = (
+        "knowledge_transfer",
+        "beyond_regularisation",
+        "negative_transfer",
+        "asymmetry",
+        "negative_asymmetric_payoff",
+    )
     line = " ".join(x.strip() for x in r.stdout.splitlines() if "kd α=0.9:" in x or "payoff" in x)
     printed = {k: line.split(k.replace("_", " ") + " ", 1)[1].split(",")[0].strip() for k in keys}
     assert printed == {k: v[k] for k in keys}
@@ -192,7 +215,9 @@ def test_terminal_audit_json_report_and_compare_agree_on_every_verdict(tmp_path)
     for name in ("teacher", "siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"):
         (tmp_path / name).mkdir()
     for run_id, rec in recs.items():
-        job = next(p.parent for p in (out / "jobs").glob("*/record.json") if json.loads(p.read_text())["run_id"] == run_id)
+        job = next(
+            p.parent for p in (out / "jobs").glob("*/record.json") if json.loads(p.read_text())["run_id"] == run_id
+        )
         if not (job / "outputs.npz").exists():  # M0: weights only
             continue
         with np.load(job / "outputs.npz") as z:
@@ -203,10 +228,24 @@ def test_terminal_audit_json_report_and_compare_agree_on_every_verdict(tmp_path)
             np.save(tmp_path / "labels.npy", labels)
         elif cond in ("siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"):
             np.save(tmp_path / cond / f"{run_id}.npy", logits)
-    c = kdaudit("compare", "--teacher", str(tmp_path / "teacher" / "t.npy"), "--labels", str(tmp_path / "labels.npy"),
-                "--control", str(tmp_path / "siddo" / "*.npy"), "--group", f"kd={tmp_path / 'kd' / '*.npy'}",
-                "--rcd", f"ls={tmp_path / 'ls' / '*.npy'}", "--rcd", f"rcd-uniform={tmp_path / 'rcd-uniform' / '*.npy'}",
-                "--rcd", f"rcd-gaussian={tmp_path / 'rcd-gaussian' / '*.npy'}", "--json")
+    c = kdaudit(
+        "compare",
+        "--teacher",
+        str(tmp_path / "teacher" / "t.npy"),
+        "--labels",
+        str(tmp_path / "labels.npy"),
+        "--control",
+        str(tmp_path / "siddo" / "*.npy"),
+        "--group",
+        f"kd={tmp_path / 'kd' / '*.npy'}",
+        "--rcd",
+        f"ls={tmp_path / 'ls' / '*.npy'}",
+        "--rcd",
+        f"rcd-uniform={tmp_path / 'rcd-uniform' / '*.npy'}",
+        "--rcd",
+        f"rcd-gaussian={tmp_path / 'rcd-gaussian' / '*.npy'}",
+        "--json",
+    )
     assert c.returncode == 0, c.stderr
     g = json.loads(c.stdout)["groups"]["kd"]
     assert g["verdicts"] == {k: v[k] for k in keys}

@@ -17,12 +17,27 @@ from kdaudit.errors import SpecError
 from kdaudit.plan.jobs import build_plan
 
 # digits, 3 seeds, one α: 1 teacher + 3 siddo + 3 x (kd, rcd-uniform, rcd-gaussian) = 13 models
-GRID = ["protocol.seeds=3", "protocol.alphas=[0.9]", "train.epochs=8", "model.kwargs.hidden=[64]",
-        "train.threads=1", "train.lr=0.1", "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"]
-ADV = ["security.adversarial.enabled=true", "security.adversarial.eps=[0.05,0.2]",
-       "security.adversarial.samples=200", "security.adversarial.steps=5"]
-BACKDOOR = ["security.backdoor.enabled=true", "security.backdoor.rate=0.2", "security.backdoor.target=0",
-            "security.backdoor.size=3"]
+GRID = [
+    "protocol.seeds=3",
+    "protocol.alphas=[0.9]",
+    "train.epochs=8",
+    "model.kwargs.hidden=[64]",
+    "train.threads=1",
+    "train.lr=0.1",
+    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
+]
+ADV = [
+    "security.adversarial.enabled=true",
+    "security.adversarial.eps=[0.05,0.2]",
+    "security.adversarial.samples=200",
+    "security.adversarial.steps=5",
+]
+BACKDOOR = [
+    "security.backdoor.enabled=true",
+    "security.backdoor.rate=0.2",
+    "security.backdoor.target=0",
+    "security.backdoor.size=3",
+]
 
 
 def test_a_backdoor_changes_the_teacher_and_the_kd_students_only():
@@ -46,11 +61,20 @@ def test_security_tables_and_report(security_audit):
     runs = pd.read_csv(out / "security_runs.csv")
     assert len(runs) == 13 and list(runs.role[:1]) == ["teacher"]
     metrics = [c for c in runs.columns if "@" in c or c in ("backdoor_asr", "clean_accuracy")]
-    assert set(metrics) >= {"adv_fooled@0.05", "adv_follows@0.2", "adv_accuracy@0.2", "whitebox_accuracy@0.2",
-                            "adv_flipped@0.05", "adv_flipped@0.2", "backdoor_asr", "clean_accuracy"}
+    assert set(metrics) >= {
+        "adv_fooled@0.05",
+        "adv_follows@0.2",
+        "adv_accuracy@0.2",
+        "whitebox_accuracy@0.2",
+        "adv_flipped@0.05",
+        "adv_flipped@0.2",
+        "backdoor_asr",
+        "clean_accuracy",
+    }
     # in the metric order: fooled, follows, flipped, accuracy at each ε, then the white-box accuracy
-    assert metrics[:9] == [f"adv_{m}@{e}" for e in ("0.05", "0.2") for m in ("fooled", "follows", "flipped",
-                                                                            "accuracy")] + ["whitebox_accuracy@0.2"]
+    assert metrics[:9] == [
+        f"adv_{m}@{e}" for e in ("0.05", "0.2") for m in ("fooled", "follows", "flipped", "accuracy")
+    ] + ["whitebox_accuracy@0.2"]
     # the teacher is right on every clean transferable example and fooled on each
     assert runs.loc[0, "adv_flipped@0.2"] == 1.0
     vals = runs[metrics].to_numpy(float)
@@ -111,8 +135,9 @@ def test_an_old_security_cache_without_adv_flipped_is_measured_again(security_au
     path.write_text(json.dumps(old))  # as written before adv_flipped existed
     measure = evaluate._Adversarial.measure
     calls = []
-    monkeypatch.setattr(evaluate._Adversarial, "measure",
-                        lambda self, *a, **k: calls.append(1) or measure(self, *a, **k))
+    monkeypatch.setattr(
+        evaluate._Adversarial, "measure", lambda self, *a, **k: calls.append(1) or measure(self, *a, **k)
+    )
     before = pd.read_csv(out / "security_runs.csv")
     again = reanalyse(out)
     assert calls == [1]  # only the model with the old cache
@@ -138,9 +163,22 @@ def test_adversarial_metrics_against_a_direct_computation(security_audit):
     x, y = data.x_test[idx], data.y_test[idx]
     space = attack_space(data.info, data.x_test)
     # evaluation crafts ε levels in increasing order with a fresh generator each
-    xa = attack_batched(pgd, teacher, x, y, 512, eps=space.eps(0.2), steps=5, step_size=None, norm="linf",
-                        random_start=True, generator=torch.Generator().manual_seed(spec.security.seed),
-                        targeted=False, lo=space.lo, hi=space.hi)
+    xa = attack_batched(
+        pgd,
+        teacher,
+        x,
+        y,
+        512,
+        eps=space.eps(0.2),
+        steps=5,
+        step_size=None,
+        norm="linf",
+        random_start=True,
+        generator=torch.Generator().manual_seed(spec.security.seed),
+        targeted=False,
+        lo=space.lo,
+        hi=space.hi,
+    )
     with torch.no_grad():
         t_clean, t_adv, s_adv = teacher(x).argmax(1), teacher(xa).argmax(1), student(xa).argmax(1)
         s_clean = student(x).argmax(1)
@@ -162,9 +200,14 @@ def test_adversarial_metrics_against_a_direct_computation(security_audit):
 
 def test_security_errors_are_one_line_before_training(tmp_path, capsys):
     out = tmp_path / "bad"
-    code = kdaudit_here("run", "digits-mlp", "--out", str(out), "--quiet",
-                        *sum((["--set", s] for s in GRID + ["security.backdoor.enabled=true",
-                                                            "security.backdoor.target=12"]), []))
+    code = kdaudit_here(
+        "run",
+        "digits-mlp",
+        "--out",
+        str(out),
+        "--quiet",
+        *sum((["--set", s] for s in GRID + ["security.backdoor.enabled=true", "security.backdoor.target=12"]), []),
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "security.backdoor.target: 12 is not a class" in err[0]
     assert not (out / "jobs").exists()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import kdaudit, cli_env
+from helpers import cli_env, kdaudit
 from kdaudit.config.spec import resolve_raw, resolve_spec
 from kdaudit.config.sweep import expand
 from kdaudit.errors import SpecError
@@ -23,8 +23,14 @@ from kdaudit.store import JobStore
 from kdaudit.sweep import run_sweep
 
 # digits, 2 seeds, KD and RCD at one α: 1 + 2 + 2 + 2 = 7 models per audit
-TINY = ["protocol.seeds=2", "train.epochs=1", "model.kwargs.hidden=[16]", "train.threads=1",
-        "protocol.alphas=[0.5]", "protocol.conditions=[siddo,kd,rcd-uniform]"]
+TINY = [
+    "protocol.seeds=2",
+    "train.epochs=1",
+    "model.kwargs.hidden=[16]",
+    "train.threads=1",
+    "protocol.alphas=[0.5]",
+    "protocol.conditions=[siddo,kd,rcd-uniform]",
+]
 
 
 def _records(store: Path) -> list[dict]:
@@ -35,8 +41,14 @@ def _records(store: Path) -> list[dict]:
 
 # the plan keys of these specs as they were before teacher.snapshots existed (versions pinned, so
 # that only the plan's structure counts): run id and key of every job, hashed
-_KEY_SETS = ["protocol.seeds=2", "train.epochs=3", "model.kwargs.hidden=[16]", "train.threads=1",
-             "protocol.alphas=[0.5]", "protocol.conditions=[siddo,kd,ls,rcd-uniform]"]
+_KEY_SETS = [
+    "protocol.seeds=2",
+    "train.epochs=3",
+    "model.kwargs.hidden=[16]",
+    "train.threads=1",
+    "protocol.alphas=[0.5]",
+    "protocol.conditions=[siddo,kd,ls,rcd-uniform]",
+]
 PINNED = {
     "self": ([], "f39fd00af7664222", "3c122e021503b70dbc35"),
     "teacher_epochs": (["teacher.epochs=2"], "b98d259187e38a3b", "53bb3c5dd152a6701245"),
@@ -85,15 +97,20 @@ def test_snapshot_plan_shares_one_teacher_run():
     assert run.params["train"]["epochs"] == 5 and plan.teacher.params["snapshot_of"] == {"epochs": 5, "at": 5}
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["teacher.snapshots=[0,2]"], "teacher.snapshots: every snapshot epoch must be ≥ 1"),
-    (["train.epochs=3", "teacher.snapshots=[1,9]"], "teacher.snapshots: 9 above the teacher's 3 epochs"),
-    (["teacher.epochs=3", "teacher.snapshots=[1,2,4]"], "teacher.snapshots: 4 above the teacher's 3 epochs"),
-    (["teacher.snapshots=[2,2]"], "teacher.snapshots: lists an epoch twice"),
-    (["teacher.snapshots=[]"], "teacher.snapshots: must list at least one epoch"),
-    (["teacher.checkpoint=t.safetensors", "teacher.snapshots=[1]"],
-     "teacher.snapshots: a teacher given by teacher.checkpoint is not trained"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["teacher.snapshots=[0,2]"], "teacher.snapshots: every snapshot epoch must be ≥ 1"),
+        (["train.epochs=3", "teacher.snapshots=[1,9]"], "teacher.snapshots: 9 above the teacher's 3 epochs"),
+        (["teacher.epochs=3", "teacher.snapshots=[1,2,4]"], "teacher.snapshots: 4 above the teacher's 3 epochs"),
+        (["teacher.snapshots=[2,2]"], "teacher.snapshots: lists an epoch twice"),
+        (["teacher.snapshots=[]"], "teacher.snapshots: must list at least one epoch"),
+        (
+            ["teacher.checkpoint=t.safetensors", "teacher.snapshots=[1]"],
+            "teacher.snapshots: a teacher given by teacher.checkpoint is not trained",
+        ),
+    ],
+)
 def test_invalid_snapshots_are_one_line_errors(sets, message):
     with pytest.raises(SpecError) as exc:
         resolve_spec("digits-mlp", TINY + sets)
@@ -101,10 +118,15 @@ def test_invalid_snapshots_are_one_line_errors(sets, message):
 
 
 def test_snapshots_are_sorted():
-    assert resolve_spec("digits-mlp", TINY + ["train.epochs=4", "teacher.snapshots=[4,1,2]"]).teacher.snapshots == [1, 2, 4]
+    assert resolve_spec("digits-mlp", TINY + ["train.epochs=4", "teacher.snapshots=[4,1,2]"]).teacher.snapshots == [
+        1,
+        2,
+        4,
+    ]
 
 
 # ------------------------------------------------------------------------------ the numbers
+
 
 def _teacher(sets: list[str], store: JobStore):
     """Train (or read) the teacher of a spec, and what it needs, into ``store``."""
@@ -121,15 +143,22 @@ def _teacher(sets: list[str], store: JobStore):
 def _same(store: JobStore, a: str, b: str) -> bool:
     wa, wb = store.load_weights(a), store.load_weights(b)
     oa, ob = store.load_outputs(a), store.load_outputs(b)
-    return (wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-            and oa.keys() == ob.keys() and all(np.array_equal(oa[k], ob[k]) for k in oa))
+    return (
+        wa.keys() == wb.keys()
+        and all(torch.equal(wa[k], wb[k]) for k in wa)
+        and oa.keys() == ob.keys()
+        and all(np.array_equal(oa[k], ob[k]) for k in oa)
+    )
 
 
-@pytest.mark.parametrize("schedule, sched", [
-    ("constant", ["train.schedule=constant", "train.warmup_epochs=0"]),
-    ("step", ["train.schedule=step", "train.step_epochs=[1,3]", "train.warmup_epochs=1"]),
-    ("cosine", ["train.schedule=cosine", "train.warmup_epochs=0"]),
-])
+@pytest.mark.parametrize(
+    "schedule, sched",
+    [
+        ("constant", ["train.schedule=constant", "train.warmup_epochs=0"]),
+        ("step", ["train.schedule=step", "train.step_epochs=[1,3]", "train.warmup_epochs=1"]),
+        ("cosine", ["train.schedule=cosine", "train.warmup_epochs=0"]),
+    ],
+)
 def test_snapshot_equals_a_teacher_trained_for_its_epochs_under_a_constant_schedule(tmp_path, schedule, sched):
     store = JobStore(tmp_path / "jobs")
     snaps = {e: _teacher(sched + [f"teacher.epochs={e}", "teacher.snapshots=[1,2,4]"], store) for e in (2, 4)}
@@ -144,8 +173,13 @@ def test_snapshot_equals_a_teacher_trained_for_its_epochs_under_a_constant_sched
         t = snaps[e].teacher
         rec = store.load_record(t.key)
         same = schedule != "cosine" or e == 4  # cosine spreads its decay over the whole run
-        assert rec["snapshot_of"] == {**rec["snapshot_of"], "epochs": 4, "at": e, "key": run_key,
-                                      "same_as_trained_for_at": same}
+        assert rec["snapshot_of"] == {
+            **rec["snapshot_of"],
+            "epochs": 4,
+            "at": e,
+            "key": run_key,
+            "same_as_trained_for_at": same,
+        }
         assert [h["epoch"] for h in rec["history"]] == list(range(1, e + 1))
         assert "train_logits" in store.load_outputs(t.key)  # a KD student's targets
         assert _same(store, t.key, plain[e].teacher.key) == same
@@ -161,8 +195,7 @@ def test_teacher_epochs_sweep_with_snapshots_trains_one_teacher(tmp_path):
         outcomes[name] = run_sweep(expand(resolve_raw("digits-mlp", TINY + epochs + extra)), tmp_path / name)
         seconds[name] = time.perf_counter() - start
         recs[name] = _records(tmp_path / name / "jobs")
-    print(f"tiny teacher.epochs sweep: {seconds['plain']:.1f} s without snapshots, "
-          f"{seconds['snapshots']:.1f} s with")
+    print(f"tiny teacher.epochs sweep: {seconds['plain']:.1f} s without snapshots, {seconds['snapshots']:.1f} s with")
 
     def trained_teachers(rs):  # teachers that ran gradient steps (a snapshot job reads a run)
         return [r["run_id"] for r in rs if r["kind"] == "teacher" and "snapshot_of" not in r]
@@ -175,22 +208,36 @@ def test_teacher_epochs_sweep_with_snapshots_trains_one_teacher(tmp_path):
     trained = [o.stats.trained for o in outcomes["snapshots"].outcomes]
     assert sum(t.count("teacher-run") for t in trained) == 1 and all("teacher" in t for t in trained)
     # the same teachers (constant schedule): the same teacher losses at every point
-    assert ([o.meta["teacher_loss"] for o in outcomes["plain"].outcomes]
-            == [o.meta["teacher_loss"] for o in outcomes["snapshots"].outcomes])
+    assert [o.meta["teacher_loss"] for o in outcomes["plain"].outcomes] == [
+        o.meta["teacher_loss"] for o in outcomes["snapshots"].outcomes
+    ]
     # a rerun reuses every job, the run and its snapshots included
-    again = run_sweep(expand(resolve_raw("digits-mlp", TINY + epochs + ["teacher.snapshots=[1,2,3]"])),
-                      tmp_path / "snapshots")
+    again = run_sweep(
+        expand(resolve_raw("digits-mlp", TINY + epochs + ["teacher.snapshots=[1,2,3]"])), tmp_path / "snapshots"
+    )
     assert [o.meta["trained_now"] for o in again.outcomes] == [0, 0, 0]
 
 
 def test_a_killed_teacher_run_leaves_nothing_and_resumes(tmp_path):
     """Killed after its second epoch (snapshots 1 and 2 staged, checkpoint at 1), the run has no job
     directory; the rerun resumes and saves the same snapshots as a run never killed."""
-    args = ["run", "digits-mlp", *[x for s in TINY for x in ("--set", s)], "--set", "train.epochs=3",
-            "--set", "train.checkpoint_every=1", "--set", "teacher.snapshots=[1,2,3]", "--quiet"]
+    args = [
+        "run",
+        "digits-mlp",
+        *[x for s in TINY for x in ("--set", s)],
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "teacher.snapshots=[1,2,3]",
+        "--quiet",
+    ]
     killed = kdaudit(*args, "--out", str(tmp_path / "k"), env=cli_env(KDAUDIT_FAILPOINT="train.epoch:2"))
     assert killed.returncode != 0
-    spec = resolve_spec("digits-mlp", TINY + ["train.epochs=3", "train.checkpoint_every=1", "teacher.snapshots=[1,2,3]"])
+    spec = resolve_spec(
+        "digits-mlp", TINY + ["train.epochs=3", "train.checkpoint_every=1", "teacher.snapshots=[1,2,3]"]
+    )
     run = next(j for j in build_plan(spec).jobs if j.teacher_run)
     store = JobStore(tmp_path / "k" / "jobs")
     assert store.status(run.key) == "missing"
@@ -200,8 +247,11 @@ def test_a_killed_teacher_run_leaves_nothing_and_resumes(tmp_path):
     done = store.load_record(run.key)
     assert done["resumed_from_epoch"] == 1
     ref = JobStore(tmp_path / "ref" / "jobs").load_record(run.key)
-    assert {k: v for k, v in done["checksums"].items() if k.startswith("snapshots/")} == {
-        k: v for k, v in ref["checksums"].items() if k.startswith("snapshots/")} != {}
+    assert (
+        {k: v for k, v in done["checksums"].items() if k.startswith("snapshots/")}
+        == {k: v for k, v in ref["checksums"].items() if k.startswith("snapshots/")}
+        != {}
+    )
     assert not snapshot_stage(store, run.key).exists()
     (store.job_dir(run.key) / "snapshots" / "epoch-1" / "weights.safetensors").write_bytes(b"x")
     assert store.status(run.key) == "corrupt"  # the snapshots are checked like the job's own files

@@ -6,13 +6,14 @@ import sys
 import pytest
 import yaml
 
-from kdaudit.config.spec import apply_overrides, resolve_spec, setup_names, validate_spec, load_setup_raw
+from kdaudit.config.spec import apply_overrides, load_setup_raw, resolve_spec, setup_names, validate_spec
 from kdaudit.errors import SpecError
 
 
 def kdaudit(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 @pytest.mark.parametrize(

@@ -136,8 +136,18 @@ def test_mann_whitney_drops_nans_and_says_so() -> None:
 def test_test_result_fields() -> None:
     fields = list(TestResult.__dataclass_fields__)
     assert fields == [
-        "n_a", "n_b", "mean_a", "sem_a", "mean_b", "sem_b", "statistic", "p_value",
-        "effect_size", "reason", "method", "p_se",
+        "n_a",
+        "n_b",
+        "mean_a",
+        "sem_a",
+        "mean_b",
+        "sem_b",
+        "statistic",
+        "p_value",
+        "effect_size",
+        "reason",
+        "method",
+        "p_se",
     ]
     d = mann_whitney(A, B).to_dict()
     assert set(d) == set(fields)

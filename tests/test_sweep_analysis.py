@@ -40,7 +40,7 @@ SEEDS = 3
 def test_power_law_recovers_planted_exponent_and_matches_polyfit() -> None:
     rng = np.random.default_rng(1)
     x = np.geomspace(10, 1e4, 40)
-    y = 3.0 * x ** -0.4 * np.exp(rng.normal(0, 0.05, x.size))
+    y = 3.0 * x**-0.4 * np.exp(rng.normal(0, 0.05, x.size))
     fit = power_law_fit(x, y)
     assert abs(fit.exponent + 0.4) < 3 * fit.exponent_se
     slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
@@ -48,7 +48,7 @@ def test_power_law_recovers_planted_exponent_and_matches_polyfit() -> None:
     assert fit.prefactor == pytest.approx(math.exp(intercept), rel=1e-10)
     lx, ly = np.log(x), np.log(y)
     resid = ly - (intercept + slope * lx)
-    se = math.sqrt((resid ** 2).sum() / (x.size - 2) / ((lx - lx.mean()) ** 2).sum())
+    se = math.sqrt((resid**2).sum() / (x.size - 2) / ((lx - lx.mean()) ** 2).sum())
     assert fit.exponent_se == pytest.approx(se, rel=1e-10)
     assert fit.r2 == pytest.approx(np.corrcoef(lx, ly)[0, 1] ** 2, rel=1e-10)
     assert fit.n == 40
@@ -56,7 +56,7 @@ def test_power_law_recovers_planted_exponent_and_matches_polyfit() -> None:
 
 def test_power_law_exact_on_noiseless_data_and_drops_bad_points() -> None:
     x = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
-    y = 3.0 * x ** -0.4
+    y = 3.0 * x**-0.4
     fit = power_law_fit(x, y)
     assert fit.exponent == pytest.approx(-0.4, abs=1e-12)
     assert fit.prefactor == pytest.approx(3.0, rel=1e-12)
@@ -65,11 +65,14 @@ def test_power_law_exact_on_noiseless_data_and_drops_bad_points() -> None:
     assert dirty.n == 5 and dirty.exponent == pytest.approx(-0.4, abs=1e-12)
 
 
-@pytest.mark.parametrize("x, y", [
-    ([1.0, 1.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]),  # two distinct x
-    ([1.0, 2.0, 3.0], [1.0, 0.0, 2.0]),  # a non-positive y leaves two points
-    ([], []),
-])
+@pytest.mark.parametrize(
+    "x, y",
+    [
+        ([1.0, 1.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]),  # two distinct x
+        ([1.0, 2.0, 3.0], [1.0, 0.0, 2.0]),  # a non-positive y leaves two points
+        ([], []),
+    ],
+)
 def test_power_law_degenerate_is_nan_without_warnings(x, y) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -116,12 +119,15 @@ def test_trend_matches_spearmanr_and_hand_computation() -> None:
     assert res.rho == pytest.approx(np.corrcoef(rx, ry)[0, 1], rel=1e-12)
 
 
-@pytest.mark.parametrize("x, y", [
-    ([1.0, 2.0], [3.0, 1.0]),
-    ([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]),
-    ([1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]),
-    ([1.0, np.nan, 3.0, 4.0], [1.0, 2.0, np.inf, 3.0]),
-])
+@pytest.mark.parametrize(
+    "x, y",
+    [
+        ([1.0, 2.0], [3.0, 1.0]),
+        ([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]),
+        ([1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]),
+        ([1.0, np.nan, 3.0, 4.0], [1.0, 2.0, np.inf, 3.0]),
+    ],
+)
 def test_trend_degenerate_is_nan_without_warnings(x, y) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -132,29 +138,55 @@ def test_trend_degenerate_is_nan_without_warnings(x, y) -> None:
 # --- synthetic sweeps -------------------------------------------------------------------------
 
 
-def make_point(i: int, value: object, params: int, teacher_loss: float, amp: float = 0.0,
-               label: str | None = None, path: str = "protocol.temperature") -> SweepPoint:
+def make_point(
+    i: int,
+    value: object,
+    params: int,
+    teacher_loss: float,
+    amp: float = 0.0,
+    label: str | None = None,
+    path: str = "protocol.temperature",
+) -> SweepPoint:
     """One audit's runs (3 seeds per group); KD's agreement where the teacher is wrong rises by
     ``amp · α · teacher_loss``, every student's loss is 2·N^-0.3 up to noise."""
     rng = np.random.default_rng(100 + i)
-    rows = [{"run_id": "teacher", "role": "teacher", "condition": "teacher", "alpha": np.nan, "seed": 0,
-             "accuracy": 0.8, "loss": teacher_loss, **{m: np.nan for m in TEST_METRICS[2:]}}]
+    rows = [
+        {
+            "run_id": "teacher",
+            "role": "teacher",
+            "condition": "teacher",
+            "alpha": np.nan,
+            "seed": 0,
+            "accuracy": 0.8,
+            "loss": teacher_loss,
+            **{m: np.nan for m in TEST_METRICS[2:]},
+        }
+    ]
     for cond, alpha in GROUPS:
         for seed in range(1, SEEDS + 1):
             m = {k: float(rng.uniform(0.2, 0.8)) for k in TEST_METRICS}
-            m["loss"] = float(2.0 * params ** -0.3 * math.exp(rng.normal(0, 0.02)))
+            m["loss"] = float(2.0 * params**-0.3 * math.exp(rng.normal(0, 0.02)))
             gain = amp * alpha * teacher_loss if cond == "kd" else 0.0
             m["agreement_teacher_wrong"] = 0.3 + gain + float(rng.normal(0, 0.01))
-            rows.append({"run_id": f"{cond}-{alpha}-s{seed}", "role": "student", "condition": cond,
-                         "alpha": alpha, "seed": seed, **m})
+            rows.append(
+                {
+                    "run_id": f"{cond}-{alpha}-s{seed}",
+                    "role": "student",
+                    "condition": cond,
+                    "alpha": alpha,
+                    "seed": seed,
+                    **m,
+                }
+            )
     runs = pd.DataFrame(rows)
     transfer = build_audit_tables(runs).transfer
-    return SweepPoint(label or f"{path}={value}", {path: value}, runs, transfer, teacher_loss, 0.8,
-                      params, 10_000, f"point-{i}")
+    return SweepPoint(
+        label or f"{path}={value}", {path: value}, runs, transfer, teacher_loss, 0.8, params, 10_000, f"point-{i}"
+    )
 
 
 def sweep(params=(100, 200, 400, 800), losses=(0.3, 0.5, 0.7, 0.9), amp=0.0) -> list[SweepPoint]:
-    return [make_point(i, 2 ** i, p, t, amp) for i, (p, t) in enumerate(zip(params, losses, strict=True))]
+    return [make_point(i, 2**i, p, t, amp) for i, (p, t) in enumerate(zip(params, losses, strict=True))]
 
 
 def _sem(v: list[float]) -> float:
@@ -170,10 +202,10 @@ def test_metrics_equal_a_plain_loop() -> None:
     for p in points:
         for cond, alpha in GROUPS:
             for metric in TEST_METRICS:
-                vals = [r[metric] for _, r in p.runs.iterrows()
-                        if r["condition"] == cond and r["alpha"] == alpha]
-                row = m[(m["point"] == p.label) & (m["condition"] == cond) & (m["alpha"] == alpha)
-                        & (m["metric"] == metric)]
+                vals = [r[metric] for _, r in p.runs.iterrows() if r["condition"] == cond and r["alpha"] == alpha]
+                row = m[
+                    (m["point"] == p.label) & (m["condition"] == cond) & (m["alpha"] == alpha) & (m["metric"] == metric)
+                ]
                 assert len(row) == 1
                 assert row["n"].item() == SEEDS
                 assert row["mean"].item() == pytest.approx(sum(vals) / len(vals), rel=1e-12)
@@ -222,8 +254,9 @@ def test_scaling_needs_three_student_sizes_and_recovers_the_exponent() -> None:
         row = sc.loc[(cond, alpha, "loss")]
         assert row["exponent"] == pytest.approx(ref.slope, rel=1e-10) and row["n"] == 4 * SEEDS
         assert abs(row["exponent"] + 0.3) < 3 * row["exponent_se"]
-    found = [re.search(r"KD α=0\.9 student loss ∝ N\^(\S+) ± \S+ \(SIDDO (\S+) ± \S+\)\.$", s)
-             for s in tables.sentences]
+    found = [
+        re.search(r"KD α=0\.9 student loss ∝ N\^(\S+) ± \S+ \(SIDDO (\S+) ± \S+\)\.$", s) for s in tables.sentences
+    ]
     kd_exp, siddo_exp = next(f for f in found if f).groups()
     assert float(kd_exp) == pytest.approx(sc.loc[("kd", 0.9, "loss"), "exponent"], abs=0.005)
     assert float(siddo_exp) == pytest.approx(sc.loc[("siddo", 0.0, "loss"), "exponent"], abs=0.005)
@@ -293,8 +326,10 @@ def test_trend_beyond_the_random_control() -> None:
         pt = sps.spearmanr(kd["teacher_loss"], kd["delta_neg"] - rc.loc[kd.index, "delta_neg"])
         assert row["rho"] == pytest.approx(pt.statistic)
         assert row["significant"]  # the planted gain is KD's alone
-    assert any(s.startswith("Beyond the random control: KD α=0.9's Δ− minus RCD") and "rises significantly" in s
-               for s in tables.sentences)
+    assert any(
+        s.startswith("Beyond the random control: KD α=0.9's Δ− minus RCD") and "rises significantly" in s
+        for s in tables.sentences
+    )
     flat = build_sweep_tables(sweep(amp=0.0))
     kd_flat = flat.trend.set_index(["condition", "alpha", "quantity"]).loc[("kd", 0.9, f"delta_neg-{rcds[0]}")]
     assert not kd_flat["significant"]  # no planted gain (seeded noise only)
@@ -349,12 +384,23 @@ def test_write_sweep_report_writes_everything(tmp_path: Path) -> None:
     tables = build_sweep_tables(points)
     paths = write_sweep_report(tmp_path, tables, points, {"title": "Temperature <b>sweep</b>"})
     figures = ["sweep_metrics", "sweep_transfer", "scaling", "teacher_loss"]
-    assert set(paths) == {"sweep_metrics.csv", "sweep_transfer.csv", "scaling.csv", "trend.csv", "sweep.md",
-                          "sweep.html", *(f"figures/{f}.png" for f in figures)}
+    assert set(paths) == {
+        "sweep_metrics.csv",
+        "sweep_transfer.csv",
+        "scaling.csv",
+        "trend.csv",
+        "sweep.md",
+        "sweep.html",
+        *(f"figures/{f}.png" for f in figures),
+    }
     assert all(p.is_file() for p in paths.values())
     assert not [p for p in tmp_path.rglob(".*tmp-*")]
-    for name, df in (("sweep_metrics.csv", tables.metrics), ("scaling.csv", tables.scaling),
-                     ("trend.csv", tables.trend), ("sweep_transfer.csv", tables.transfer)):
+    for name, df in (
+        ("sweep_metrics.csv", tables.metrics),
+        ("scaling.csv", tables.scaling),
+        ("trend.csv", tables.trend),
+        ("sweep_transfer.csv", tables.transfer),
+    ):
         back = pd.read_csv(paths[name])
         assert list(back.columns) == list(df.columns) and len(back) == len(df)
     doc = paths["sweep.html"].read_text(encoding="utf-8")

@@ -12,8 +12,16 @@ from kdaudit.plan import build_plan
 
 @pytest.fixture(scope="module")
 def setup():
-    spec = resolve_spec("digits-mlp", ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]",
-                                       "model.kwargs.dropout=0.2", "data.train_subset=300"])
+    spec = resolve_spec(
+        "digits-mlp",
+        [
+            "protocol.seeds=2",
+            "train.epochs=2",
+            "model.kwargs.hidden=[16]",
+            "model.kwargs.dropout=0.2",
+            "data.train_subset=300",
+        ],
+    )
     plan = build_plan(spec)
     data = load_data(spec)
     return spec, plan, data, init_weights(plan.init.params, data)
@@ -83,8 +91,8 @@ def test_rcd_noise_is_fixed_per_sample_across_epochs_and_differs_across_seeds(se
     y_all = data.y_train
     steps_per_epoch = len(seen) // 2
     for epoch in range(2):
-        targets = torch.cat([t for _, t, _ in seen[epoch * steps_per_epoch:(epoch + 1) * steps_per_epoch]])
-        labels = torch.cat([y for y, _, _ in seen[epoch * steps_per_epoch:(epoch + 1) * steps_per_epoch]])
+        targets = torch.cat([t for _, t, _ in seen[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]])
+        labels = torch.cat([y for y, _, _ in seen[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]])
         perm = train_mod.batch_order(job.seed, len(y_all), 2, 64)[epoch]
         idx = torch.cat(perm)
         assert torch.equal(labels, y_all[idx])
@@ -139,10 +147,24 @@ def test_grad_clip_bounds_every_update():
     from kdaudit.execute.train import init_weights, train_model
 
     data = load_dataset("digits", train_subset=256, test_subset=64)
-    params = {"model": {"name": "mlp", "kwargs": {"hidden": [16]}}, "init_seed": 0, "seed": 1,
-              "train": {"optimizer": "sgd", "lr": 0.5, "momentum": 0.0, "weight_decay": 0.0,
-                        "schedule": "constant", "step_epochs": [], "step_gamma": 0.1, "epochs": 1,
-                        "batch_size": 256, "warmup_epochs": 0, "grad_clip": 1e-3}}
+    params = {
+        "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+        "init_seed": 0,
+        "seed": 1,
+        "train": {
+            "optimizer": "sgd",
+            "lr": 0.5,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "step_epochs": [],
+            "step_gamma": 0.1,
+            "epochs": 1,
+            "batch_size": 256,
+            "warmup_epochs": 0,
+            "grad_clip": 1e-3,
+        },
+    }
     init = init_weights(params, data)
     moved = train_model(params, data, init).state
     norm = sum(float(((moved[k] - init[k]) ** 2).sum()) for k in init) ** 0.5

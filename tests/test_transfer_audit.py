@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -20,9 +19,9 @@ from kdaudit.analysis.audit import (
     Verdict,
     build_audit_tables,
 )
+from kdaudit.analysis.hypotheses import Design
 from kdaudit.analysis.metrics import functional_metrics_many
 from kdaudit.analysis.stats import adjust_pvalues, mann_whitney, wilcoxon_paired
-from kdaudit.analysis.hypotheses import Design
 from kdaudit.analysis.transfer import payoff_label, transfer_effects
 from kdaudit.errors import InputError
 
@@ -70,18 +69,29 @@ def make_runs(
     """runs.csv-like table: teacher, siddo, kd at α 0.1 / 0.5 (planted copy fractions), RCDs."""
     planted = {0.1: 0.0, 0.5: 0.3} if planted is None else planted
     w = World(n, 10, seed)
-    rows = [{
-        "run_id": "teacher", "role": "teacher", "condition": "teacher", "alpha": np.nan,
-        "temperature": np.nan, "seed": 0,
-    }]
+    rows = [
+        {
+            "run_id": "teacher",
+            "role": "teacher",
+            "condition": "teacher",
+            "alpha": np.nan,
+            "temperature": np.nan,
+            "seed": 0,
+        }
+    ]
 
     def add(condition: str, alpha: float, stack: np.ndarray) -> None:
         m = w.metrics(stack)
         for i in range(stack.shape[0]):
             row = {
-                "run_id": f"{condition}-a{alpha}-s{i + 1}", "role": "student", "condition": condition,
-                "alpha": alpha, "temperature": 1.0, "seed": i + 1,
-                "accuracy": m["student_accuracy"][i], "loss": m["student_loss"][i],
+                "run_id": f"{condition}-a{alpha}-s{i + 1}",
+                "role": "student",
+                "condition": condition,
+                "alpha": alpha,
+                "temperature": 1.0,
+                "seed": i + 1,
+                "accuracy": m["student_accuracy"][i],
+                "loss": m["student_loss"][i],
             }
             row.update({k: m[k][i] for k in RUNS_COLUMNS[8:]})
             rows.append(row)
@@ -145,7 +155,9 @@ def test_table_columns_and_sizes(tables: AuditTables, runs: pd.DataFrame) -> Non
 
 
 def test_tests_rows_are_exact_mann_whitney(tables: AuditTables, runs: pd.DataFrame) -> None:
-    row = tables.tests.query("comparison == 'vs_siddo' and condition == 'kd' and alpha == 0.5 and metric == 'accuracy'").iloc[0]
+    row = tables.tests.query(
+        "comparison == 'vs_siddo' and condition == 'kd' and alpha == 0.5 and metric == 'accuracy'"
+    ).iloc[0]
     a = runs.query("condition == 'kd' and alpha == 0.5")["accuracy"].to_numpy()
     b = runs.query("condition == 'siddo'")["accuracy"].to_numpy()
     ref = sps.mannwhitneyu(a, b, alternative="two-sided", method="exact" if row["method"] == "exact" else "asymptotic")
@@ -182,12 +194,22 @@ def test_primary_family_is_h1_to_h4_per_alpha(tables: AuditTables) -> None:
     hyp_p = []
     for alpha in (0.1, 0.5):
         sub = prim[prim["alpha"] == alpha].set_index("hypothesis")
-        hyp_p += [sub.loc["H1", "p_value"], sub.loc[["H2"], "p_value"].max(), sub.loc["H3", "p_value"], sub.loc["H4", "p_value"]]
+        hyp_p += [
+            sub.loc["H1", "p_value"],
+            sub.loc[["H2"], "p_value"].max(),
+            sub.loc["H3", "p_value"],
+            sub.loc["H4", "p_value"],
+        ]
     expected = adjust_pvalues(hyp_p, "holm")
     got = []
     for alpha in (0.1, 0.5):
         sub = prim[prim["alpha"] == alpha].set_index("hypothesis")
-        got += [sub.loc["H1", "p_adjusted"], sub.loc[["H2"], "p_adjusted"].iloc[0], sub.loc["H3", "p_adjusted"], sub.loc["H4", "p_adjusted"]]
+        got += [
+            sub.loc["H1", "p_adjusted"],
+            sub.loc[["H2"], "p_adjusted"].iloc[0],
+            sub.loc["H3", "p_adjusted"],
+            sub.loc["H4", "p_adjusted"],
+        ]
     np.testing.assert_allclose(got, expected)
     assert tables.statistics["primary_family_size"] == 8
     # every other row is one secondary family, Benjamini–Hochberg
@@ -214,8 +236,9 @@ def test_other_corrections(runs: pd.DataFrame, correction: str) -> None:
     t = build_audit_tables(runs, correction=correction).tests
     prim = t[t["family"] == "primary"]
     if correction == "none":
-        np.testing.assert_array_equal(prim["p_adjusted"][prim["hypothesis"] != "H2"],
-                                      prim["p_value"][prim["hypothesis"] != "H2"])
+        np.testing.assert_array_equal(
+            prim["p_adjusted"][prim["hypothesis"] != "H2"], prim["p_value"][prim["hypothesis"] != "H2"]
+        )
     assert (t["significant"] == (t["p_adjusted"] < 0.05)).all()
     design = Design(secondary_correction="holm")
     t2 = build_audit_tables(runs, design=design).tests
@@ -230,7 +253,9 @@ def test_paired_rows(runs: pd.DataFrame) -> None:
     paired = t[t["comparison"].str.endswith("_paired")]
     assert set(paired["family"]) == {"primary", "secondary"}
     assert set(t.loc[~t["comparison"].str.endswith("_paired"), "family"]) == {"secondary-unpaired"}
-    row = paired.query("comparison == 'vs_siddo_paired' and condition == 'kd' and alpha == 0.5 and metric == 'agreement'").iloc[0]
+    row = paired.query(
+        "comparison == 'vs_siddo_paired' and condition == 'kd' and alpha == 0.5 and metric == 'agreement'"
+    ).iloc[0]
     assert row["hypothesis"] == "H1"
     a = runs.query("condition == 'kd' and alpha == 0.5").sort_values("seed")["agreement"].to_numpy()
     b = runs.query("condition == 'siddo'").sort_values("seed")["agreement"].to_numpy()
@@ -282,8 +307,14 @@ def test_verdicts(tables: AuditTables) -> None:
     assert "holm-adjusted" in text and "SIDDO" in text and "significant knowledge transfer" in text
     assert "95 % CI" in text and "r = +1.00" in text and "Δ+" in text and "h−" in text
     for x in tables.verdicts:
-        for f in ("knowledge_transfer", "beyond_regularisation", "negative_transfer", "asymmetry",
-                  "negative_asymmetric_payoff", "compression"):
+        for f in (
+            "knowledge_transfer",
+            "beyond_regularisation",
+            "negative_transfer",
+            "asymmetry",
+            "negative_asymmetric_payoff",
+            "compression",
+        ):
             assert getattr(x, f) in ("yes", "no", "not testable")
 
 
@@ -292,13 +323,28 @@ def test_verdicts(tables: AuditTables) -> None:
 
 def _runs_from(values: dict[tuple[str, float], dict[str, list[float]]]) -> pd.DataFrame:
     """A runs table from per-seed values; metrics not given are filled with a constant."""
-    rows = [{"run_id": "teacher", "role": "teacher", "condition": "teacher", "alpha": np.nan, "seed": 0,
-             **{m: 1.0 for m in RUNS_COLUMNS[6:]}}]
+    rows = [
+        {
+            "run_id": "teacher",
+            "role": "teacher",
+            "condition": "teacher",
+            "alpha": np.nan,
+            "seed": 0,
+            **{m: 1.0 for m in RUNS_COLUMNS[6:]},
+        }
+    ]
     for (cond, alpha), metrics in values.items():
         n = len(next(iter(metrics.values())))
         for i in range(n):
-            row = {"run_id": f"{cond}-{alpha}-{i}", "role": "student", "condition": cond, "alpha": alpha,
-                   "temperature": 1.0, "seed": i + 1, **{m: 0.5 for m in RUNS_COLUMNS[6:]}}
+            row = {
+                "run_id": f"{cond}-{alpha}-{i}",
+                "role": "student",
+                "condition": cond,
+                "alpha": alpha,
+                "temperature": 1.0,
+                "seed": i + 1,
+                **{m: 0.5 for m in RUNS_COLUMNS[6:]},
+            }
             row.update({m: v[i] for m, v in metrics.items()})
             rows.append(row)
     return pd.DataFrame(rows)[RUNS_COLUMNS]
@@ -311,13 +357,22 @@ def _separated(n: int, alphas=(0.9,), rcd: bool = True) -> pd.DataFrame:
     ctrl = {"agreement": 0.80 + k, "agreement_teacher_correct": 0.90 + k / 10, "agreement_teacher_wrong": 0.20 + k}
     values = {("siddo", 0.0): ctrl}
     for alpha in alphas:
-        values[("kd", alpha)] = {"agreement": 0.90 + k, "agreement_teacher_correct": 0.90 + k / 10 + 0.001,
-                                 "agreement_teacher_wrong": 0.60 + k}
+        values[("kd", alpha)] = {
+            "agreement": 0.90 + k,
+            "agreement_teacher_correct": 0.90 + k / 10 + 0.001,
+            "agreement_teacher_wrong": 0.60 + k,
+        }
         if rcd:
-            values[("rcd-uniform", alpha)] = {"agreement": 0.70 + k, "agreement_teacher_correct": 0.8 + k,
-                                              "agreement_teacher_wrong": 0.1 + k}
-            values[("rcd-gaussian", alpha)] = {"agreement": 0.75 + k, "agreement_teacher_correct": 0.8 + k,
-                                               "agreement_teacher_wrong": 0.1 + k}
+            values[("rcd-uniform", alpha)] = {
+                "agreement": 0.70 + k,
+                "agreement_teacher_correct": 0.8 + k,
+                "agreement_teacher_wrong": 0.1 + k,
+            }
+            values[("rcd-gaussian", alpha)] = {
+                "agreement": 0.75 + k,
+                "agreement_teacher_correct": 0.8 + k,
+                "agreement_teacher_wrong": 0.1 + k,
+            }
     return _runs_from(values)
 
 
@@ -325,8 +380,13 @@ def _separated(n: int, alphas=(0.9,), rcd: bool = True) -> pd.DataFrame:
 def test_separated_effect_is_yes(n: int, paired: bool) -> None:
     t = build_audit_tables(_separated(n), paired=paired)
     (v,) = t.verdicts
-    assert (v.knowledge_transfer, v.beyond_regularisation, v.negative_transfer, v.asymmetry,
-            v.negative_asymmetric_payoff) == ("yes",) * 5, v.reasons
+    assert (
+        v.knowledge_transfer,
+        v.beyond_regularisation,
+        v.negative_transfer,
+        v.asymmetry,
+        v.negative_asymmetric_payoff,
+    ) == ("yes",) * 5, v.reasons
 
 
 def test_too_few_seeds_are_not_testable_with_the_seeds_needed() -> None:
@@ -339,7 +399,10 @@ def test_too_few_seeds_are_not_testable_with_the_seeds_needed() -> None:
     assert any("every verdict will be not testable; 5 seeds" in n for n in t.statistics["notes"])
     # paired with 6 seeds: 2 of 2^6 sign patterns give p ≥ 1/32, times 4 in the family
     (v,) = build_audit_tables(_separated(6), paired=True).verdicts
-    assert v.knowledge_transfer == "not testable" and "seeds per group would make it testable" in v.reasons["knowledge_transfer"]
+    assert (
+        v.knowledge_transfer == "not testable"
+        and "seeds per group would make it testable" in v.reasons["knowledge_transfer"]
+    )
 
 
 def test_direction_comes_from_ranks_not_means() -> None:
@@ -357,8 +420,14 @@ def test_direction_comes_from_ranks_not_means() -> None:
 def test_beyond_regularisation_needs_transfer() -> None:
     """KD above both random controls but not above SIDDO: no claim of transfer beyond regularisation."""
     k = np.arange(10) / 1000
-    runs = _runs_from({("siddo", 0.0): {"agreement": list(0.90 + k)}, ("kd", 0.9): {"agreement": list(0.90 + k + 0.00005)},
-                       ("rcd-uniform", 0.9): {"agreement": list(0.70 + k)}, ("rcd-gaussian", 0.9): {"agreement": list(0.75 + k)}})
+    runs = _runs_from(
+        {
+            ("siddo", 0.0): {"agreement": list(0.90 + k)},
+            ("kd", 0.9): {"agreement": list(0.90 + k + 0.00005)},
+            ("rcd-uniform", 0.9): {"agreement": list(0.70 + k)},
+            ("rcd-gaussian", 0.9): {"agreement": list(0.75 + k)},
+        }
+    )
     (v,) = build_audit_tables(runs).verdicts
     assert v.knowledge_transfer == "no"
     assert v.tests["H2"]["p_adjusted"] < 0.05
@@ -372,8 +441,12 @@ def test_one_standard_for_every_verdict() -> None:
     sd_w = list(0.30 + k)
     kd_w = list(0.30 + k + 0.00301)  # exact p = 0.0288; Holm over the 3 primary tests: 0.086
     base = {"agreement": list(0.9 + k), "agreement_teacher_correct": list(0.95 + k / 10)}
-    runs = _runs_from({("siddo", 0.0): {**base, "agreement_teacher_wrong": sd_w},
-                       ("kd", 0.9): {**base, "agreement_teacher_wrong": kd_w}})
+    runs = _runs_from(
+        {
+            ("siddo", 0.0): {**base, "agreement_teacher_wrong": sd_w},
+            ("kd", 0.9): {**base, "agreement_teacher_wrong": kd_w},
+        }
+    )
     t = build_audit_tables(runs)
     (v,) = t.verdicts
     h3 = v.tests["H3"]

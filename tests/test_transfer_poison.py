@@ -25,8 +25,12 @@ from kdaudit.security.poisoning import teacher_train_logits, transfer_bundle
 MEAN, STD = 0.3, 0.4
 IMAGE_INFO = {"modality": "image", "raw_range": [0.0, 1.0], "normalization": {"mean": MEAN, "std": STD}}
 GRID = ["protocol.seeds=2", "protocol.alphas=[0.9]", "model.kwargs.hidden=[16]"]
-BACKDOOR = ["security.backdoor.enabled=true", "security.backdoor.rate=0.2", "security.backdoor.target=0",
-            "security.backdoor.size=3"]
+BACKDOOR = [
+    "security.backdoor.enabled=true",
+    "security.backdoor.rate=0.2",
+    "security.backdoor.target=0",
+    "security.backdoor.size=3",
+]
 
 
 def _toy_set(n: int = 40):
@@ -145,8 +149,9 @@ def test_transfer_poison_needs_a_backdoor_and_a_range(tmp_path, capsys):
         with pytest.raises(SpecError, match="transfer_poison"):
             resolve_spec("digits-mlp", BACKDOOR + [f"security.backdoor.transfer_poison={bad}"])
     out = tmp_path / "bad"
-    code = kdaudit_here("run", "digits-mlp", "--out", str(out), "--quiet",
-                        "--set", "security.backdoor.transfer_poison=0.1")
+    code = kdaudit_here(
+        "run", "digits-mlp", "--out", str(out), "--quiet", "--set", "security.backdoor.transfer_poison=0.1"
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "transfer_poison" in err[0]
     assert not (out / "jobs").exists()
@@ -154,8 +159,12 @@ def test_transfer_poison_needs_a_backdoor_and_a_range(tmp_path, capsys):
     from kdaudit.execute.runner import load_data
     from kdaudit.security.poisoning import check_security
 
-    spec = resolve_spec("digits-mlp", GRID + BACKDOOR + ["security.backdoor.transfer_poison=0.1",
-                                                         "protocol.hint={weight: 1.0, student_layer: features.2}"])
+    spec = resolve_spec(
+        "digits-mlp",
+        GRID
+        + BACKDOOR
+        + ["security.backdoor.transfer_poison=0.1", "protocol.hint={weight: 1.0, student_layer: features.2}"],
+    )
     with pytest.raises(SpecError, match="protocol.hint"):
         check_security(spec, load_data(spec))
 
@@ -171,14 +180,24 @@ def test_tiny_audit_with_a_poisoned_transfer_set(tmp_path, monkeypatch):
     real = runner.train_model
 
     def spy(params, data, init_state, **kw):
-        seen[kw["name"]] = {"x": data.x_train.clone(), "y": data.y_train.clone(),
-                            "target": None if kw.get("target_logits") is None else kw["target_logits"].clone()}
+        seen[kw["name"]] = {
+            "x": data.x_train.clone(),
+            "y": data.y_train.clone(),
+            "target": None if kw.get("target_logits") is None else kw["target_logits"].clone(),
+        }
         return real(params, data, init_state, **kw)
 
     monkeypatch.setattr(runner, "train_model", spy)
     out = tmp_path / "audit"
-    sets = ["protocol.seeds=2", "train.epochs=2", "model.kwargs.hidden=[16]", "train.threads=1",
-            "execution.workers=1", "security.backdoor.enabled=true", "security.backdoor.transfer_poison=0.1"]
+    sets = [
+        "protocol.seeds=2",
+        "train.epochs=2",
+        "model.kwargs.hidden=[16]",
+        "train.threads=1",
+        "execution.workers=1",
+        "security.backdoor.enabled=true",
+        "security.backdoor.transfer_poison=0.1",
+    ]
     code = kdaudit_here("run", "digits-mlp", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), []))
     assert code == 0
 

@@ -19,15 +19,28 @@ from kdaudit.config.sweep import expand, find_axes
 from kdaudit.errors import SpecError
 from kdaudit.execute.train import init_weights, train_model
 from kdaudit.models import build_model
-from kdaudit.objectives.hints import (HintRegressor, capture, feature_shape, hint_loss, noise_feature_table,
-                                      target_shape, teacher_feature_table)
+from kdaudit.objectives.hints import (
+    HintRegressor,
+    capture,
+    feature_shape,
+    hint_loss,
+    noise_feature_table,
+    target_shape,
+    teacher_feature_table,
+)
 from kdaudit.plan.jobs import build_plan
 from kdaudit.store import JobStore
 from kdaudit.sweep import reanalyse_sweep, run_sweep
 
 # digits, 2 seeds, 1 epoch, KD and RCD at one α: 1 + 2 + 2 + 2 = 7 models per audit
-TINY = ["protocol.seeds=2", "train.epochs=1", "model.kwargs.hidden=[16]", "train.threads=1",
-        "protocol.alphas=[0.5]", "protocol.conditions=[siddo,kd,rcd-uniform]"]
+TINY = [
+    "protocol.seeds=2",
+    "train.epochs=1",
+    "model.kwargs.hidden=[16]",
+    "train.threads=1",
+    "protocol.alphas=[0.5]",
+    "protocol.conditions=[siddo,kd,rcd-uniform]",
+]
 
 
 class TinyNet(nn.Module):
@@ -47,6 +60,7 @@ def _records(store: Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------- the plan
+
 
 def test_standard_distillation_plan_gives_students_their_own_m0():
     spec = resolve_spec("digits-mlp", TINY + ["student.hidden=[8]"])
@@ -78,6 +92,7 @@ def test_teacher_epochs_change_only_the_teacher_and_kd_keys():
 
 
 # -------------------------------------------------------------------------------- hint losses
+
 
 def test_capture_reads_the_named_layer():
     torch.manual_seed(0)
@@ -146,8 +161,15 @@ def test_hint_training_pulls_the_layer_towards_its_targets(tmp_path):
     job = next(j for j in plan.students if j.condition == "rcd-uniform")
     shape = (16,)
     targets = noise_feature_table("rcd-uniform", job.seed, len(data.x_train), shape)
-    params = {**job.params, "hint": {"weight": 5.0, "student_layer": "features.2", "teacher_layer": "features.2",
-                                     "teacher_model": job.params["model"]}}
+    params = {
+        **job.params,
+        "hint": {
+            "weight": 5.0,
+            "student_layer": "features.2",
+            "teacher_layer": "features.2",
+            "teacher_model": job.params["model"],
+        },
+    }
     logits = torch.rand(len(data.x_train), 10, generator=torch.Generator().manual_seed(0))
     with_hint = train_model(params, data, init, target_logits=logits, hint_targets=targets)
     without = train_model(job.params, data, init, target_logits=logits)
@@ -174,11 +196,14 @@ def test_hint_audit_runs_kd_and_rcd_with_hints(tmp_path):
     assert "Hint loss" in (tmp_path / "a" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("hint, message", [
-    ("{weight: 1.0, student_layer: nope}", "nope"),
-    ("{weight: 1.0, student_layer: features.2, max_table_mb: 0.001}", "max_table_mb"),
-    ("{weight: 0, student_layer: features.2}", "protocol.hint.weight"),
-])
+@pytest.mark.parametrize(
+    "hint, message",
+    [
+        ("{weight: 1.0, student_layer: nope}", "nope"),
+        ("{weight: 1.0, student_layer: features.2, max_table_mb: 0.001}", "max_table_mb"),
+        ("{weight: 0, student_layer: features.2}", "protocol.hint.weight"),
+    ],
+)
 def test_hint_errors_before_training(tmp_path, hint, message):
     with pytest.raises(SpecError, match=message):
         run_audit(resolve_spec("digits-mlp", TINY + [f"protocol.hint={hint}"]), tmp_path / "a")
@@ -187,9 +212,12 @@ def test_hint_errors_before_training(tmp_path, hint, message):
 
 # ------------------------------------------------------------------------------------- sweeps
 
+
 def test_find_axes_only_where_one_value_is_expected():
-    raw = resolve_raw("digits-mlp", ["protocol.temperature=[1,2]", "student.width=[0.5,1]", "teacher.epochs=[1,3]",
-                                     "model.kwargs.hidden=[16]"])
+    raw = resolve_raw(
+        "digits-mlp",
+        ["protocol.temperature=[1,2]", "student.width=[0.5,1]", "teacher.epochs=[1,3]", "model.kwargs.hidden=[16]"],
+    )
     assert find_axes(raw) == {"protocol.temperature": [1, 2], "student.width": [0.5, 1], "teacher.epochs": [1, 3]}
     sweep = expand(raw)
     assert len(sweep.points) == 8
@@ -199,11 +227,14 @@ def test_find_axes_only_where_one_value_is_expected():
     assert [p.spec.model.kwargs["hidden"] for p in explicit.points] == [[8], [16]]
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["protocol.temperature=[]"], "empty list"),
-    (["protocol.temperature=[1, 1]"], "twice"),
-    (["protocol.temperature=[1, -2]"], r"protocol.temperature.*sweep point protocol.temperature=-2"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["protocol.temperature=[]"], "empty list"),
+        (["protocol.temperature=[1, 1]"], "twice"),
+        (["protocol.temperature=[1, -2]"], r"protocol.temperature.*sweep point protocol.temperature=-2"),
+    ],
+)
 def test_sweep_errors(sets, message):
     with pytest.raises(SpecError, match=message):
         expand(resolve_raw("digits-mlp", TINY + sets))
@@ -246,12 +277,15 @@ def test_teacher_epochs_sweep_shares_the_controls(tmp_path):
 
 # ---------------------------------------------------------------------------- bring your own
 
+
 def _npz_folder(root: Path, n_train=120, n_test=60, d=12, classes=3) -> Path:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(classes, d)) * 0.4
+
     def split(n):
         y = rng.integers(0, classes, n)
         return (centres[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
     root.mkdir(parents=True)
     for name, n in (("train", n_train), ("test", n_test)):
         x, y = split(n)
@@ -260,10 +294,13 @@ def _npz_folder(root: Path, n_train=120, n_test=60, d=12, classes=3) -> Path:
 
 
 def _byo_spec(folder: Path, **extra) -> dict:
-    raw = {"name": "byo", "data": {"name": "npz", "data_dir": str(folder)},
-           "model": {"name": "test_variants:TinyNet", "kwargs": {"hidden": 8}},
-           "train": {"epochs": 3, "lr": 0.1, "batch_size": 32, "threads": 1},
-           "protocol": {"seeds": 2, "alphas": [0.5], "conditions": ["siddo", "kd", "rcd-gaussian"]}}
+    raw = {
+        "name": "byo",
+        "data": {"name": "npz", "data_dir": str(folder)},
+        "model": {"name": "test_variants:TinyNet", "kwargs": {"hidden": 8}},
+        "train": {"epochs": 3, "lr": 0.1, "batch_size": 32, "threads": 1},
+        "protocol": {"seeds": 2, "alphas": [0.5], "conditions": ["siddo", "kd", "rcd-gaussian"]},
+    }
     for k, v in extra.items():
         raw[k] = v
     return raw
@@ -291,8 +328,15 @@ def test_bring_your_own_model_data_and_teacher(tmp_path):
 def test_bring_your_own_errors(tmp_path):
     folder = _npz_folder(tmp_path / "data")
     bad = tmp_path / "bad.safetensors"
-    save_file({"body.1.weight": torch.zeros(8, 12), "body.1.bias": torch.zeros(8),
-               "out.weight": torch.zeros(5, 8), "out.bias": torch.zeros(5)}, str(bad))
+    save_file(
+        {
+            "body.1.weight": torch.zeros(8, 12),
+            "body.1.bias": torch.zeros(8),
+            "out.weight": torch.zeros(5, 8),
+            "out.bias": torch.zeros(5),
+        },
+        str(bad),
+    )
     with pytest.raises(SpecError, match=r"out.weight has shape \(5, 8\).*dataset has 3"):
         run_audit(validate_spec(_byo_spec(folder, teacher={"checkpoint": str(bad)})), tmp_path / "x")
     partial = tmp_path / "partial.safetensors"
@@ -300,8 +344,9 @@ def test_bring_your_own_errors(tmp_path):
     with pytest.raises(SpecError, match="missing 3"):
         run_audit(validate_spec(_byo_spec(folder, teacher={"checkpoint": str(partial)})), tmp_path / "x")
     with pytest.raises(SpecError, match="file not found"):
-        run_audit(validate_spec(_byo_spec(folder, teacher={"checkpoint": str(tmp_path / "none.safetensors")})),
-                  tmp_path / "x")
+        run_audit(
+            validate_spec(_byo_spec(folder, teacher={"checkpoint": str(tmp_path / "none.safetensors")})), tmp_path / "x"
+        )
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a safetensors file")
     with pytest.raises(SpecError, match="not a readable safetensors"):
@@ -317,8 +362,9 @@ def test_cli_runs_and_reports_a_sweep(tmp_path):
     from helpers import kdaudit
 
     sets = [a for s in TINY for a in ("--set", s)]
-    res = kdaudit("run", "digits-mlp", *sets, "--set", "protocol.temperature=[1,3]", "--out", str(tmp_path / "sw"),
-                  "--quiet")
+    res = kdaudit(
+        "run", "digits-mlp", *sets, "--set", "protocol.temperature=[1,3]", "--out", str(tmp_path / "sw"), "--quiet"
+    )
     assert res.returncode == 0, res.stderr
     assert "Sweep digits-mlp: 2 audits" in res.stdout and "Point 2/2: protocol.temperature=3" in res.stdout
     assert "Sweep report:" in res.stdout

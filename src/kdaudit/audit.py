@@ -14,7 +14,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +22,28 @@ import torch
 
 from . import __version__
 from .analysis.audit import AuditTables, build_audit_tables
-from .analysis.hypotheses import Design, design_notes, is_regularisation_control
 from .analysis.collect import collect_runs
+from .analysis.hypotheses import Design, design_notes, is_regularisation_control
 from .config.spec import AuditSpec, dump_spec, read_yaml, validate_spec
 from .errors import KdauditError
-from .faults import failpoint
 from .execute.runner import ExecutionStats, Progress, load_data, set_threads
+from .faults import failpoint
 from .models import build_model
 from .plan.jobs import Plan, build_plan
 from .store import JobStore
 from .tracking import open_tracker
 
-OUTPUT_FILES = ("spec.yaml", "data.json", "runs.csv", "tests.csv", "transfer.csv", "summary.csv",
-                "audit.json", "report.md", "report.html")
+OUTPUT_FILES = (
+    "spec.yaml",
+    "data.json",
+    "runs.csv",
+    "tests.csv",
+    "transfer.csv",
+    "summary.csv",
+    "audit.json",
+    "report.md",
+    "report.html",
+)
 
 
 @dataclass
@@ -81,8 +90,13 @@ def write_data_info(data, out_dir: Path) -> Path:
     """``data.json``: what the audit trained on — sizes, classes, the content fingerprint, the
     standardisation, and for text the tokenizer and its vocabulary, so outputs can be reproduced."""
     path = out_dir / "data.json"
-    info = {"name": data.name, "fingerprint": data.fingerprint(), "input_shape": list(data.input_shape),
-            "input_dtype": str(data.x_train.dtype).replace("torch.", ""), **data.info}
+    info = {
+        "name": data.name,
+        "fingerprint": data.fingerprint(),
+        "input_shape": list(data.input_shape),
+        "input_dtype": str(data.x_train.dtype).replace("torch.", ""),
+        **data.info,
+    }
     _atomic_write(path, json.dumps(info, indent=1, default=_json_default, ensure_ascii=False))
     return path
 
@@ -124,8 +138,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
             except Exception:
                 pass
         raise
-    outcome = analyse(spec, out, plan, store, stats, data_info=data.info, started=start, data=data,
-                      progress=progress)
+    outcome = analyse(spec, out, plan, store, stats, data_info=data.info, started=start, data=data, progress=progress)
     if tracker is not None:
         tracker.log_jobs(plan, store)
         tracker.log_audit(out, outcome.meta)
@@ -169,8 +182,10 @@ def preflight(spec: AuditSpec, data) -> None:
     if "ls" in spec.protocol.conditions and a is not None and not a > 1.0 / data.num_classes:
         from .errors import SpecError
 
-        raise SpecError(f"protocol.ls.a: {a} must be above 1/C = {1.0 / data.num_classes:.4g}, so that the "
-                        "true class is the virtual teacher's top class")
+        raise SpecError(
+            f"protocol.ls.a: {a} must be above 1/C = {1.0 / data.num_classes:.4g}, so that the "
+            "true class is the virtual teacher's top class"
+        )
     hint = spec.protocol.hint
     if hint is not None and any(c != "siddo" for c in spec.protocol.conditions):
         from .objectives.hints import check_table_size, feature_shape, target_shape
@@ -191,11 +206,16 @@ def model_sizes(spec: AuditSpec, out: Path) -> dict[str, int]:
     if not path.exists():
         return {}
     info = json.loads(path.read_text())
-    fake = SimpleNamespace(input_shape=tuple(info["input_shape"]), num_classes=int(info["num_classes"]),
-                           model_args=lambda: dict(info.get("model_args", {})))
+    fake = SimpleNamespace(
+        input_shape=tuple(info["input_shape"]),
+        num_classes=int(info["num_classes"]),
+        model_args=lambda: dict(info.get("model_args", {})),
+    )
     with torch.random.fork_rng(devices=[]):
-        return {"student_params": model_param_count(_build(spec.student_model, fake)),
-                "teacher_params": model_param_count(_build(spec.teacher_model, fake))}
+        return {
+            "student_params": model_param_count(_build(spec.student_model, fake)),
+            "teacher_params": model_param_count(_build(spec.teacher_model, fake)),
+        }
 
 
 def _model_label(m) -> str:
@@ -255,7 +275,7 @@ def analyse(
         "precision": teacher_rec.get("host", {}).get("precision", "fp32"),
         "kdaudit_version": __version__,
         "torch_version": str(torch.__version__),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if not spec.self_distillation:
         meta["distillation"] = "standard"
@@ -269,8 +289,10 @@ def analyse(
         meta["hint"] = f"{h.weight:g} × MSE({h.student_layer} → {h.teacher_layer or h.student_layer})"
     meta.update(model_sizes(spec, out))
     if stats is not None:
-        meta.update(trained_now=len([r for r in stats.trained if r != "m0"]),
-                    reused=len([r for r in stats.skipped if r != "m0"]))
+        meta.update(
+            trained_now=len([r for r in stats.trained if r != "m0"]),
+            reused=len([r for r in stats.skipped if r != "m0"]),
+        )
         if stats.where and meta["trained_now"]:
             meta["execution"] = stats.where
     paths = write_tables(out, tables)
@@ -298,15 +320,19 @@ def analyse_security(spec: AuditSpec, out: Path, plan: Plan, store: JobStore, da
 
     on_model = getattr(progress, "security_model", None)
     result = evaluate_security(spec, plan, store, data, out, on_model)
-    tables = build_security_tables(result.runs, result.metrics, result.meta,
-                                   level=spec.analysis.level, correction=spec.analysis.correction)
+    tables = build_security_tables(
+        result.runs, result.metrics, result.meta, level=spec.analysis.level, correction=spec.analysis.correction
+    )
     return tables
 
 
 def write_security_tables(out: Path, security) -> dict[str, Path]:
     paths = {}
-    for name, df in (("security_runs.csv", security.runs), ("security_tests.csv", security.tests),
-                     ("security_summary.csv", security.summary)):
+    for name, df in (
+        ("security_runs.csv", security.runs),
+        ("security_tests.csv", security.tests),
+        ("security_summary.csv", security.summary),
+    ):
         _atomic_write(out / name, df.to_csv(index=False))
         paths[name] = out / name
     return paths
@@ -314,8 +340,12 @@ def write_security_tables(out: Path, security) -> dict[str, Path]:
 
 def write_tables(out: Path, tables: AuditTables) -> dict[str, Path]:
     paths = {}
-    for name, df in (("runs.csv", tables.runs), ("tests.csv", tables.tests),
-                     ("transfer.csv", tables.transfer), ("summary.csv", tables.summary)):
+    for name, df in (
+        ("runs.csv", tables.runs),
+        ("tests.csv", tables.tests),
+        ("transfer.csv", tables.transfer),
+        ("summary.csv", tables.summary),
+    ):
         _atomic_write(out / name, df.to_csv(index=False))
         paths[name] = out / name
         failpoint("analysis.tables")

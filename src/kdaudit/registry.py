@@ -85,9 +85,7 @@ def import_object(path: str, kind: str) -> object:
         raise SpecError(f"{where}: cannot import module {module_name!r} ({exc})") from None
     except Exception as exc:  # the module itself fails on import
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise SpecError(
-            f"{where}: cannot import module {module_name!r} ({type(exc).__name__}: {first})"
-        ) from exc
+        raise SpecError(f"{where}: cannot import module {module_name!r} ({type(exc).__name__}: {first})") from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise SpecError(f"{where}: module {module_name!r} has no attribute {attr!r}")

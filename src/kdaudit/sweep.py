@@ -104,13 +104,19 @@ def analyse_sweep(out: Path, outcomes: list[AuditOutcome]) -> SweepOutcome:
     points = []
     for entry, outcome in zip(index["points"], outcomes):
         meta = outcome.meta
-        points.append(SweepPoint(
-            label=entry["label"], values=entry["values"], runs=outcome.tables.runs,
-            transfer=outcome.tables.transfer, teacher_loss=float(meta["teacher_loss"]),
-            teacher_accuracy=float(meta["teacher_accuracy"]),
-            student_params=int(meta.get("student_params", 0)), teacher_params=int(meta.get("teacher_params", 0)),
-            path=entry["dir"],
-        ))
+        points.append(
+            SweepPoint(
+                label=entry["label"],
+                values=entry["values"],
+                runs=outcome.tables.runs,
+                transfer=outcome.tables.transfer,
+                teacher_loss=float(meta["teacher_loss"]),
+                teacher_accuracy=float(meta["teacher_accuracy"]),
+                student_params=int(meta.get("student_params", 0)),
+                teacher_params=int(meta.get("teacher_params", 0)),
+                path=entry["dir"],
+            )
+        )
     spec = outcomes[0].spec
     tables = build_sweep_tables(points, level=spec.analysis.level)
     meta = {
@@ -122,12 +128,21 @@ def analyse_sweep(out: Path, outcomes: list[AuditOutcome]) -> SweepOutcome:
         "trained_now": sum(o.meta.get("trained_now", 0) for o in outcomes),
     }
     paths = write_sweep_report(out, tables, points, meta)
-    summary = {"meta": meta, "sentences": list(tables.sentences),
-               "points": [{"label": p.label, "values": p.values, "teacher_loss": p.teacher_loss,
-                           "teacher_accuracy": p.teacher_accuracy, "student_params": p.student_params,
-                           "verdicts": [asdict(v) for v in o.tables.verdicts]}
-                          for p, o in zip(points, outcomes)]}
+    summary = {
+        "meta": meta,
+        "sentences": list(tables.sentences),
+        "points": [
+            {
+                "label": p.label,
+                "values": p.values,
+                "teacher_loss": p.teacher_loss,
+                "teacher_accuracy": p.teacher_accuracy,
+                "student_params": p.student_params,
+                "verdicts": [asdict(v) for v in o.tables.verdicts],
+            }
+            for p, o in zip(points, outcomes)
+        ],
+    }
     _atomic_write(out / "sweep_audit.json", json.dumps(summary, indent=2, default=str))
     paths["sweep_audit.json"] = out / "sweep_audit.json"
     return SweepOutcome(out, None, outcomes, tables, paths, meta)
-

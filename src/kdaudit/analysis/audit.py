@@ -55,23 +55,63 @@ from .stats import TestResult, adjust_pvalues, compression_bar, mean_sem
 from .transfer import format_p, p_equals, payoff_sentence, transfer_effects
 
 RUNS_COLUMNS = [
-    "run_id", "role", "condition", "alpha", "temperature", "seed", "accuracy", "loss",
-    "activation_distance", "js_divergence", "prediction_disagreement", "agreement",
-    "logit_cosine", "rank_disagreement", "agreement_teacher_correct", "agreement_teacher_wrong",
-    "n_teacher_correct", "n_teacher_wrong",
+    "run_id",
+    "role",
+    "condition",
+    "alpha",
+    "temperature",
+    "seed",
+    "accuracy",
+    "loss",
+    "activation_distance",
+    "js_divergence",
+    "prediction_disagreement",
+    "agreement",
+    "logit_cosine",
+    "rank_disagreement",
+    "agreement_teacher_correct",
+    "agreement_teacher_wrong",
+    "n_teacher_correct",
+    "n_teacher_wrong",
 ]
 TESTS_COLUMNS = [
-    "comparison", "condition", "alpha", "metric", "family", "hypothesis", "n_a", "n_b", "mean_a",
-    "sem_a", "mean_b", "sem_b", "mean_diff", "ci_low", "ci_high", "statistic", "p_value", "method",
-    "p_se", "p_adjusted", "effect_size", "significant",
+    "comparison",
+    "condition",
+    "alpha",
+    "metric",
+    "family",
+    "hypothesis",
+    "n_a",
+    "n_b",
+    "mean_a",
+    "sem_a",
+    "mean_b",
+    "sem_b",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "statistic",
+    "p_value",
+    "method",
+    "p_se",
+    "p_adjusted",
+    "effect_size",
+    "significant",
 ]
 
 CONTROL = "siddo"
 """The name of the control condition (Same Initialisation, Different Data Order)."""
 
 TEST_METRICS = [
-    "accuracy", "loss", "activation_distance", "js_divergence", "prediction_disagreement",
-    "agreement", "logit_cosine", "rank_disagreement", "agreement_teacher_correct",
+    "accuracy",
+    "loss",
+    "activation_distance",
+    "js_divergence",
+    "prediction_disagreement",
+    "agreement",
+    "logit_cosine",
+    "rank_disagreement",
+    "agreement_teacher_correct",
     "agreement_teacher_wrong",
 ]
 """The per-student metrics tested in tests.csv (columns of runs.csv)."""
@@ -80,19 +120,40 @@ REQUIRED_COLUMNS = ["role", "condition", "alpha", "seed", *TEST_METRICS]
 """Columns :func:`build_audit_tables` needs; the other RUNS_COLUMNS are optional."""
 
 TRANSFER_COLUMNS = [
-    "condition", "alpha", "delta_pos", "delta_pos_ci_low", "delta_pos_ci_high", "delta_neg",
-    "delta_neg_ci_low", "delta_neg_ci_high", "h_pos", "h_neg", "asymmetry", "asymmetry_ci_low",
-    "asymmetry_ci_high", "asymmetry_points", "p_pos", "p_neg", "p_neg_adjusted", "p_asymmetry",
-    "p_asymmetry_adjusted", "p_asymmetry_points", "negative_transfer", "asymmetry_verdict",
-    "negative_asymmetric_payoff", "verdict",
+    "condition",
+    "alpha",
+    "delta_pos",
+    "delta_pos_ci_low",
+    "delta_pos_ci_high",
+    "delta_neg",
+    "delta_neg_ci_low",
+    "delta_neg_ci_high",
+    "h_pos",
+    "h_neg",
+    "asymmetry",
+    "asymmetry_ci_low",
+    "asymmetry_ci_high",
+    "asymmetry_points",
+    "p_pos",
+    "p_neg",
+    "p_neg_adjusted",
+    "p_asymmetry",
+    "p_asymmetry_adjusted",
+    "p_asymmetry_points",
+    "negative_transfer",
+    "asymmetry_verdict",
+    "negative_asymmetric_payoff",
+    "verdict",
 ]
 SUMMARY_METRICS = [
-    "accuracy", "agreement", "js_divergence", "activation_distance",
-    "agreement_teacher_correct", "agreement_teacher_wrong",
+    "accuracy",
+    "agreement",
+    "js_divergence",
+    "activation_distance",
+    "agreement_teacher_correct",
+    "agreement_teacher_wrong",
 ]
-SUMMARY_COLUMNS = ["condition", "alpha", "n"] + [
-    f"{m}_{stat}" for m in SUMMARY_METRICS for stat in ("mean", "sem")
-]
+SUMMARY_COLUMNS = ["condition", "alpha", "n"] + [f"{m}_{stat}" for m in SUMMARY_METRICS for stat in ("mean", "sem")]
 
 
 @dataclass
@@ -185,16 +246,32 @@ def _values(df: pd.DataFrame, metric: str) -> np.ndarray:
     return df[metric].to_numpy(dtype=np.float64)
 
 
-def _test_row(comparison: str, condition: str, alpha: float, metric: str, r: TestResult | Mapping[str, Any],
-              family: str = "secondary", hypothesis: str = "") -> dict[str, Any]:
+def _test_row(
+    comparison: str,
+    condition: str,
+    alpha: float,
+    metric: str,
+    r: TestResult | Mapping[str, Any],
+    family: str = "secondary",
+    hypothesis: str = "",
+) -> dict[str, Any]:
     d = r.to_dict() if isinstance(r, TestResult) else dict(r)
     return {
-        "comparison": comparison, "condition": condition, "alpha": alpha, "metric": metric,
-        "family": family, "hypothesis": hypothesis,
-        **{k: d.get(k, math.nan) for k in TESTS_COLUMNS if k not in (
-            "comparison", "condition", "alpha", "metric", "family", "hypothesis", "significant")},
-        "method": d.get("method", ""), "p_se": d.get("p_se", 0.0),
-        "p_adjusted": d.get("p_adjusted", math.nan), "significant": False,
+        "comparison": comparison,
+        "condition": condition,
+        "alpha": alpha,
+        "metric": metric,
+        "family": family,
+        "hypothesis": hypothesis,
+        **{
+            k: d.get(k, math.nan)
+            for k in TESTS_COLUMNS
+            if k not in ("comparison", "condition", "alpha", "metric", "family", "hypothesis", "significant")
+        },
+        "method": d.get("method", ""),
+        "p_se": d.get("p_se", 0.0),
+        "p_adjusted": d.get("p_adjusted", math.nan),
+        "significant": False,
     }
 
 
@@ -231,8 +308,7 @@ def build_audit_tables(
     control = students.loc[students["condition"] == CONTROL]
     others = students.loc[students["condition"] != CONTROL]
     groups: dict[tuple[str, float], pd.DataFrame] = {
-        (str(c), float(a)): g
-        for (c, a), g in others.groupby(["condition", "alpha"], sort=True)
+        (str(c), float(a)): g for (c, a), g in others.groupby(["condition", "alpha"], sort=True)
     }
     reg_at: dict[float, list[str]] = {}
     for cond, alpha in groups:
@@ -242,8 +318,9 @@ def build_audit_tables(
 
     # the primary family -----------------------------------------------------------------------
     unit_keys = [(c, a) for (c, a) in groups if not is_regularisation_control(c)]
-    units = [Unit(c, a, _group(groups[(c, a)]), {r: _group(groups[(r, a)]) for r in reg_at.get(a, [])})
-             for c, a in unit_keys]
+    units = [
+        Unit(c, a, _group(groups[(c, a)]), {r: _group(groups[(r, a)]) for r in reg_at.get(a, [])}) for c, a in unit_keys
+    ]
     decisions = decide(units, control_group, design)
     primary: dict[tuple[str, str, float, str], dict[str, Any]] = {}
     for d in decisions:
@@ -262,8 +339,9 @@ def build_audit_tables(
             opponents += [(r, groups[(r, alpha)]) for r in sorted(reg_at.get(alpha, []))]
         for kind in kinds:
             suffix = "_paired" if kind else ""
-            family = "secondary" if kind == design.primary_paired else (
-                "secondary-paired" if kind else "secondary-unpaired")
+            family = (
+                "secondary" if kind == design.primary_paired else ("secondary-paired" if kind else "secondary-unpaired")
+            )
             for opponent, b in opponents:
                 comparison = f"vs_{opponent}{suffix}"
                 values = {m: (_values(g, m), _values(b, m)) for m in TEST_METRICS}
@@ -277,10 +355,16 @@ def build_audit_tables(
                         rows.append(_test_row(comparison, cond, alpha, metric, hit, "primary", hit["hypothesis"]))
                         continue
                     res = compare_groups(
-                        va, vb, seeds_a=g["seed"].to_numpy(), seeds_b=b["seed"].to_numpy(), paired=kind,
-                        method=design.method, bootstrap=design.bootstrap,
+                        va,
+                        vb,
+                        seeds_a=g["seed"].to_numpy(),
+                        seeds_b=b["seed"].to_numpy(),
+                        paired=kind,
+                        method=design.method,
+                        bootstrap=design.bootstrap,
                         seed=stream_seed(design.seed, f"vs_{opponent}", cond, alpha, metric),
-                        permutations=design.permutations)
+                        permutations=design.permutations,
+                    )
                     rows.append(_test_row(comparison, cond, alpha, metric, res, family))
     tests = pd.DataFrame(rows, columns=TESTS_COLUMNS)
     if len(tests):
@@ -289,14 +373,17 @@ def build_audit_tables(
                 continue
             sel = tests["family"] == family
             tests.loc[sel, "p_adjusted"] = adjust_pvalues(
-                tests.loc[sel, "p_value"].to_numpy(np.float64), design.secondary_correction)
+                tests.loc[sel, "p_value"].to_numpy(np.float64), design.secondary_correction
+            )
         tests["significant"] = (tests["p_adjusted"] < design.level).astype(bool)
     tests = tests.astype({"n_a": "int64", "n_b": "int64", "significant": "bool"})
 
     def row_of(comparison: str, cond: str, alpha: float, metric: str) -> pd.Series | None:
         hit = tests.loc[
-            (tests["comparison"] == comparison) & (tests["condition"] == cond)
-            & (tests["alpha"] == alpha) & (tests["metric"] == metric)
+            (tests["comparison"] == comparison)
+            & (tests["condition"] == cond)
+            & (tests["alpha"] == alpha)
+            & (tests["metric"] == metric)
         ]
         return None if hit.empty else hit.iloc[0]
 
@@ -306,20 +393,30 @@ def build_audit_tables(
     transfer_rows: list[dict[str, Any]] = []
     for (cond, alpha), g in groups.items():
         eff = transfer_effects(
-            _values(g, "agreement_teacher_correct"), _values(g, "agreement_teacher_wrong"),
-            _values(control, "agreement_teacher_correct"), _values(control, "agreement_teacher_wrong"),
+            _values(g, "agreement_teacher_correct"),
+            _values(g, "agreement_teacher_wrong"),
+            _values(control, "agreement_teacher_correct"),
+            _values(control, "agreement_teacher_wrong"),
         )
         row: dict[str, Any] = {"condition": cond, "alpha": alpha, **eff}
-        for key, metric in (("delta_pos", "agreement_teacher_correct"), ("delta_neg", "agreement_teacher_wrong"),
-                            ("asymmetry", "asymmetry"), ("asymmetry_points", "asymmetry_points")):
+        for key, metric in (
+            ("delta_pos", "agreement_teacher_correct"),
+            ("delta_neg", "agreement_teacher_wrong"),
+            ("asymmetry", "asymmetry"),
+            ("asymmetry_points", "asymmetry_points"),
+        ):
             r = row_of(f"vs_{CONTROL}{suffix}", cond, alpha, metric)
             if key in ("asymmetry", "asymmetry_points"):
                 row[key] = math.nan if r is None else float(r["mean_diff"])
             if key != "asymmetry_points":
                 row[f"{key}_ci_low"] = math.nan if r is None else float(r["ci_low"])
                 row[f"{key}_ci_high"] = math.nan if r is None else float(r["ci_high"])
-            p_key = {"delta_pos": "p_pos", "delta_neg": "p_neg", "asymmetry": "p_asymmetry",
-                     "asymmetry_points": "p_asymmetry_points"}[key]
+            p_key = {
+                "delta_pos": "p_pos",
+                "delta_neg": "p_neg",
+                "asymmetry": "p_asymmetry",
+                "asymmetry_points": "p_asymmetry_points",
+            }[key]
             row[p_key] = math.nan if r is None else float(r["p_value"])
         d = by_unit.get((cond, alpha))
         if d is not None:
@@ -330,9 +427,14 @@ def build_audit_tables(
             row["negative_asymmetric_payoff"] = d.verdicts["negative_asymmetric_payoff"]
             row["verdict"] = f"At α = {_fmt_alpha(alpha)}, " + _lower_first(_payoff_text(d, eff))
         else:  # a regularisation control: described, not judged
-            row.update(p_neg_adjusted=math.nan, p_asymmetry_adjusted=math.nan, negative_transfer="control",
-                       asymmetry_verdict="control", negative_asymmetric_payoff="control",
-                       verdict=f"{display_name(cond)} is a control: its Δ± describe regularisation without knowledge.")
+            row.update(
+                p_neg_adjusted=math.nan,
+                p_asymmetry_adjusted=math.nan,
+                negative_transfer="control",
+                asymmetry_verdict="control",
+                negative_asymmetric_payoff="control",
+                verdict=f"{display_name(cond)} is a control: its Δ± describe regularisation without knowledge.",
+            )
         transfer_rows.append(row)
     transfer = pd.DataFrame(transfer_rows, columns=TRANSFER_COLUMNS)
 
@@ -353,14 +455,20 @@ def build_audit_tables(
     m = sum(len(d.tests) for d in decisions)
     n_seeds = int(students["seed"].nunique()) if len(students) else 0
     statistics = {
-        "standard": design.standard, "level": design.level, "correction": design.primary_correction,
-        "secondary_correction": design.secondary_correction, "paired": design.primary_paired,
-        "method": design.method, "bootstrap": design.bootstrap, "seed": design.seed,
+        "standard": design.standard,
+        "level": design.level,
+        "correction": design.primary_correction,
+        "secondary_correction": design.secondary_correction,
+        "paired": design.primary_paired,
+        "method": design.method,
+        "bootstrap": design.bootstrap,
+        "seed": design.seed,
         "primary_family_size": m,
         "notes": design_notes(n_seeds, len(units), bool(reg_at), len(control) > 0, design) if units else [],
     }
-    return AuditTables(runs=runs.copy(), tests=tests, transfer=transfer, summary=summary, verdicts=verdicts,
-                       statistics=statistics)
+    return AuditTables(
+        runs=runs.copy(), tests=tests, transfer=transfer, summary=summary, verdicts=verdicts, statistics=statistics
+    )
 
 
 def _lower_first(text: str) -> str:
@@ -370,13 +478,21 @@ def _lower_first(text: str) -> str:
 def _payoff_text(d: Decision, eff: dict[str, Any]) -> str:
     p_neg = d.tests["H3"]["p_adjusted"] if "H3" in d.tests else math.nan
     p_asym = d.tests["H4"]["p_adjusted"] if "H4" in d.tests else math.nan
-    text = payoff_sentence(display_name(d.condition), display_name(CONTROL), eff,
-                           d.verdicts["negative_asymmetric_payoff"], d.reasons["negative_asymmetric_payoff"],
-                           p_neg, p_asym)
+    text = payoff_sentence(
+        display_name(d.condition),
+        display_name(CONTROL),
+        eff,
+        d.verdicts["negative_asymmetric_payoff"],
+        d.reasons["negative_asymmetric_payoff"],
+        p_neg,
+        p_asym,
+    )
     pts = d.asymmetry_points
     if pts is not None and math.isfinite(pts["mean_diff"]):
-        text += (f" Raw-points reading: Δ− − Δ+ = {100 * pts['mean_diff']:+.1f} points "
-                 f"(unadjusted {p_equals(pts['p_value'])}).")
+        text += (
+            f" Raw-points reading: Δ− − Δ+ = {100 * pts['mean_diff']:+.1f} points "
+            f"(unadjusted {p_equals(pts['p_value'])})."
+        )
     return text
 
 
@@ -399,10 +515,16 @@ def _diff_text(row: Mapping[str, Any], points: bool = True, correction: str = "h
 
 
 _OUTCOME_WORDS = {
-    "knowledge_transfer": ("significant knowledge transfer", "no significant knowledge transfer",
-                           "knowledge transfer not testable"),
-    "beyond_regularisation": ("transfer beyond regularisation", "no evidence of transfer beyond regularisation",
-                              "beyond regularisation not testable"),
+    "knowledge_transfer": (
+        "significant knowledge transfer",
+        "no significant knowledge transfer",
+        "knowledge transfer not testable",
+    ),
+    "beyond_regularisation": (
+        "transfer beyond regularisation",
+        "no evidence of transfer beyond regularisation",
+        "beyond regularisation not testable",
+    ),
 }
 
 
@@ -433,15 +555,19 @@ def _verdict(
     if len(control) == 0:
         sentences.append(f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples; {kt}")
     else:
-        head = (f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples vs "
-                f"{_pct(mc, sc)} for {display_name(CONTROL)}")
+        head = (
+            f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples vs "
+            f"{_pct(mc, sc)} for {display_name(CONTROL)}"
+        )
         sentences.append(f"{head} ({_diff_text(d.tests.get('H1', {}), correction=corr)}): {kt}")
 
     # H2: beyond regularisation
     row2 = d.tests.get("H2")
     if row2 is None:
-        sentences.append(f"{at}, " + _words("beyond_regularisation", d.verdicts["beyond_regularisation"],
-                                             d.reasons["beyond_regularisation"]))
+        sentences.append(
+            f"{at}, "
+            + _words("beyond_regularisation", d.verdicts["beyond_regularisation"], d.reasons["beyond_regularisation"])
+        )
     else:
         hard = row2["control"]
         mr, sr = mean_sem(_values(groups[(hard, alpha)], "agreement"))
@@ -450,17 +576,20 @@ def _verdict(
         sentences.append(
             f"{at}, against {which} {display_name(hard)} ({_pct(mr, sr)}), {name} agreement is {_pct(mx, sx)} "
             f"({_diff_text(row2, correction=corr)}): "
-            + _words("beyond_regularisation", d.verdicts["beyond_regularisation"], d.reasons["beyond_regularisation"]))
+            + _words("beyond_regularisation", d.verdicts["beyond_regularisation"], d.reasons["beyond_regularisation"])
+        )
 
     # H3 + H4: the negative asymmetric payoff
-    eff = transfer_effects(_values(g, "agreement_teacher_correct"), _values(g, "agreement_teacher_wrong"),
-                           _values(control, "agreement_teacher_correct"), _values(control, "agreement_teacher_wrong"))
+    eff = transfer_effects(
+        _values(g, "agreement_teacher_correct"),
+        _values(g, "agreement_teacher_wrong"),
+        _values(control, "agreement_teacher_correct"),
+        _values(control, "agreement_teacher_wrong"),
+    )
     sentences.append(f"{at}, " + _lower_first(_payoff_text(d, eff)))
 
     # compression bar
-    bar = compression_bar(
-        _values(g, "agreement"), _values(g, "js_divergence"), _values(g, "activation_distance")
-    )
+    bar = compression_bar(_values(g, "agreement"), _values(g, "js_divergence"), _values(g, "activation_distance"))
     if not bar["testable"]:
         comp = "not testable"
         sentences.append(f"{at}, the compression bar is not testable (missing metric values).")
@@ -477,15 +606,39 @@ def _verdict(
 
     tests = {h: {k: r.get(k) for k in _VERDICT_TEST_KEYS if k in r} for h, r in d.tests.items()}
     return Verdict(
-        condition=cond, alpha=alpha, knowledge_transfer=d.verdicts["knowledge_transfer"],
+        condition=cond,
+        alpha=alpha,
+        knowledge_transfer=d.verdicts["knowledge_transfer"],
         beyond_regularisation=d.verdicts["beyond_regularisation"],
-        negative_asymmetric_payoff=d.verdicts["negative_asymmetric_payoff"], compression=comp,
-        negative_transfer=d.verdicts["negative_transfer"], asymmetry=d.verdicts["asymmetry"],
-        standard=d.standard, reasons=dict(d.reasons), tests=tests, sentences=sentences,
+        negative_asymmetric_payoff=d.verdicts["negative_asymmetric_payoff"],
+        compression=comp,
+        negative_transfer=d.verdicts["negative_transfer"],
+        asymmetry=d.verdicts["asymmetry"],
+        standard=d.standard,
+        reasons=dict(d.reasons),
+        tests=tests,
+        sentences=sentences,
     )
 
 
 _VERDICT_TEST_KEYS = (
-    "hypothesis", "comparison", "metric", "n_a", "n_b", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high",
-    "statistic", "effect_size", "p_value", "method", "p_se", "p_adjusted", "smallest_p_adjusted", "outcome", "why",
+    "hypothesis",
+    "comparison",
+    "metric",
+    "n_a",
+    "n_b",
+    "mean_a",
+    "mean_b",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "statistic",
+    "effect_size",
+    "p_value",
+    "method",
+    "p_se",
+    "p_adjusted",
+    "smallest_p_adjusted",
+    "outcome",
+    "why",
 )

@@ -12,9 +12,16 @@ from .audit import RUNS_COLUMNS
 from .metrics import accuracy, cross_entropy, functional_metrics_many
 
 _COMPARISON_KEYS = [
-    "activation_distance", "js_divergence", "prediction_disagreement", "agreement",
-    "logit_cosine", "rank_disagreement", "agreement_teacher_correct", "agreement_teacher_wrong",
-    "n_teacher_correct", "n_teacher_wrong",
+    "activation_distance",
+    "js_divergence",
+    "prediction_disagreement",
+    "agreement",
+    "logit_cosine",
+    "rank_disagreement",
+    "agreement_teacher_correct",
+    "agreement_teacher_wrong",
+    "n_teacher_correct",
+    "n_teacher_wrong",
 ]
 
 
@@ -38,18 +45,30 @@ def collect_runs(plan: Plan, store: JobStore, temperature: float) -> pd.DataFram
                 "delete its job directory and rerun"
             )
         stack[i] = out["test_logits"]
-    rows = [{
-        "run_id": plan.teacher.run_id, "role": "teacher", "condition": "teacher", "alpha": np.nan,
-        "temperature": np.nan, "seed": plan.teacher.seed,
-        "accuracy": accuracy(zt, labels), "loss": cross_entropy(zt, labels),
-    }]
+    rows = [
+        {
+            "run_id": plan.teacher.run_id,
+            "role": "teacher",
+            "condition": "teacher",
+            "alpha": np.nan,
+            "temperature": np.nan,
+            "seed": plan.teacher.seed,
+            "accuracy": accuracy(zt, labels),
+            "loss": cross_entropy(zt, labels),
+        }
+    ]
     if students:
         m = functional_metrics_many(zt, stack, labels)
         for i, job in enumerate(students):
             row = {
-                "run_id": job.run_id, "role": "student", "condition": job.condition,
-                "alpha": job.alpha, "temperature": np.nan if job.condition == "siddo" else temperature,
-                "seed": job.seed, "accuracy": m["student_accuracy"][i], "loss": m["student_loss"][i],
+                "run_id": job.run_id,
+                "role": "student",
+                "condition": job.condition,
+                "alpha": job.alpha,
+                "temperature": np.nan if job.condition == "siddo" else temperature,
+                "seed": job.seed,
+                "accuracy": m["student_accuracy"][i],
+                "loss": m["student_loss"][i],
             }
             row.update({k: m[k][i] for k in _COMPARISON_KEYS})
             rows.append(row)

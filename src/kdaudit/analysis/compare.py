@@ -34,8 +34,15 @@ from .transfer import TRANSFER_KEYS, transfer_effects
 __all__ = ["METRIC_RESULT_KEYS", "compare_logits", "json_safe"]
 
 METRIC_RESULT_KEYS = [
-    "mean", "sem", "control_mean", "control_sem", "statistic", "p_value", "p_adjusted",
-    "effect_size", "significant",
+    "mean",
+    "sem",
+    "control_mean",
+    "control_sem",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "effect_size",
+    "significant",
 ]
 
 
@@ -57,24 +64,22 @@ def json_safe(obj: Any) -> Any:
 
 def _stack(arrays: Sequence[NDArray[np.floating]], label: str, shape: tuple[int, int]) -> np.ndarray:
     if len(arrays) < 2:
-        raise InputError(
-            f"{label} has {len(arrays)} logits array(s); at least 2 students are needed"
-        )
+        raise InputError(f"{label} has {len(arrays)} logits array(s); at least 2 students are needed")
     checked = []
     for i, arr in enumerate(arrays):
         a = validate_logits(arr, f"{label} student {i + 1}")
         if a.shape != shape:
-            raise InputError(
-                f"{label} student {i + 1} has logits of shape {a.shape}, the teacher's are {shape}"
-            )
+            raise InputError(f"{label} student {i + 1} has logits of shape {a.shape}, the teacher's are {shape}")
         checked.append(a)
     return np.stack(checked)
 
 
 def _group(metrics: dict[str, np.ndarray]) -> Group:
     n = len(metrics["agreement"])
-    return Group.of(np.arange(1, n + 1), **{k: metrics[k] for k in
-                                             ("agreement", "agreement_teacher_correct", "agreement_teacher_wrong")})
+    return Group.of(
+        np.arange(1, n + 1),
+        **{k: metrics[k] for k in ("agreement", "agreement_teacher_correct", "agreement_teacher_wrong")},
+    )
 
 
 def compare_logits(
@@ -139,8 +144,13 @@ def compare_logits(
             if key in primary_metric:
                 continue
             secondary[(name, key)] = compare_groups(
-                values[key], control_metrics[key], method=design.method, bootstrap=design.bootstrap,
-                seed=stream_seed(design.seed, "vs_control", name, key), permutations=design.permutations)
+                values[key],
+                control_metrics[key],
+                method=design.method,
+                bootstrap=design.bootstrap,
+                seed=stream_seed(design.seed, "vs_control", name, key),
+                permutations=design.permutations,
+            )
     order = list(secondary)
     adjusted = adjust_pvalues([secondary[k]["p_value"] for k in order], design.secondary_correction)
     for k, p in zip(order, adjusted.tolist(), strict=True):
@@ -149,10 +159,14 @@ def compare_logits(
     out: dict[str, Any] = {
         "control": {"n": len(control)},
         "rcd": {name: {"n": len(arrays)} for name, arrays in rcd.items()},
-        "statistics": {"standard": design.standard, "level": design.level,
-                       "correction": design.primary_correction,
-                       "secondary_correction": design.secondary_correction, "method": design.method,
-                       "primary_family_size": sum(len(d.tests) for d in decisions.values())},
+        "statistics": {
+            "standard": design.standard,
+            "level": design.level,
+            "correction": design.primary_correction,
+            "secondary_correction": design.secondary_correction,
+            "method": design.method,
+            "primary_family_size": sum(len(d.tests) for d in decisions.values()),
+        },
         "groups": {},
     }
     for name, values in group_metrics.items():
@@ -179,8 +193,10 @@ def compare_logits(
                 "method": r["method"],
             }
         tr: dict[str, Any] = transfer_effects(
-            values["agreement_teacher_correct"], values["agreement_teacher_wrong"],
-            control_metrics["agreement_teacher_correct"], control_metrics["agreement_teacher_wrong"],
+            values["agreement_teacher_correct"],
+            values["agreement_teacher_wrong"],
+            control_metrics["agreement_teacher_correct"],
+            control_metrics["agreement_teacher_wrong"],
         )
         tr["p_pos"] = secondary[(name, "agreement_teacher_correct")]["p_value"]
         tr["p_neg"] = d.tests["H3"]["p_value"]
@@ -195,14 +211,25 @@ def compare_logits(
             "verdicts": dict(d.verdicts),
             "reasons": dict(d.reasons),
             "asymmetry": {
-                "statistic": h4["statistic"], "p_value": h4["p_value"], "p_adjusted": h4["p_adjusted"],
-                "effect_size": h4["effect_size"], "mean_diff": h4["mean_diff"], "ci_low": h4["ci_low"],
-                "ci_high": h4["ci_high"], "points_mean_diff": pts.get("mean_diff"),
+                "statistic": h4["statistic"],
+                "p_value": h4["p_value"],
+                "p_adjusted": h4["p_adjusted"],
+                "effect_size": h4["effect_size"],
+                "mean_diff": h4["mean_diff"],
+                "ci_low": h4["ci_low"],
+                "ci_high": h4["ci_high"],
+                "points_mean_diff": pts.get("mean_diff"),
                 "points_p_value": pts.get("p_value"),
             },
-            "beyond_regularisation": None if h2 is None else {
-                "hardest_control": h2["control"], "statistic": h2["statistic"], "p_value": h2["p_value"],
-                "p_adjusted": h2["p_adjusted"], "effect_size": h2["effect_size"], "mean_diff": h2["mean_diff"],
+            "beyond_regularisation": None
+            if h2 is None
+            else {
+                "hardest_control": h2["control"],
+                "statistic": h2["statistic"],
+                "p_value": h2["p_value"],
+                "p_adjusted": h2["p_adjusted"],
+                "effect_size": h2["effect_size"],
+                "mean_diff": h2["mean_diff"],
             },
         }
     return json_safe(out)

@@ -53,8 +53,9 @@ def bootstrap_mean_diff(
         d = va - vb
         boots = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
     else:
-        boots = (va[rng.integers(0, va.size, size=(n_boot, va.size))].mean(axis=1)
-                 - vb[rng.integers(0, vb.size, size=(n_boot, vb.size))].mean(axis=1))
+        boots = va[rng.integers(0, va.size, size=(n_boot, va.size))].mean(axis=1) - vb[
+            rng.integers(0, vb.size, size=(n_boot, vb.size))
+        ].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(boots, [tail, 1.0 - tail])
     return diff, float(lo), float(hi)

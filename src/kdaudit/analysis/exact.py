@@ -293,9 +293,7 @@ def _signed_rank_dist(w: NDArray[np.int64], width: int) -> NDArray[np.float64]:
     return dp
 
 
-def signed_rank_pvalue(
-    d: ArrayLike, method: str = "auto", *, seed: int = 0, n_resamples: int = 100_000
-) -> PValue:
+def signed_rank_pvalue(d: ArrayLike, method: str = "auto", *, seed: int = 0, n_resamples: int = 100_000) -> PValue:
     """Two-sided Wilcoxon signed-rank p-value of the paired differences ``d``.
 
     The statistic is R+ = the sum of the mid-ranks of |d| over d > 0; under the null each of the
@@ -313,8 +311,7 @@ def signed_rank_pvalue(
     if np.any(v == 0):
         raise InputError("d: zero differences must be removed before the signed-rank test")
     if method == "asymptotic":
-        res = sps.wilcoxon(v, alternative="two-sided", zero_method="wilcox", correction=True,
-                           method="asymptotic")
+        res = sps.wilcoxon(v, alternative="two-sided", zero_method="wilcox", correction=True, method="asymptotic")
         return PValue(float(res.pvalue), "asymptotic", math.nan)
     absd = np.abs(v)
     r = _doubled_ranks(absd)
@@ -325,8 +322,10 @@ def signed_rank_pvalue(
     ties = np.unique(absd).size < absd.size
     if method == "exact":
         if width > EXACT_MAX_CELLS:
-            raise InputError(f"exact signed-rank p for n = {v.size} needs a table of {width} cells "
-                             f"(limit {EXACT_MAX_CELLS}); use method 'permutation' or 'asymptotic'")
+            raise InputError(
+                f"exact signed-rank p for n = {v.size} needs a table of {width} cells "
+                f"(limit {EXACT_MAX_CELLS}); use method 'permutation' or 'asymptotic'"
+            )
         return PValue(_two_sided(_signed_rank_dist(w, width), s_obs), "exact", 0.0)
     if width * v.size <= ENUMERATION_CAP:
         label = "exact" if (method == "auto" and not ties) else "permutation"
@@ -407,8 +406,10 @@ def spearman_test(
         label = "exact" if method == "exact" or (method == "auto" and not ties) else "permutation"
         return rho, PValue(float(p), label, 0.0)
     if method == "exact":
-        raise InputError(f"exact Spearman p enumerates n! permutations and needs n ≤ {SPEARMAN_MAX_ENUM}, "
-                         f"got n = {n}; use method 'permutation' or 'asymptotic'")
+        raise InputError(
+            f"exact Spearman p enumerates n! permutations and needs n ≤ {SPEARMAN_MAX_ENUM}, "
+            f"got n = {n}; use method 'permutation' or 'asymptotic'"
+        )
     rng = np.random.default_rng(seed)
     k = 0
     done = 0
@@ -444,8 +445,15 @@ def min_pvalue_rank_sum(n_a: int, n_b: int, method: str = "auto") -> float:
     n_a, n_b = _check_size(n_a, "n_a"), _check_size(n_b, "n_b")
     if method == "asymptotic":
         a = np.arange(n_a, dtype=np.float64)
-        return float(sps.mannwhitneyu(a, a.size + np.arange(n_b, dtype=np.float64), alternative="two-sided",
-                                      method="asymptotic", use_continuity=True).pvalue)
+        return float(
+            sps.mannwhitneyu(
+                a,
+                a.size + np.arange(n_b, dtype=np.float64),
+                alternative="two-sided",
+                method="asymptotic",
+                use_continuity=True,
+            ).pvalue
+        )
     return min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
 
 

@@ -84,7 +84,10 @@ __all__ = [
 YES, NO, NOT_TESTABLE = "yes", "no", "not testable"
 STANDARDS = ("kdaudit", "paper")
 VERDICT_KEYS = (
-    "knowledge_transfer", "beyond_regularisation", "negative_transfer", "asymmetry",
+    "knowledge_transfer",
+    "beyond_regularisation",
+    "negative_transfer",
+    "asymmetry",
     "negative_asymmetric_payoff",
 )
 HYPOTHESES: dict[str, tuple[str, str]] = {
@@ -131,7 +134,7 @@ class Design:
             raise InputError(f"unknown standard {self.standard!r} (choose one of {', '.join(STANDARDS)})")
 
     @classmethod
-    def from_spec(cls, analysis: Any) -> "Design":
+    def from_spec(cls, analysis: Any) -> Design:
         """The design of a spec's ``analysis`` section (an :class:`AnalysisSpec` or a dict)."""
         get = analysis.get if isinstance(analysis, Mapping) else lambda k, d=None: getattr(analysis, k, d)
         kw: dict[str, Any] = {k: get(k) for k in cls.__dataclass_fields__ if get(k) is not None}
@@ -156,7 +159,7 @@ class Group:
     values: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, seeds: ArrayLike, **values: ArrayLike) -> "Group":
+    def of(cls, seeds: ArrayLike, **values: ArrayLike) -> Group:
         return cls(np.asarray(seeds), {k: np.asarray(v, dtype=np.float64) for k, v in values.items()})
 
     def __getitem__(self, metric: str) -> np.ndarray:
@@ -208,6 +211,7 @@ def asymmetry_scores(x: Group, control: Group, headroom: bool = True) -> tuple[n
     ``headroom=False`` gives the raw-points reading. Without headroom (a SIDDO mean of 1) the
     headroom scores are NaN.
     """
+
     def mean(v: np.ndarray) -> float:
         v = v[np.isfinite(v)]
         return float(v.mean()) if v.size else math.nan
@@ -296,8 +300,7 @@ def smallest_adjusted_p(n_a: int, n_b: int, m: int, design: Design, paired: bool
     if min(n_a, n_b) < 2:
         return math.nan
     method = "asymptotic" if design.method == "asymptotic" else "exact"
-    p = (min_pvalue_signed_rank(min(n_a, n_b), method) if paired
-         else min_pvalue_rank_sum(n_a, n_b, method))
+    p = min_pvalue_signed_rank(min(n_a, n_b), method) if paired else min_pvalue_rank_sum(n_a, n_b, method)
     return family_bound(p, m, design.primary_correction)
 
 
@@ -316,23 +319,27 @@ def family_size(n_units: int, with_regularisers: bool, with_control: bool = True
     return n_units * ((3 if with_control else 0) + (1 if with_regularisers else 0))
 
 
-def design_notes(n_seeds: int, n_units: int, with_regularisers: bool, with_control: bool,
-                 design: Design) -> list[str]:
+def design_notes(n_seeds: int, n_units: int, with_regularisers: bool, with_control: bool, design: Design) -> list[str]:
     """What a planned audit will not be able to decide, before anything trains."""
     notes: list[str] = []
     if n_units == 0:
         return ["no distillation condition (kd) to give verdicts for"]
     if not with_control:
-        notes.append("there are no SIDDO students, so knowledge transfer, negative transfer, asymmetry, the "
-                     "negative asymmetric payoff (and beyond regularisation, which needs transfer) are not testable")
+        notes.append(
+            "there are no SIDDO students, so knowledge transfer, negative transfer, asymmetry, the "
+            "negative asymmetric payoff (and beyond regularisation, which needs transfer) are not testable"
+        )
         return notes
     m = family_size(n_units, with_regularisers, with_control)
     bound = smallest_adjusted_p(n_seeds, n_seeds, m, design)
     if not (math.isfinite(bound) and bound < design.level):
         need = seeds_needed(m, design)
         kind = "paired Wilcoxon" if design.primary_paired else "Mann–Whitney"
-        got = "no p-value at all" if not math.isfinite(bound) else (
-            f"a smallest attainable {_corr_label(design)} p of {bound:.3g} ≥ {design.level:g}")
+        got = (
+            "no p-value at all"
+            if not math.isfinite(bound)
+            else (f"a smallest attainable {_corr_label(design)} p of {bound:.3g} ≥ {design.level:g}")
+        )
         notes.append(
             f"with {n_seeds} seed(s) per group, a {kind} test in the primary family of {m} has {got}: every "
             f"verdict will be not testable" + (f"; {need} seeds per group would make them testable" if need else "")
@@ -358,9 +365,17 @@ def decide(units: Sequence[Unit], control: Group | None, design: Design) -> list
     method = design.method
 
     def test(a: np.ndarray, sa: np.ndarray, b: np.ndarray, sb: np.ndarray, *labels: Any) -> dict[str, Any]:
-        return compare_groups(a, b, seeds_a=sa, seeds_b=sb, paired=paired, method=method,
-                              bootstrap=design.bootstrap, seed=stream_seed(design.seed, *labels),
-                              permutations=design.permutations)
+        return compare_groups(
+            a,
+            b,
+            seeds_a=sa,
+            seeds_b=sb,
+            paired=paired,
+            method=method,
+            bootstrap=design.bootstrap,
+            seed=stream_seed(design.seed, *labels),
+            permutations=design.permutations,
+        )
 
     suffix = "_paired" if paired else ""
     per_unit: list[dict[str, dict[str, Any]]] = []
@@ -371,24 +386,49 @@ def decide(units: Sequence[Unit], control: Group | None, design: Design) -> list
         if has_control:
             assert control is not None
             for h, metric in (("H1", "agreement"), ("H3", "agreement_teacher_wrong")):
-                rows[h] = {**test(u.x[metric], u.x.seeds, control[metric], control.seeds,
-                                  "vs_siddo", u.condition, u.alpha, metric),
-                           "comparison": f"vs_{CONTROL}{suffix}", "metric": metric}
+                rows[h] = {
+                    **test(
+                        u.x[metric], u.x.seeds, control[metric], control.seeds, "vs_siddo", u.condition, u.alpha, metric
+                    ),
+                    "comparison": f"vs_{CONTROL}{suffix}",
+                    "metric": metric,
+                }
             dx, dc = asymmetry_scores(u.x, control)
-            rows["H4"] = {**test(dx, u.x.seeds, dc, control.seeds, "vs_siddo", u.condition, u.alpha, "asymmetry"),
-                          "comparison": f"vs_{CONTROL}{suffix}", "metric": "asymmetry"}
+            rows["H4"] = {
+                **test(dx, u.x.seeds, dc, control.seeds, "vs_siddo", u.condition, u.alpha, "asymmetry"),
+                "comparison": f"vs_{CONTROL}{suffix}",
+                "metric": "asymmetry",
+            }
             px, pc = asymmetry_scores(u.x, control, headroom=False)
-            asym_points.append({**test(px, u.x.seeds, pc, control.seeds, "vs_siddo", u.condition, u.alpha,
-                                       "asymmetry_points"),
-                                "comparison": f"vs_{CONTROL}{suffix}", "metric": "asymmetry_points"})
+            asym_points.append(
+                {
+                    **test(px, u.x.seeds, pc, control.seeds, "vs_siddo", u.condition, u.alpha, "asymmetry_points"),
+                    "comparison": f"vs_{CONTROL}{suffix}",
+                    "metric": "asymmetry_points",
+                }
+            )
         else:
             asym_points.append(None)
         comps = []
         for r_name in sorted(u.regularisers):
             g = u.regularisers[r_name]
-            comps.append({**test(u.x["agreement"], u.x.seeds, g["agreement"], g.seeds,
-                                 f"vs_{r_name}", u.condition, u.alpha, "agreement"),
-                          "comparison": f"vs_{r_name}{suffix}", "metric": "agreement", "control": r_name})
+            comps.append(
+                {
+                    **test(
+                        u.x["agreement"],
+                        u.x.seeds,
+                        g["agreement"],
+                        g.seeds,
+                        f"vs_{r_name}",
+                        u.condition,
+                        u.alpha,
+                        "agreement",
+                    ),
+                    "comparison": f"vs_{r_name}{suffix}",
+                    "metric": "agreement",
+                    "control": r_name,
+                }
+            )
         if comps:
             ps = [c["p_value"] for c in comps]
             if all(math.isfinite(p) for p in ps):
@@ -426,8 +466,9 @@ def decide(units: Sequence[Unit], control: Group | None, design: Design) -> list
             if h in rows:
                 rows[h]["outcome"], rows[h]["why"] = outcome, why
         verdicts, reasons = _verdicts(outcomes, bool(components[i]), has_control, design)
-        decisions.append(Decision(u.condition, u.alpha, verdicts, reasons, rows, components[i],
-                                  asym_points[i], design.standard))
+        decisions.append(
+            Decision(u.condition, u.alpha, verdicts, reasons, rows, components[i], asym_points[i], design.standard)
+        )
     return decisions
 
 
@@ -442,8 +483,9 @@ def _seeds_hint(m: int, design: Design) -> str:
     return f"; {need} seeds per group would make it testable" if need else ""
 
 
-def _kdaudit_outcomes(rows: dict[str, dict[str, Any]], comps: list[dict[str, Any]], m: int,
-                      design: Design) -> dict[str, tuple[str, str]]:
+def _kdaudit_outcomes(
+    rows: dict[str, dict[str, Any]], comps: list[dict[str, Any]], m: int, design: Design
+) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     corr = _corr_label(design)
     for h, row in rows.items():
@@ -453,8 +495,10 @@ def _kdaudit_outcomes(rows: dict[str, dict[str, Any]], comps: list[dict[str, Any
             if not math.isfinite(bound):
                 why = f"too few students to test (n = {n_a} vs {n_b})"
             else:
-                why = (f"with {n_a} vs {n_b} students the smallest attainable {corr} p in a primary family "
-                       f"of {m} is {bound:.3g}, not below {design.level:g}{_seeds_hint(m, design)}")
+                why = (
+                    f"with {n_a} vs {n_b} students the smallest attainable {corr} p in a primary family "
+                    f"of {m} is {bound:.3g}, not below {design.level:g}{_seeds_hint(m, design)}"
+                )
             out[h] = (NOT_TESTABLE, why)
             continue
         p, p_adj = row["p_value"], row["p_adjusted"]
@@ -477,8 +521,9 @@ def _kdaudit_outcomes(rows: dict[str, dict[str, Any]], comps: list[dict[str, Any
     return out
 
 
-def _paper_outcomes(rows: dict[str, dict[str, Any]], comps: list[dict[str, Any]], u: Unit,
-                    control: Group | None, design: Design) -> dict[str, tuple[str, str]]:
+def _paper_outcomes(
+    rows: dict[str, dict[str, Any]], comps: list[dict[str, Any]], u: Unit, control: Group | None, design: Design
+) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for h, row in rows.items():
         if h == "H4":
@@ -494,30 +539,37 @@ def _paper_outcomes(rows: dict[str, dict[str, Any]], comps: list[dict[str, Any]]
             ok = all(c["p_value"] < design.level and c["mean_diff"] > 0 for c in tested)
             out[h] = (YES if ok else NO, f"Mann–Whitney {p_equals(p)}, mean difference {row['mean_diff']:+.4f}")
     if "H4" in rows and control is not None:
-        eff = transfer_effects(u.x["agreement_teacher_correct"], u.x["agreement_teacher_wrong"],
-                               control["agreement_teacher_correct"], control["agreement_teacher_wrong"])
+        eff = transfer_effects(
+            u.x["agreement_teacher_correct"],
+            u.x["agreement_teacher_wrong"],
+            control["agreement_teacher_correct"],
+            control["agreement_teacher_wrong"],
+        )
         dp, dn = eff["delta_pos"], eff["delta_neg"]
         if not (math.isfinite(dp) and math.isfinite(dn)):
             out["H4"] = (NOT_TESTABLE, "Δ+ or Δ− not computable")
         else:
-            out["H4"] = (YES if dn > dp else NO,
-                         f"Δ− = {100 * dn:+.1f} points {'>' if dn > dp else '≤'} Δ+ = {100 * dp:+.1f} points (no test)")
+            out["H4"] = (
+                YES if dn > dp else NO,
+                f"Δ− = {100 * dn:+.1f} points {'>' if dn > dp else '≤'} Δ+ = {100 * dp:+.1f} points (no test)",
+            )
     return out
 
 
-def _verdicts(outcomes: dict[str, tuple[str, str]], has_regularisers: bool, has_control: bool,
-              design: Design) -> tuple[dict[str, str], dict[str, str]]:
+def _verdicts(
+    outcomes: dict[str, tuple[str, str]], has_regularisers: bool, has_control: bool, design: Design
+) -> tuple[dict[str, str], dict[str, str]]:
     no_siddo = (NOT_TESTABLE, "there are no SIDDO students to compare with")
     h1 = outcomes.get("H1", no_siddo)
     h3 = outcomes.get("H3", no_siddo)
     h4 = outcomes.get("H4", no_siddo)
     v: dict[str, tuple[str, str]] = {"knowledge_transfer": h1, "negative_transfer": h3, "asymmetry": h4}
     if not has_regularisers:
-        v["beyond_regularisation"] = (NOT_TESTABLE,
-                                      "there are no regularisation-control (RCD, LS) students to compare with")
-    elif design.standard == "paper":
-        v["beyond_regularisation"] = outcomes["H2"]
-    elif h1[0] == YES:
+        v["beyond_regularisation"] = (
+            NOT_TESTABLE,
+            "there are no regularisation-control (RCD, LS) students to compare with",
+        )
+    elif design.standard == "paper" or h1[0] == YES:
         v["beyond_regularisation"] = outcomes["H2"]
     elif h1[0] == NO:
         v["beyond_regularisation"] = (NO, "claimed only with knowledge transfer, which is not shown")
@@ -526,8 +578,9 @@ def _verdicts(outcomes: dict[str, tuple[str, str]], has_regularisers: bool, has_
     if h3[0] == YES and h4[0] == YES:
         v["negative_asymmetric_payoff"] = (YES, "negative transfer and asymmetry both shown")
     elif h3[0] == NO or h4[0] == NO:
-        which = "; ".join(f"{n} not shown: {o[1]}" for n, o in (("negative transfer", h3), ("asymmetry", h4))
-                          if o[0] == NO)
+        which = "; ".join(
+            f"{n} not shown: {o[1]}" for n, o in (("negative transfer", h3), ("asymmetry", h4)) if o[0] == NO
+        )
         v["negative_asymmetric_payoff"] = (NO, which)
     else:
         v["negative_asymmetric_payoff"] = (NOT_TESTABLE, h3[1] if h3[0] == NOT_TESTABLE else h4[1])

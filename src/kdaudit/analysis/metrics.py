@@ -105,9 +105,7 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
     if not finite.all():
         n_nan = int(np.isnan(arr).sum())
         n_inf = int(arr.size - finite.sum()) - n_nan
-        raise InputError(
-            f"{name}: {n_nan + n_inf} non-finite value(s) in the logits ({n_nan} NaN, {n_inf} Inf)"
-        )
+        raise InputError(f"{name}: {n_nan + n_inf} non-finite value(s) in the logits ({n_nan} NaN, {n_inf} Inf)")
 
 
 def _check_float_dtype(arr: object, name: str) -> np.ndarray:
@@ -127,9 +125,7 @@ def validate_logits(arr: object, name: str = "logits") -> FloatArray:
     """
     a = _check_float_dtype(arr, name)
     if a.ndim != 2:
-        raise InputError(
-            f"{name}: logits must be 2-D (N samples × C classes), got shape {tuple(a.shape)}"
-        )
+        raise InputError(f"{name}: logits must be 2-D (N samples × C classes), got shape {tuple(a.shape)}")
     n, c = a.shape
     if n == 0:
         raise InputError(f"{name}: logits have no samples (shape {tuple(a.shape)})")
@@ -155,8 +151,7 @@ def _validate_logits_stack(arr: object, name: str) -> NDArray[np.floating]:
     a = _check_float_dtype(arr, name)
     if a.ndim != 3:
         raise InputError(
-            f"{name}: expected a stack of logits (R runs × N samples × C classes), "
-            f"got shape {tuple(a.shape)}"
+            f"{name}: expected a stack of logits (R runs × N samples × C classes), got shape {tuple(a.shape)}"
         )
     r, n, c = a.shape
     if r == 0:
@@ -180,10 +175,7 @@ def validate_labels(labels: object, n: int, c: int, name: str = "labels") -> Int
     if not isinstance(labels, np.ndarray):
         raise InputError(f"{name}: expected a numpy array, got {type(labels).__name__}")
     if labels.ndim != 1:
-        raise InputError(
-            f"{name}: labels must be 1-D (one class index per sample), "
-            f"got shape {tuple(labels.shape)}"
-        )
+        raise InputError(f"{name}: labels must be 1-D (one class index per sample), got shape {tuple(labels.shape)}")
     if labels.dtype == np.bool_ or not (
         np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
     ):
@@ -200,10 +192,7 @@ def validate_labels(labels: object, n: int, c: int, name: str = "labels") -> Int
         out_range = (labels < 0) | (labels >= c)
     n_out = int(out_range.sum())
     if n_out:
-        raise InputError(
-            f"{name}: {n_out} label(s) outside [0, {c}) "
-            f"(min {labels.min():g}, max {labels.max():g})"
-        )
+        raise InputError(f"{name}: {n_out} label(s) outside [0, {c}) (min {labels.min():g}, max {labels.max():g})")
     return labels.astype(np.int64, copy=False)
 
 
@@ -211,9 +200,7 @@ def _validate_pair(t: object, s: object) -> tuple[FloatArray, FloatArray]:
     tt = validate_logits(t, "teacher")
     ss = validate_logits(s, "student")
     if tt.shape != ss.shape:
-        raise InputError(
-            f"teacher logits have shape {tt.shape} but student logits have shape {ss.shape}"
-        )
+        raise InputError(f"teacher logits have shape {tt.shape} but student logits have shape {ss.shape}")
     return tt, ss
 
 
@@ -419,8 +406,15 @@ def conditional_agreement(
 # ---------------------------------------------------------------------------------------------
 
 _SUM_KEYS = (
-    "student_correct", "student_ce", "activation_distance", "js_divergence", "disagree",
-    "logit_cosine", "rank_disagreement", "agree_correct", "agree_wrong",
+    "student_correct",
+    "student_ce",
+    "activation_distance",
+    "js_divergence",
+    "disagree",
+    "logit_cosine",
+    "rank_disagreement",
+    "agree_correct",
+    "agree_wrong",
 )
 
 
@@ -439,9 +433,7 @@ def _block_sums(zt: FloatArray, zs: FloatArray, y: IntArray) -> dict[str, np.nda
     qs, logqs = _softmax_cf(zs_cf)
     pred_s = np.argmax(qs, axis=0)  # R × n
     agree = pred_s == pred_t
-    log_q_label = np.take_along_axis(
-        logqs, np.broadcast_to(y[None, None, :], (1,) + logqs.shape[1:]), axis=0
-    )[0]
+    log_q_label = np.take_along_axis(logqs, np.broadcast_to(y[None, None, :], (1,) + logqs.shape[1:]), axis=0)[0]
 
     return {
         "n": int(y.size),
@@ -493,21 +485,15 @@ def _finalise(sums: dict[str, np.ndarray | int]) -> dict[str, np.ndarray]:
         "agreement": 1.0 - np.asarray(sums["disagree"], dtype=np.float64) / n,
         "logit_cosine": np.asarray(sums["logit_cosine"], dtype=np.float64) / n,
         "rank_disagreement": np.asarray(sums["rank_disagreement"], dtype=np.float64) / n,
-        "agreement_teacher_correct": (
-            np.asarray(sums["agree_correct"], dtype=np.float64) / n_c if n_c else nan
-        ),
-        "agreement_teacher_wrong": (
-            np.asarray(sums["agree_wrong"], dtype=np.float64) / n_w if n_w else nan.copy()
-        ),
+        "agreement_teacher_correct": (np.asarray(sums["agree_correct"], dtype=np.float64) / n_c if n_c else nan),
+        "agreement_teacher_wrong": (np.asarray(sums["agree_wrong"], dtype=np.float64) / n_w if n_w else nan.copy()),
         "n_teacher_correct": np.full(r, n_c, dtype=np.int64),
         "n_teacher_wrong": np.full(r, n_w, dtype=np.int64),
     }
 
 
 def _to_scalars(arrays: dict[str, np.ndarray], i: int = 0) -> dict[str, float | int]:
-    return {
-        k: (int(arrays[k][i]) if k in _INT_KEYS else float(arrays[k][i])) for k in METRIC_KEYS
-    }
+    return {k: (int(arrays[k][i]) if k in _INT_KEYS else float(arrays[k][i])) for k in METRIC_KEYS}
 
 
 def functional_metrics(
@@ -539,9 +525,7 @@ def functional_metrics_many(
     zt = validate_logits(teacher_logits, "teacher")
     zs = _validate_logits_stack(students, "students")
     if zs.shape[1:] != zt.shape:
-        raise InputError(
-            f"teacher logits have shape {zt.shape} but student logits have shape {zs.shape[1:]}"
-        )
+        raise InputError(f"teacher logits have shape {zt.shape} but student logits have shape {zs.shape[1:]}")
     y = validate_labels(labels, zt.shape[0], zt.shape[1])
     return _finalise(_stack_sums(zt, zs, y))
 
@@ -565,9 +549,7 @@ class MetricAccumulator:
         """Add one batch (n × C teacher and student logits, n labels)."""
         zt, zs = _validate_pair(teacher_logits_batch, student_logits_batch)
         if self._n_classes is not None and zt.shape[1] != self._n_classes:
-            raise InputError(
-                f"batch has {zt.shape[1]} classes but earlier batches had {self._n_classes}"
-            )
+            raise InputError(f"batch has {zt.shape[1]} classes but earlier batches had {self._n_classes}")
         y = validate_labels(labels_batch, zt.shape[0], zt.shape[1])
         part = _stack_sums(zt, zs[None], y)
         if self._sums is None:

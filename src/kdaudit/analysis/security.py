@@ -38,8 +38,10 @@ def build_security_tables(
 ) -> SecurityTables:
     students = runs.loc[runs["role"] == "student"]
     control = students.loc[students["condition"] == CONTROL]
-    groups = {(str(c), float(a)): g for (c, a), g in
-              students.loc[students["condition"] != CONTROL].groupby(["condition", "alpha"], sort=True)}
+    groups = {
+        (str(c), float(a)): g
+        for (c, a), g in students.loc[students["condition"] != CONTROL].groupby(["condition", "alpha"], sort=True)
+    }
     rcd_at: dict[float, list[str]] = {}
     for cond, alpha in groups:
         if is_rcd(cond):
@@ -77,8 +79,12 @@ def build_security_tables(
 
 
 def _row(tests: pd.DataFrame, comparison: str, cond: str, alpha: float, metric: str) -> pd.Series | None:
-    hit = tests.loc[(tests["comparison"] == comparison) & (tests["condition"] == cond)
-                    & (tests["alpha"] == alpha) & (tests["metric"] == metric)]
+    hit = tests.loc[
+        (tests["comparison"] == comparison)
+        & (tests["condition"] == cond)
+        & (tests["alpha"] == alpha)
+        & (tests["metric"] == metric)
+    ]
     return None if hit.empty else hit.iloc[0]
 
 
@@ -122,25 +128,31 @@ def sentence_level(adv: dict) -> str:
     return labels[-1]
 
 
-def _sentences(tests: pd.DataFrame, summary: pd.DataFrame, metrics: list[str], meta: dict,
-               correction: str) -> list[str]:
+def _sentences(
+    tests: pd.DataFrame, summary: pd.DataFrame, metrics: list[str], meta: dict, correction: str
+) -> list[str]:
     out: list[str] = []
-    pairs = sorted({(c, a) for c, a in zip(tests["condition"], tests["alpha"]) if not is_rcd(c)},
-                   key=lambda p: (p[0], p[1]))
+    pairs = sorted(
+        {(c, a) for c, a in zip(tests["condition"], tests["alpha"]) if not is_rcd(c)}, key=lambda p: (p[0], p[1])
+    )
     if "backdoor_asr" in metrics:
         bd = meta.get("backdoor", {})
-        out.append(f"Backdoor: the teacher was trained with {bd.get('trigger', 'a trigger')} on "
-                   f"{100 * float(bd.get('rate', 0)):g} % of its training data relabelled as class "
-                   f"{bd.get('target')}; its attack success rate (ASR) is {_teacher(summary, 'backdoor_asr'):.2f}. "
-                   + bd.get("transfer", {}).get("description", "Students were distilled on clean data."))
+        out.append(
+            f"Backdoor: the teacher was trained with {bd.get('trigger', 'a trigger')} on "
+            f"{100 * float(bd.get('rate', 0)):g} % of its training data relabelled as class "
+            f"{bd.get('target')}; its attack success rate (ASR) is {_teacher(summary, 'backdoor_asr'):.2f}. "
+            + bd.get("transfer", {}).get("description", "Students were distilled on clean data.")
+        )
         for cond, alpha in pairs:
             r = _row(tests, f"vs_{CONTROL}", cond, alpha, "backdoor_asr")
             if r is None:
                 continue
             name = display_name(cond)
             said = "inherit" if _higher(r) == "yes" else "do not significantly inherit"
-            s = (f"{name} students at α = {_fmt_alpha(alpha)} {said} the teacher's backdoor: ASR "
-                 f"{_ms(r['mean_a'], r['sem_a'])} vs SIDDO {_ms(r['mean_b'], r['sem_b'])} ({_p(r, correction)})")
+            s = (
+                f"{name} students at α = {_fmt_alpha(alpha)} {said} the teacher's backdoor: ASR "
+                f"{_ms(r['mean_a'], r['sem_a'])} vs SIDDO {_ms(r['mean_b'], r['sem_b'])} ({_p(r, correction)})"
+            )
             beyond = []
             for rc in sorted({c for c, a in zip(tests["condition"], tests["alpha"]) if is_rcd(c) and a == alpha}):
                 rr = _row(tests, f"vs_{rc}", cond, alpha, "backdoor_asr")
@@ -148,29 +160,44 @@ def _sentences(tests: pd.DataFrame, summary: pd.DataFrame, metrics: list[str], m
                     s += f"; vs {display_name(rc)} {_ms(rr['mean_b'], rr['sem_b'])} ({_p(rr, correction)})"
                     beyond.append(_higher(rr) == "yes")
             if _higher(r) == "yes" and beyond and not all(beyond):
-                s += ("; but not above every random control, so the rise may come from the soft targets "
-                      "as such (regularisation) rather than from the teacher's backdoor")
+                s += (
+                    "; but not above every random control, so the rise may come from the soft targets "
+                    "as such (regularisation) rather than from the teacher's backdoor"
+                )
             out.append(s + ".")
     adv = meta.get("adversarial")
     if adv:
         lab = sentence_level(adv)
         metric = f"adv_follows@{lab}"
-        out.append(f"Adversarial transfer: {adv['attack']}; crafted on the teacher for {adv['n_attacked']} test "
-                   f"samples; at ε = {lab} it fools the teacher on {100 * adv['teacher_success'][lab]:.1f} % of "
-                   f"those it gets right ({adv['n_transferable'][lab]} transferable examples).")
+        out.append(
+            f"Adversarial transfer: {adv['attack']}; crafted on the teacher for {adv['n_attacked']} test "
+            f"samples; at ε = {lab} it fools the teacher on {100 * adv['teacher_success'][lab]:.1f} % of "
+            f"those it gets right ({adv['n_transferable'][lab]} transferable examples)."
+        )
         for cond, alpha in pairs:
             r = _row(tests, f"vs_{CONTROL}", cond, alpha, metric)
             if r is None:
                 continue
             name = display_name(cond)
             yes = _higher(r) == "yes"
-            said = ("inherit the teacher's adversarial errors" if yes
-                    else "do not copy the teacher's adversarial errors more than SIDDO students")
+            said = (
+                "inherit the teacher's adversarial errors"
+                if yes
+                else "do not copy the teacher's adversarial errors more than SIDDO students"
+            )
             levels = [f"{e:g}" for e in adv["levels"]]
-            sig = [lv for lv in levels if _higher(_row(tests, f"vs_{CONTROL}", cond, alpha, f"adv_follows@{lv}")) == "yes"]
-            where = (f"significantly more than SIDDO at ε = {', '.join(sig)}" if sig else "at no ε significantly more than SIDDO")
-            out.append(f"{name} students at α = {_fmt_alpha(alpha)} {said} (ε = {lab}): they output the "
-                       f"teacher's adversarial label on {_ms(r['mean_a'], r['sem_a'])} of its transferable examples "
-                       f"vs SIDDO {_ms(r['mean_b'], r['sem_b'])} ({_p(r, correction)}); {where} "
-                       f"(of ε = {', '.join(levels)}).")
+            sig = [
+                lv for lv in levels if _higher(_row(tests, f"vs_{CONTROL}", cond, alpha, f"adv_follows@{lv}")) == "yes"
+            ]
+            where = (
+                f"significantly more than SIDDO at ε = {', '.join(sig)}"
+                if sig
+                else "at no ε significantly more than SIDDO"
+            )
+            out.append(
+                f"{name} students at α = {_fmt_alpha(alpha)} {said} (ε = {lab}): they output the "
+                f"teacher's adversarial label on {_ms(r['mean_a'], r['sem_a'])} of its transferable examples "
+                f"vs SIDDO {_ms(r['mean_b'], r['sem_b'])} ({_p(r, correction)}); {where} "
+                f"(of ε = {', '.join(levels)})."
+            )
     return out

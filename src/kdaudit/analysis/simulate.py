@@ -40,8 +40,14 @@ def draw_group(rng: np.random.Generator, n: int, shift: dict[str, float] | None 
     return Group.of(np.arange(1, n + 1), **values)
 
 
-def simulated_audit(rng: np.random.Generator, n: int, n_alpha: int = 3, *, kd_shift: dict[str, float] | None = None,
-                    shifted_units: int = 0) -> tuple[Group, list[Unit]]:
+def simulated_audit(
+    rng: np.random.Generator,
+    n: int,
+    n_alpha: int = 3,
+    *,
+    kd_shift: dict[str, float] | None = None,
+    shifted_units: int = 0,
+) -> tuple[Group, list[Unit]]:
     """SIDDO and one KD unit per α (the first ``n_alpha`` of :data:`ALPHAS`) with both RCDs; the
     first ``shifted_units`` KD groups get ``kd_shift``, every other group is null."""
     ctrl = draw_group(rng, n)

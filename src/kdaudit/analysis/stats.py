@@ -145,9 +145,7 @@ def mann_whitney(
     ra, rb = ranks[:na], ranks[na:]
     u = float(ra.sum() - na * (na + 1) / 2.0)
     pv = exact.rank_sum_pvalue(ra, rb, method, seed=seed, n_resamples=n_resamples)
-    return TestResult(
-        na, nb, ma, sa, mb, sb, u, pv.p, 2.0 * u / (na * nb) - 1.0, _join(notes), pv.method, pv.se
-    )
+    return TestResult(na, nb, ma, sa, mb, sb, u, pv.p, 2.0 * u / (na * nb) - 1.0, _join(notes), pv.method, pv.se)
 
 
 def wilcoxon_paired(
@@ -193,9 +191,7 @@ def wilcoxon_paired(
     effect = (r_plus - r_minus) / (r_plus + r_minus)
     # the test only sees signed ranks; ranking first keeps ±inf differences usable
     pv = exact.signed_rank_pvalue(np.sign(nonzero) * ranks, method, seed=seed, n_resamples=n_resamples)
-    return TestResult(
-        n, n, ma, sa, mb, sb, min(r_plus, r_minus), pv.p, effect, _join(notes), pv.method, pv.se
-    )
+    return TestResult(n, n, ma, sa, mb, sb, min(r_plus, r_minus), pv.p, effect, _join(notes), pv.method, pv.se)
 
 
 def _holm(p: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -36,17 +36,42 @@ from .stats import mean_sem
 from .transfer import format_p
 
 __all__ = [
-    "PowerLawFit", "SweepPoint", "SweepTables", "TrendResult", "build_sweep_tables", "group_name",
-    "power_law_fit", "sweep_axis", "swept_paths", "trend_test",
+    "PowerLawFit",
+    "SweepPoint",
+    "SweepTables",
+    "TrendResult",
+    "build_sweep_tables",
+    "group_name",
+    "power_law_fit",
+    "sweep_axis",
+    "swept_paths",
+    "trend_test",
 ]
 
 SCALING_COLUMNS = ["condition", "alpha", "quantity", "exponent", "exponent_se", "prefactor", "r2", "n"]
 TREND_COLUMNS = [
-    "condition", "alpha", "quantity", "rho", "p_value", "n_points", "rho_seeds", "p_seeds",
-    "n_seeds", "significant",
+    "condition",
+    "alpha",
+    "quantity",
+    "rho",
+    "p_value",
+    "n_points",
+    "rho_seeds",
+    "p_seeds",
+    "n_seeds",
+    "significant",
 ]
-_TRANSFER_STATS = ["delta_pos", "sem_pos", "delta_neg", "sem_neg", "h_pos", "h_neg", "p_pos", "p_neg",
-                   "negative_asymmetric_payoff"]
+_TRANSFER_STATS = [
+    "delta_pos",
+    "sem_pos",
+    "delta_neg",
+    "sem_neg",
+    "h_pos",
+    "h_neg",
+    "p_pos",
+    "p_neg",
+    "negative_asymmetric_payoff",
+]
 _FIXED = {"point", "condition", "alpha", "metric", "n", "mean", "sem", "teacher_loss", *_TRANSFER_STATS}
 _CONDITIONAL = {"pos": "agreement_teacher_correct", "neg": "agreement_teacher_wrong"}
 _DELTA_NAMES = {"delta_pos": "Δ+", "delta_neg": "Δ−", "h_gap": "h− − h+"}
@@ -122,8 +147,9 @@ def power_law_fit(x: ArrayLike, y: ArrayLike) -> PowerLawFit:
     if np.unique(xa).size < 3:
         return PowerLawFit(math.nan, math.nan, math.nan, math.nan, int(xa.size))
     res = sps.linregress(np.log(xa), np.log(ya))
-    return PowerLawFit(float(res.slope), float(res.stderr), float(math.exp(res.intercept)),
-                       float(res.rvalue) ** 2, int(xa.size))
+    return PowerLawFit(
+        float(res.slope), float(res.stderr), float(math.exp(res.intercept)), float(res.rvalue) ** 2, int(xa.size)
+    )
 
 
 TREND_SEED = 0
@@ -222,15 +248,33 @@ def build_sweep_tables(points: Sequence[SweepPoint], level: float = 0.05) -> Swe
     for p in points:
         base = {"point": p.label, **{k: p.values.get(k, math.nan) for k in paths}}
         for metric, value in (("accuracy", p.teacher_accuracy), ("loss", p.teacher_loss)):
-            metric_rows.append({**base, "condition": "teacher", "alpha": math.nan, "metric": metric,
-                                "n": 1, "mean": float(value), "sem": math.nan})
+            metric_rows.append(
+                {
+                    **base,
+                    "condition": "teacher",
+                    "alpha": math.nan,
+                    "metric": metric,
+                    "n": 1,
+                    "mean": float(value),
+                    "sem": math.nan,
+                }
+            )
         st = students[p.label]
         for (cond, alpha), g in _groups(st):
             for metric in TEST_METRICS:
                 v = g[metric].to_numpy(np.float64)
                 mean, sem = mean_sem(v)
-                metric_rows.append({**base, "condition": cond, "alpha": alpha, "metric": metric,
-                                    "n": int(np.isfinite(v).sum()), "mean": mean, "sem": sem})
+                metric_rows.append(
+                    {
+                        **base,
+                        "condition": cond,
+                        "alpha": alpha,
+                        "metric": metric,
+                        "n": int(np.isfinite(v).sum()),
+                        "mean": mean,
+                        "sem": sem,
+                    }
+                )
         missing = [c for c in TRANSFER_COLUMNS[:-1] if c not in p.transfer.columns]
         if missing:
             raise InputError(f"sweep point {p.label!r}: transfer table lacks {', '.join(missing)}")
@@ -248,16 +292,17 @@ def build_sweep_tables(points: Sequence[SweepPoint], level: float = 0.05) -> Swe
             payoff = r["negative_asymmetric_payoff"]
             row["negative_asymmetric_payoff"] = "" if pd.isna(payoff) else str(payoff)
             transfer_rows.append(row)
-    metrics = pd.DataFrame(metric_rows, columns=["point", *paths, "condition", "alpha", "metric", "n",
-                                                 "mean", "sem"]).astype({"n": "int64"})
-    transfer = pd.DataFrame(transfer_rows, columns=["point", *paths, "teacher_loss", "condition", "alpha",
-                                                    *_TRANSFER_STATS])
+    metrics = pd.DataFrame(
+        metric_rows, columns=["point", *paths, "condition", "alpha", "metric", "n", "mean", "sem"]
+    ).astype({"n": "int64"})
+    transfer = pd.DataFrame(
+        transfer_rows, columns=["point", *paths, "teacher_loss", "condition", "alpha", *_TRANSFER_STATS]
+    )
 
     sentences = _axis_sentences(points, transfer)
     scaling, scaling_sentences = _scaling(points, students)
     trend, trend_sentences = _trend(points, students, transfer, level)
-    return SweepTables(paths, metrics, transfer, scaling, trend,
-                       sentences + scaling_sentences + trend_sentences)
+    return SweepTables(paths, metrics, transfer, scaling, trend, sentences + scaling_sentences + trend_sentences)
 
 
 def _axis_sentences(points: Sequence[SweepPoint], transfer: pd.DataFrame) -> list[str]:
@@ -290,9 +335,11 @@ def _scaling(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame]) ->
             fit = power_law_fit(g["_n"], g[quantity])
             rows.append({"condition": cond, "alpha": alpha, "quantity": quantity, **asdict(fit)})
     table = pd.DataFrame(rows, columns=SCALING_COLUMNS).astype({"n": "int64"})
-    sentences = [f"Scaling: N is the number of student parameters, from {sizes[0]:,} to {sizes[-1]:,} "
-                 f"over {len(points)} points; each exponent is the least-squares slope of log value on "
-                 "log N over all students (± its standard error)."]
+    sentences = [
+        f"Scaling: N is the number of student parameters, from {sizes[0]:,} to {sizes[-1]:,} "
+        f"over {len(points)} points; each exponent is the least-squares slope of log value on "
+        "log N over all students (± its standard error)."
+    ]
     fits = {(r.condition, r.alpha, r.quantity): r for r in table.itertuples()}
     for r in table.itertuples():
         if r.condition == CONTROL or is_rcd(r.condition) or not math.isfinite(r.exponent):
@@ -305,8 +352,14 @@ def _scaling(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame]) ->
     return table, sentences
 
 
-def _seed_deltas(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame], cond: str, alpha: float,
-                 metric: str, against: str = CONTROL) -> tuple[list[float], list[float]]:
+def _seed_deltas(
+    points: Sequence[SweepPoint],
+    students: dict[str, pd.DataFrame],
+    cond: str,
+    alpha: float,
+    metric: str,
+    against: str = CONTROL,
+) -> tuple[list[float], list[float]]:
     """Per KD seed: (the point's teacher loss, its value minus the point's mean of ``against``:
     SIDDO, or a random control at the same α)."""
     xs: list[float] = []
@@ -321,8 +374,9 @@ def _seed_deltas(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame]
     return xs, ys
 
 
-def _trend(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame], transfer: pd.DataFrame,
-           level: float) -> tuple[pd.DataFrame, list[str]]:
+def _trend(
+    points: Sequence[SweepPoint], students: dict[str, pd.DataFrame], transfer: pd.DataFrame, level: float
+) -> tuple[pd.DataFrame, list[str]]:
     losses = np.asarray([p.teacher_loss for p in points], dtype=np.float64)
     losses = losses[np.isfinite(losses)]
     if np.unique(losses).size < 3 or transfer.empty:
@@ -338,13 +392,26 @@ def _trend(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame], tran
                 seeds = trend_test(*_seed_deltas(points, students, cond, alpha, _CONDITIONAL[quantity[6:]]))
             use = seeds if math.isfinite(seeds.p_value) else pt
             significant = bool(math.isfinite(use.p_value) and use.p_value < level)
-            rows.append({"condition": cond, "alpha": alpha, "quantity": quantity, "rho": pt.rho,
-                         "p_value": pt.p_value, "n_points": pt.n, "rho_seeds": seeds.rho,
-                         "p_seeds": seeds.p_value, "n_seeds": seeds.n, "significant": significant})
+            rows.append(
+                {
+                    "condition": cond,
+                    "alpha": alpha,
+                    "quantity": quantity,
+                    "rho": pt.rho,
+                    "p_value": pt.p_value,
+                    "n_points": pt.n,
+                    "rho_seeds": seeds.rho,
+                    "p_seeds": seeds.p_value,
+                    "n_seeds": seeds.n,
+                    "significant": significant,
+                }
+            )
             if is_rcd(cond) or quantity == "h_gap":
                 continue
-            head = (f"Teacher loss: as the teacher's test loss rises from {losses.min():.2f} to "
-                    f"{losses.max():.2f}, {group_name(cond, alpha)}'s {_DELTA_NAMES[quantity]}")
+            head = (
+                f"Teacher loss: as the teacher's test loss rises from {losses.min():.2f} to "
+                f"{losses.max():.2f}, {group_name(cond, alpha)}'s {_DELTA_NAMES[quantity]}"
+            )
             unit = "students" if use is seeds else "points"
             stat = f"(Spearman ρ = {use.rho:.2f}, {_p(use.p_value)} over {use.n} {unit})"
             if not math.isfinite(use.p_value):
@@ -357,12 +424,14 @@ def _trend(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame], tran
                 sentences.append(f"{head} shows no significant trend {stat}.")
     rows_beyond, sentences_beyond = _trend_beyond_rcd(points, students, transfer, level)
     table = pd.DataFrame(rows + rows_beyond, columns=TREND_COLUMNS).astype(
-        {"n_points": "int64", "n_seeds": "int64", "significant": "bool"})
+        {"n_points": "int64", "n_seeds": "int64", "significant": "bool"}
+    )
     return table, sentences + sentences_beyond
 
 
-def _trend_beyond_rcd(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame], transfer: pd.DataFrame,
-                      level: float) -> tuple[list[dict[str, Any]], list[str]]:
+def _trend_beyond_rcd(
+    points: Sequence[SweepPoint], students: dict[str, pd.DataFrame], transfer: pd.DataFrame, level: float
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The teacher-loss trend of KD's Δ± minus a random control's (quantity ``delta_neg-rcd-uniform``…).
 
     A random control's Δ± moves with the teacher too, because the teacher's right / wrong split of
@@ -384,14 +453,30 @@ def _trend_beyond_rcd(points: Sequence[SweepPoint], students: dict[str, pd.DataF
                 seeds = trend_test(*_seed_deltas(points, students, cond, alpha, _CONDITIONAL[quantity[6:]], rcd))
                 use = seeds if math.isfinite(seeds.p_value) else pt
                 significant = bool(math.isfinite(use.p_value) and use.p_value < level)
-                rows.append({"condition": cond, "alpha": alpha, "quantity": f"{quantity}-{rcd}", "rho": pt.rho,
-                             "p_value": pt.p_value, "n_points": pt.n, "rho_seeds": seeds.rho,
-                             "p_seeds": seeds.p_value, "n_seeds": seeds.n, "significant": significant})
+                rows.append(
+                    {
+                        "condition": cond,
+                        "alpha": alpha,
+                        "quantity": f"{quantity}-{rcd}",
+                        "rho": pt.rho,
+                        "p_value": pt.p_value,
+                        "n_points": pt.n,
+                        "rho_seeds": seeds.rho,
+                        "p_seeds": seeds.p_value,
+                        "n_seeds": seeds.n,
+                        "significant": significant,
+                    }
+                )
                 if quantity != "delta_neg" or not math.isfinite(use.p_value):
                     continue
                 stat = f"(Spearman ρ = {use.rho:.2f}, {_p(use.p_value)})"
-                verdict = (f"{'rises' if use.rho > 0 else 'falls'} significantly" if significant
-                           else "shows no significant trend")
-                sentences.append(f"Beyond the random control: {group_name(cond, alpha)}'s Δ− minus "
-                                 f"{display_name(rcd)}'s {verdict} with the teacher's loss {stat}.")
+                verdict = (
+                    f"{'rises' if use.rho > 0 else 'falls'} significantly"
+                    if significant
+                    else "shows no significant trend"
+                )
+                sentences.append(
+                    f"Beyond the random control: {group_name(cond, alpha)}'s Δ− minus "
+                    f"{display_name(rcd)}'s {verdict} with the teacher's loss {stat}."
+                )
     return rows, sentences

@@ -23,7 +23,13 @@ from .stats import mean_sem
 __all__ = ["TRANSFER_KEYS", "format_p", "p_equals", "payoff_label", "payoff_sentence", "transfer_effects"]
 
 TRANSFER_KEYS = [
-    "delta_pos", "delta_neg", "h_pos", "h_neg", "p_pos", "p_neg", "negative_asymmetric_payoff",
+    "delta_pos",
+    "delta_neg",
+    "h_pos",
+    "h_neg",
+    "p_pos",
+    "p_neg",
+    "negative_asymmetric_payoff",
 ]
 """The keys of a group's ``transfer`` object in ``kdaudit compare --json``."""
 
@@ -79,8 +85,15 @@ def format_p(p: float) -> str:
     return f"{p:.3f}"
 
 
-def payoff_sentence(name: str, control: str, effects: dict[str, Any], verdict: str, reason: str,
-                    p_neg: float = math.nan, p_asym: float = math.nan) -> str:
+def payoff_sentence(
+    name: str,
+    control: str,
+    effects: dict[str, Any],
+    verdict: str,
+    reason: str,
+    p_neg: float = math.nan,
+    p_asym: float = math.nan,
+) -> str:
     """One plain-word sentence on the transfer of ``name`` against ``control``.
 
     ``effects`` holds Δ± (quoted in percentage points of agreement) and h± (shares of the

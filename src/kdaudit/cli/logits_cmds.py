@@ -65,9 +65,7 @@ def load_npy(path: str | os.PathLike[str], what: str = "array") -> np.ndarray:
         arr = np.load(p, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
-            raise InputError(
-                f"{what} file holds a pickled object array, which kdaudit does not load: {path}"
-            ) from None
+            raise InputError(f"{what} file holds a pickled object array, which kdaudit does not load: {path}") from None
         raise InputError(f"{what} file is not a valid .npy array ({exc}): {path}") from None
     except (OSError, EOFError) as exc:
         raise InputError(f"{what} file is truncated or unreadable ({exc}): {path}") from None
@@ -105,9 +103,7 @@ def _load_student_files(paths: list[str], label: str, shape: tuple[int, int]) ->
     for path in paths:
         arr = _load_logits(path, f"{label} logits")
         if arr.shape != shape:
-            raise InputError(
-                f"{path}: logits have shape {arr.shape} but the teacher's have shape {shape}"
-            )
+            raise InputError(f"{path}: logits have shape {arr.shape} but the teacher's have shape {shape}")
         arrays.append(arr)
     return arrays
 
@@ -174,8 +170,11 @@ def _print_compare(result: dict[str, Any]) -> None:
     st = result["statistics"]
     rcd = ", ".join(f"{n} ({g['n']})" for n, g in result["rcd"].items())
     console.print(f"Control: {result['control']['n']} students" + (f"; random controls: {rcd}" if rcd else ""))
-    console.print(f"Primary family: {st['primary_family_size']} tests, {st['correction']} at {st['level']:g} "
-                  f"({st['method']} p); other rows: {st['secondary_correction']}, exploratory", highlight=False)
+    console.print(
+        f"Primary family: {st['primary_family_size']} tests, {st['correction']} at {st['level']:g} "
+        f"({st['method']} p); other rows: {st['secondary_correction']}, exploratory",
+        highlight=False,
+    )
     for name, g in result["groups"].items():
         table = Table(title=f"{name} ({g['n']} students) vs control ({result['control']['n']})")
         for col in ("metric", "group mean ± SEM", "control mean ± SEM", "U", "p", "p adj.", "family", "r", "sig."):
@@ -183,22 +182,39 @@ def _print_compare(result: dict[str, Any]) -> None:
         for key in STUDENT_METRIC_KEYS:
             m = g["metrics"][key]
             table.add_row(
-                key, _mean_sem(m["mean"], m["sem"]), _mean_sem(m["control_mean"], m["control_sem"]),
-                _fmt(m["statistic"], ".1f"), _p(m["p_value"]), _p(m["p_adjusted"]), m["family"],
-                _fmt(m["effect_size"], "+.2f"), "yes" if m["significant"] else "no",
+                key,
+                _mean_sem(m["mean"], m["sem"]),
+                _mean_sem(m["control_mean"], m["control_sem"]),
+                _fmt(m["statistic"], ".1f"),
+                _p(m["p_value"]),
+                _p(m["p_adjusted"]),
+                m["family"],
+                _fmt(m["effect_size"], "+.2f"),
+                "yes" if m["significant"] else "no",
             )
         console.print(table)
         tr = {k: (math.nan if v is None else v) for k, v in g["transfer"].items()}
         asym = g["asymmetry"]
-        console.print(payoff_sentence(name, "the control", tr, g["verdicts"]["negative_asymmetric_payoff"],
-                                      g["reasons"]["negative_asymmetric_payoff"],
-                                      g["metrics"]["agreement_teacher_wrong"]["p_adjusted"] or math.nan,
-                                      asym["p_adjusted"] if asym["p_adjusted"] is not None else math.nan),
-                      markup=False, highlight=False)
-        for key, label in (("knowledge_transfer", "knowledge transfer"),
-                           ("beyond_regularisation", "beyond regularisation"),
-                           ("negative_transfer", "negative transfer"), ("asymmetry", "asymmetry"),
-                           ("negative_asymmetric_payoff", "negative asymmetric payoff")):
+        console.print(
+            payoff_sentence(
+                name,
+                "the control",
+                tr,
+                g["verdicts"]["negative_asymmetric_payoff"],
+                g["reasons"]["negative_asymmetric_payoff"],
+                g["metrics"]["agreement_teacher_wrong"]["p_adjusted"] or math.nan,
+                asym["p_adjusted"] if asym["p_adjusted"] is not None else math.nan,
+            ),
+            markup=False,
+            highlight=False,
+        )
+        for key, label in (
+            ("knowledge_transfer", "knowledge transfer"),
+            ("beyond_regularisation", "beyond regularisation"),
+            ("negative_transfer", "negative transfer"),
+            ("asymmetry", "asymmetry"),
+            ("negative_asymmetric_payoff", "negative asymmetric payoff"),
+        ):
             console.print(f"  {label}: {g['verdicts'][key]} ({g['reasons'][key]})", markup=False, highlight=False)
 
 
@@ -221,41 +237,51 @@ _LabelsOpt = Annotated[
 _ControlOpt = Annotated[
     str | None,
     typer.Option(
-        "--control", metavar="GLOB",
+        "--control",
+        metavar="GLOB",
         help="Quoted glob of the control (SIDDO) students' logits, e.g. 'siddo/*.npy' (required).",
     ),
 ]
 _GroupOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--group", metavar="NAME=GLOB",
+        "--group",
+        metavar="NAME=GLOB",
         help="A group of students, e.g. 'kd=kd/*.npy' (repeatable, at least one).",
     ),
 ]
 _RcdOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--rcd", metavar="NAME=GLOB",
+        "--rcd",
+        metavar="NAME=GLOB",
         help="A random-control (RCD) group, e.g. 'rcd-uniform=rcd/*.npy' (repeatable); decides "
-             "'beyond regularisation'.",
+        "'beyond regularisation'.",
     ),
 ]
 _MethodOpt = Annotated[
     str,
-    typer.Option("--method", metavar="auto|exact|asymptotic|permutation",
-                 help="How p-values are computed (auto: exact without ties, permutation with ties)."),
+    typer.Option(
+        "--method",
+        metavar="auto|exact|asymptotic|permutation",
+        help="How p-values are computed (auto: exact without ties, permutation with ties).",
+    ),
 ]
 _StandardOpt = Annotated[
     str,
-    typer.Option("--standard", metavar="kdaudit|paper",
-                 help="Rule set of the verdicts: kdaudit (one corrected primary family) or paper."),
+    typer.Option(
+        "--standard",
+        metavar="kdaudit|paper",
+        help="Rule set of the verdicts: kdaudit (one corrected primary family) or paper.",
+    ),
 ]
 _LevelOpt = Annotated[float, typer.Option("--level", help="Significance level.")]
 _JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 _CorrectionOpt = Annotated[
     str,
     typer.Option(
-        "--correction", metavar="holm|bh|none",
+        "--correction",
+        metavar="holm|bh|none",
         help="Correction of the primary family (H1–H4 of every group); the other tests get Benjamini–Hochberg.",
     ),
 ]
@@ -275,8 +301,7 @@ def metrics_command(
     zs = _load_logits(s_path, "student logits")
     if zs.shape != zt.shape:
         raise InputError(
-            f"{s_path}: student logits have shape {zs.shape} "
-            f"but the teacher's ({t_path}) have shape {zt.shape}"
+            f"{s_path}: student logits have shape {zs.shape} but the teacher's ({t_path}) have shape {zt.shape}"
         )
     y = validate_labels(load_npy(y_path, "labels"), zt.shape[0], zt.shape[1], y_path)
     with _one_line_warnings():
@@ -284,9 +309,7 @@ def metrics_command(
     if as_json:
         typer.echo(_dumps({k: result[k] for k in METRIC_KEYS}))
         return
-    table = Table(
-        title=f"{s_path} vs teacher {t_path}", caption=f"{zt.shape[0]} samples, {zt.shape[1]} classes"
-    )
+    table = Table(title=f"{s_path} vs teacher {t_path}", caption=f"{zt.shape[0]} samples, {zt.shape[1]} classes")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in METRIC_KEYS:
@@ -334,14 +357,15 @@ def compare_command(
     control_paths = expand_glob(c_pattern, "--control")
     group_paths = {name: expand_glob(pattern, f"--group {name}") for name, pattern in specs.items()}
     rcd_paths = {name: expand_glob(pattern, f"--rcd {name}") for name, pattern in rcd_specs.items()}
-    for label, paths in [("control", control_paths), *[(f"group {n!r}", p) for n, p in group_paths.items()],
-                         *[(f"random control {n!r}", p) for n, p in rcd_paths.items()]]:
+    for label, paths in [
+        ("control", control_paths),
+        *[(f"group {n!r}", p) for n, p in group_paths.items()],
+        *[(f"random control {n!r}", p) for n, p in rcd_paths.items()],
+    ]:
         if len(paths) < 2:
             raise InputError(f"{label} has {len(paths)} logits file(s); at least 2 students are needed")
     control_arrays = _load_student_files(control_paths, "control", zt.shape)
-    group_arrays = {
-        name: _load_student_files(paths, f"group {name}", zt.shape) for name, paths in group_paths.items()
-    }
+    group_arrays = {name: _load_student_files(paths, f"group {name}", zt.shape) for name, paths in group_paths.items()}
     rcd_arrays = {
         name: _load_student_files(paths, f"random control {name}", zt.shape) for name, paths in rcd_paths.items()
     }
@@ -358,4 +382,3 @@ def register(app: typer.Typer) -> None:
     """Add ``metrics`` and ``compare`` to the ``kdaudit`` app."""
     app.command("metrics")(metrics_command)
     app.command("compare")(compare_command)
-

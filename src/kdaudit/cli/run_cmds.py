@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -18,8 +18,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-
-import sys
 
 # A pipe or a log file gets a fixed, wide layout instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -43,7 +41,7 @@ class RichProgress:
         self.current = None
         self.training: dict[str, object] = {}  # job key -> its line, while it trains
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self.progress.__enter__()
         return self
 
@@ -65,12 +63,14 @@ class RichProgress:
         return self.training[job.key]
 
     def job_started(self, job, epochs: int) -> None:
-        self.progress.update(self._line(job), description=f"{job.run_id} epoch 0/{epochs}",
-                             total=epochs, completed=0, visible=True)
+        self.progress.update(
+            self._line(job), description=f"{job.run_id} epoch 0/{epochs}", total=epochs, completed=0, visible=True
+        )
 
     def epoch_done(self, job, epoch: int, epochs: int, loss: float) -> None:
-        self.progress.update(self._line(job), description=f"{job.run_id} epoch {epoch}/{epochs} loss {loss:.3f}",
-                             completed=epoch)
+        self.progress.update(
+            self._line(job), description=f"{job.run_id} epoch {epoch}/{epochs} loss {loss:.3f}", completed=epoch
+        )
 
     def job_finished(self, job, skipped: bool) -> None:
         self.progress.advance(self.models)
@@ -109,19 +109,34 @@ def print_summary(outcome, out: Console = console) -> None:
     out.print()
     corrupt = outcome.stats.rerun_corrupt if outcome.stats is not None else []
     if corrupt:
-        out.print(f"Found {len(corrupt)} corrupt job(s) in the store and re-ran them: {', '.join(corrupt)}",
-                  markup=False, highlight=False, soft_wrap=True)
+        out.print(
+            f"Found {len(corrupt)} corrupt job(s) in the store and re-ran them: {', '.join(corrupt)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"[bold]{meta.get('setup')}[/]: teacher accuracy {meta['teacher_accuracy'] * 100:.2f} % "
         f"({meta['n_teacher_wrong']} of {meta['n_test']} test samples wrong), {meta['n_models']} models"
     )
     table = Table(title="Students vs teacher (mean ± SEM over seeds)")
-    for col in ("condition", "α", "n", "accuracy %", "agreement %", "JS ×10³ nats", "AD ×10²",
-                "agree | teacher right %", "agree | teacher wrong %"):
+    for col in (
+        "condition",
+        "α",
+        "n",
+        "accuracy %",
+        "agreement %",
+        "JS ×10³ nats",
+        "AD ×10²",
+        "agree | teacher right %",
+        "agree | teacher wrong %",
+    ):
         table.add_column(col, justify="left" if col == "condition" else "right", no_wrap=col == "condition")
     for _, r in t.summary.iterrows():
         table.add_row(
-            str(r["condition"]), f"{r['alpha']:g}", str(int(r["n"])),
+            str(r["condition"]),
+            f"{r['alpha']:g}",
+            str(int(r["n"])),
             _pct(r["accuracy_mean"], r["accuracy_sem"]),
             _pct(r["agreement_mean"], r["agreement_sem"]),
             _pct(r["js_divergence_mean"], r["js_divergence_sem"], 1e3, 2),
@@ -162,8 +177,10 @@ def standard_line(st: dict) -> str:
     if st.get("standard") == "paper":
         return f"paper's standard: each test at {st.get('level', 0.05):g}, no correction"
     test = "Wilcoxon signed-rank by seed" if st.get("paired") else "Mann–Whitney"
-    return (f"kdaudit standard: {st.get('primary_family_size')} primary tests ({test}, {st.get('method')} p), "
-            f"{st.get('correction')} at {st.get('level', 0.05):g}")
+    return (
+        f"kdaudit standard: {st.get('primary_family_size')} primary tests ({test}, {st.get('method')} p), "
+        f"{st.get('correction')} at {st.get('level', 0.05):g}"
+    )
 
 
 class Executor(str, Enum):
@@ -186,18 +203,23 @@ def mlflow_argv(args: list[str]) -> list[str]:
     for i, arg in enumerate(args):
         out.append(arg)
         if arg == "--":
-            return out + args[i + 1:]
+            return out + args[i + 1 :]
         if arg == "--mlflow":
             nxt = args[i + 1] if i + 1 < len(args) else None
-            is_uri = nxt is not None and not nxt.startswith("-") and not nxt.endswith((".yaml", ".yml")) and (
-                ":" in nxt or nxt.startswith(_URI_STARTS))
+            is_uri = (
+                nxt is not None
+                and not nxt.startswith("-")
+                and not nxt.endswith((".yaml", ".yml"))
+                and (":" in nxt or nxt.startswith(_URI_STARTS))
+            )
             if not is_uri:
                 out.append(MLFLOW_DEFAULT)
     return out
 
 
-def apply_run_options(spec, executor: str | None, workers: int | None, scheduler: str | None,
-                      mlflow: str | None, out: Path | None):
+def apply_run_options(
+    spec, executor: str | None, workers: int | None, scheduler: str | None, mlflow: str | None, out: Path | None
+):
     """The spec with the ``kdaudit run`` flags that override its execution and tracking sections."""
     from ..audit import default_out_dir
     from ..config.spec import validate_spec
@@ -237,15 +259,39 @@ def _where(spec) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
-        spec: Optional[str] = typer.Argument(None, help="A setup name (see `kdaudit setups`) or a spec YAML file; default: the default setup."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="The setup's preset: cpu (sizes that run here in minutes, the default) or paper (the paper's sizes and recipes, for a GPU)."),
+        spec: str | None = typer.Argument(
+            None, help="A setup name (see `kdaudit setups`) or a spec YAML file; default: the default setup."
+        ),
+        preset: str | None = typer.Option(
+            None,
+            "--preset",
+            help="The setup's preset: cpu (sizes that run here in minutes, the default) or paper (the paper's sizes and recipes, for a GPU).",
+        ),
         set_: list[str] = typer.Option([], "--set", help="Override a spec field: --set train.epochs=3 (repeatable)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Audit directory (default: kdaudit-out/<setup name>, with -<preset> for presets other than cpu)."),
+        out: Path | None = typer.Option(
+            None,
+            "--out",
+            help="Audit directory (default: kdaudit-out/<setup name>, with -<preset> for presets other than cpu).",
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-        executor: Optional[Executor] = typer.Option(None, "--executor", help="Where the jobs run: local (this machine, the default) or dask (a Dask cluster)."),
-        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Jobs trained at once: worker processes of the local executor or of the local Dask cluster (default: one per core)."),
-        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="A running Dask scheduler, e.g. tcp://host:8786 (implies --executor dask)."),
-        mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="[URI]", help="Log every job to MLflow at URI; without a URI, to sqlite:///<audit dir>/mlflow.db."),
+        executor: Executor | None = typer.Option(
+            None, "--executor", help="Where the jobs run: local (this machine, the default) or dask (a Dask cluster)."
+        ),
+        workers: int | None = typer.Option(
+            None,
+            "--workers",
+            min=1,
+            help="Jobs trained at once: worker processes of the local executor or of the local Dask cluster (default: one per core).",
+        ),
+        scheduler: str | None = typer.Option(
+            None, "--scheduler", help="A running Dask scheduler, e.g. tcp://host:8786 (implies --executor dask)."
+        ),
+        mlflow: str | None = typer.Option(
+            None,
+            "--mlflow",
+            metavar="[URI]",
+            help="Log every job to MLflow at URI; without a URI, to sqlite:///<audit dir>/mlflow.db.",
+        ),
     ) -> None:
         """Plan, train what is missing, analyse and report; prints the summary and the verdicts.
 
@@ -284,8 +330,15 @@ def register(app: typer.Typer) -> None:
             s = validate_spec(load_setup_raw(name))
             presets = list((setup_file_raw(name).get("presets") or {}).keys())
             label = name + (" (default)" if name == DEFAULT_SETUP else "")
-            table.add_row(label, s.modality or "", s.data.name, s.model.name, str(s.n_models()),
-                          ", ".join(presets), " ".join(s.description.split()))
+            table.add_row(
+                label,
+                s.modality or "",
+                s.data.name,
+                s.model.name,
+                str(s.n_models()),
+                ", ".join(presets),
+                " ".join(s.description.split()),
+            )
         console.print(table)
 
     @app.command("report")
@@ -305,8 +358,11 @@ def _run_sweep(sweep, out: Path | None, quiet: bool) -> None:
 
     first = sweep.points[0].spec
     axes = "; ".join(f"{k} ∈ {v}" for k, v in sweep.axes.items())
-    console.print(f"Sweep [bold]{first.name}[/]: {len(sweep.points)} audits ({axes}), {first.n_models()} models "
-                  f"each{_where(first)}; jobs shared between points are trained once", highlight=False)
+    console.print(
+        f"Sweep [bold]{first.name}[/]: {len(sweep.points)} audits ({axes}), {first.n_models()} models "
+        f"each{_where(first)}; jobs shared between points are trained once",
+        highlight=False,
+    )
 
     def progress_for(i: int, n: int, label: str):
         console.print(f"[bold]Point {i + 1}/{n}[/]: {label}", highlight=False)
@@ -327,10 +383,17 @@ def print_sweep_summary(outcome, out: Console = console) -> None:
         for v in o.tables.verdicts:
             r = summ.loc[(v.condition, v.alpha)]
             t = trans.loc[(v.condition, v.alpha)]
-            table.add_row(label, f"{o.meta['teacher_accuracy'] * 100:.2f}", f"{o.meta['teacher_loss']:.3f}",
-                          f"{v.alpha:g}", _pct(r["agreement_mean"], r["agreement_sem"]),
-                          f"{t['delta_pos'] * 100:+.1f}", f"{t['delta_neg'] * 100:+.1f}",
-                          v.knowledge_transfer, v.negative_asymmetric_payoff)
+            table.add_row(
+                label,
+                f"{o.meta['teacher_accuracy'] * 100:.2f}",
+                f"{o.meta['teacher_loss']:.3f}",
+                f"{v.alpha:g}",
+                _pct(r["agreement_mean"], r["agreement_sem"]),
+                f"{t['delta_pos'] * 100:+.1f}",
+                f"{t['delta_neg'] * 100:+.1f}",
+                v.knowledge_transfer,
+                v.negative_asymmetric_payoff,
+            )
             label = ""
     out.print(table)
     out.print("[bold]Across the sweep[/]")

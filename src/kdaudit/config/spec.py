@@ -119,7 +119,7 @@ class TrainSpec(_Strict):
     checkpoint_every: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
-    def _schedule(self) -> "TrainSpec":
+    def _schedule(self) -> TrainSpec:
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
         bad = [e for e in self.step_epochs if e <= 0]  # one past the last epoch is never reached
@@ -213,7 +213,7 @@ class ExecutionSpec(_Strict):
     scheduler: str | None = None
 
     @model_validator(mode="after")
-    def _scheduler_needs_dask(self) -> "ExecutionSpec":
+    def _scheduler_needs_dask(self) -> ExecutionSpec:
         if self.scheduler is not None and self.executor != "dask":
             raise ValueError("scheduler: a scheduler address needs executor: dask")
         return self
@@ -275,10 +275,12 @@ class BackdoorSpec(_Strict):
     transfer_poison: float = Field(default=0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
-    def _transfer_poison_needs_a_backdoor(self) -> "BackdoorSpec":
+    def _transfer_poison_needs_a_backdoor(self) -> BackdoorSpec:
         if self.transfer_poison > 0 and not self.enabled:
-            raise ValueError("transfer_poison triggers the students' transfer set with the poisoned teacher's "
-                             "trigger; it needs security.backdoor.enabled: true")
+            raise ValueError(
+                "transfer_poison triggers the students' transfer set with the poisoned teacher's "
+                "trigger; it needs security.backdoor.enabled: true"
+            )
         return self
 
 
@@ -310,7 +312,7 @@ class AuditSpec(_Strict):
     security: SecuritySpec = Field(default_factory=SecuritySpec)
 
     @model_validator(mode="after")
-    def _registered(self) -> "AuditSpec":
+    def _registered(self) -> AuditSpec:
         from ..data.base import DATASETS, load_builtin
         from ..models import MODELS
         from ..models import load_builtin as load_models
@@ -335,24 +337,29 @@ class AuditSpec(_Strict):
         if t.checkpoint is None and self.protocol.teacher_seed in seeds:
             raise ValueError(
                 f"protocol.teacher_seed: {self.protocol.teacher_seed} is one of the student seeds "
-                f"(1..{len(seeds)}), so that SIDDO student would be the teacher's twin; use 0 or a seed above {len(seeds)}")
+                f"(1..{len(seeds)}), so that SIDDO student would be the teacher's twin; use 0 or a seed above {len(seeds)}"
+            )
         if t.epochs is not None and t.epochs <= self.train.warmup_epochs:
-            raise ValueError(f"teacher.epochs ({t.epochs}) must be above train.warmup_epochs ({self.train.warmup_epochs})")
+            raise ValueError(
+                f"teacher.epochs ({t.epochs}) must be above train.warmup_epochs ({self.train.warmup_epochs})"
+            )
         if t.checkpoint is not None:
             if t.epochs is not None:
                 raise ValueError("teacher.epochs: a teacher given by teacher.checkpoint is not trained")
             if self.security.backdoor.enabled:
                 raise ValueError("security.backdoor trains a poisoned teacher; it cannot go with teacher.checkpoint")
             if t.snapshots is not None:
-                raise ValueError("teacher.snapshots: a teacher given by teacher.checkpoint is not trained, so it "
-                                 "has no snapshots")
+                raise ValueError(
+                    "teacher.snapshots: a teacher given by teacher.checkpoint is not trained, so it has no snapshots"
+                )
         if t.snapshots is not None:
             epochs = t.epochs if t.epochs is not None else self.train.epochs
             above = [e for e in t.snapshots if e > epochs]
             if above and epochs not in t.snapshots:
                 raise ValueError(
                     f"teacher.snapshots: {', '.join(map(str, above))} above the teacher's {epochs} epochs; list "
-                    f"epochs up to {epochs}, or make teacher.epochs one of the snapshots (read from the longer run)")
+                    f"epochs up to {epochs}, or make teacher.epochs one of the snapshots (read from the longer run)"
+                )
         return self
 
     @model_validator(mode="before")
@@ -411,7 +418,7 @@ def _format_error(exc: ValidationError) -> str:
         if parent:
             msg += f"; allowed: {', '.join(parent)}"
     elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     got = err.get("input")
     shown = "" if kind in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
@@ -527,9 +534,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
-def resolve_spec(
-    source: str | None, overrides: list[str] | None = None, preset: str | None = None
-) -> AuditSpec:
+def resolve_spec(source: str | None, overrides: list[str] | None = None, preset: str | None = None) -> AuditSpec:
     """One audit's spec (see :func:`resolve_raw`); a spec that sweeps fields is an error here
     (:func:`kdaudit.config.sweep.expand` gives its points)."""
     from .sweep import expand

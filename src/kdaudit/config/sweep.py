@@ -96,8 +96,9 @@ def _model_axes(raw: dict, path: str, found: dict[str, list], default_name: str)
             found[f"{path}.{k}"] = v
 
 
-def find_axes(raw: dict, model: type[BaseModel] = AuditSpec, prefix: str = "",
-              model_name: str | None = None) -> dict[str, list]:
+def find_axes(
+    raw: dict, model: type[BaseModel] = AuditSpec, prefix: str = "", model_name: str | None = None
+) -> dict[str, list]:
     """Dotted paths of the fields that hold a list where the spec expects one value."""
     if model_name is None:  # a student / teacher model without a name is the audit's model
         top = raw.get("model")

@@ -64,7 +64,7 @@ def fix_length(wave: np.ndarray, n: int, *, center: bool = False) -> np.ndarray:
     if extra > 0:
         return np.pad(wave, (before, extra - before))
     cut = (-extra) // 2 if center else 0
-    return wave[cut:cut + n].copy()
+    return wave[cut : cut + n].copy()
 
 
 def hz_to_mel(f):
@@ -133,8 +133,14 @@ def log_mel(
     if x.shape[1] <= n_fft // 2:
         raise InputError(f"log_mel: clips of {x.shape[1]} samples are too short for n_fft={n_fft}")
     spec = torch.stft(
-        x, n_fft, hop_length=hop_length, win_length=n_fft, window=torch.hann_window(n_fft),
-        center=True, pad_mode="reflect", return_complex=True,
+        x,
+        n_fft,
+        hop_length=hop_length,
+        win_length=n_fft,
+        window=torch.hann_window(n_fft),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
     )
     power = spec.real.square() + spec.imag.square()  # N × freqs × frames
     fb = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max)
@@ -164,7 +170,7 @@ def make_features(
     if features == "waveform":
         return waves[:, None, :].astype(np.float32, copy=False)
     parts = [
-        log_mel(torch.from_numpy(waves[i:i + chunk]), sample_rate, n_mels=n_mels).numpy()
+        log_mel(torch.from_numpy(waves[i : i + chunk]), sample_rate, n_mels=n_mels).numpy()
         for i in range(0, len(waves), chunk)
     ]
     return np.concatenate(parts)
@@ -258,21 +264,34 @@ def recipe_jobs(n_speakers: int | None, takes: int, seed: int) -> list[dict]:
         rng = np.random.default_rng([seed, 1, i])
         for d, word in enumerate(WORDS):
             for t in range(takes):
-                jobs.append(dict(
-                    digit=d, word=word, speaker=f"espeak:{ESPEAK_SPEAKERS[i]}", tool="espeak-ng",
-                    voice=ESPEAK_SPEAKERS[i], take=t,
-                    speed=int(rng.integers(ESPEAK_SPEED[0], ESPEAK_SPEED[1] + 1)),
-                    pitch=int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1)),
-                ))
+                jobs.append(
+                    dict(
+                        digit=d,
+                        word=word,
+                        speaker=f"espeak:{ESPEAK_SPEAKERS[i]}",
+                        tool="espeak-ng",
+                        voice=ESPEAK_SPEAKERS[i],
+                        take=t,
+                        speed=int(rng.integers(ESPEAK_SPEED[0], ESPEAK_SPEED[1] + 1)),
+                        pitch=int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1)),
+                    )
+                )
     for i, voice in enumerate(FLITE_VOICES):
         rng = np.random.default_rng([seed, 2, i])
         for d, word in enumerate(WORDS):
             for t in range(takes):
-                jobs.append(dict(
-                    digit=d, word=word, speaker=f"flite:{voice}", tool="flite", voice=voice, take=t,
-                    speed=round(float(rng.uniform(*FLITE_TEMPO)), 3),
-                    pitch=int(rng.integers(FLITE_PITCH[0], FLITE_PITCH[1] + 1)),
-                ))
+                jobs.append(
+                    dict(
+                        digit=d,
+                        word=word,
+                        speaker=f"flite:{voice}",
+                        tool="flite",
+                        voice=voice,
+                        take=t,
+                        speed=round(float(rng.uniform(*FLITE_TEMPO)), 3),
+                        pitch=int(rng.integers(FLITE_PITCH[0], FLITE_PITCH[1] + 1)),
+                    )
+                )
     for job in jobs:
         job["file"] = f"{job['word']}_{_slug(job['speaker'])}_{job['take']}.wav"
     return jobs
@@ -296,8 +315,9 @@ def _synthesise(job: dict, folder: Path, sample_rate: int) -> None:
     convert = ["sox", "-R", "-D"]
     fmt = ["-r", str(sample_rate), "-c", "1", "-b", "16", str(out)]
     if job["tool"] == "espeak-ng":
-        speech = _run(["espeak-ng", "-v", job["voice"], "-s", str(job["speed"]), "-p", str(job["pitch"]),
-                       "--stdout", job["word"]])
+        speech = _run(
+            ["espeak-ng", "-v", job["voice"], "-s", str(job["speed"]), "-p", str(job["pitch"]), "--stdout", job["word"]]
+        )
         _run([*convert, "-t", "wav", "-", *fmt, *TRIM], stdin=speech)
     else:
         raw = folder / f".{job['file']}.flite.wav"
@@ -424,6 +444,14 @@ def spoken_digits(
     if features == "waveform":
         info["raw_range"] = [-1.0, 1.0]
     return to_bundle(
-        "spoken-digits", x[~is_test], labels[~is_test], x[is_test], labels[is_test], len(WORDS),
-        train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed, info=info,
+        "spoken-digits",
+        x[~is_test],
+        labels[~is_test],
+        x[is_test],
+        labels[is_test],
+        len(WORDS),
+        train_subset=train_subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+        info=info,
     )

@@ -79,13 +79,10 @@ def check_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, split
     if len(x) == 0:
         raise InputError(f"dataset {name!r}: the {split} split is empty")
     if len(x) != len(y):
-        raise InputError(
-            f"dataset {name!r}: {split} split has {len(x)} inputs but {len(y)} labels"
-        )
+        raise InputError(f"dataset {name!r}: {split} split has {len(x)} inputs but {len(y)} labels")
     if y.min() < 0 or y.max() >= num_classes:
         raise InputError(
-            f"dataset {name!r}: {split} labels must lie in [0, {num_classes}), "
-            f"found {int(y.min())}..{int(y.max())}"
+            f"dataset {name!r}: {split} labels must lie in [0, {num_classes}), found {int(y.min())}..{int(y.max())}"
         )
 
 

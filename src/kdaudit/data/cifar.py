@@ -118,14 +118,24 @@ class Layout:
 
 
 CIFAR10 = Layout(
-    "cifar10", "CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
+    "cifar10",
+    "CIFAR-10",
+    "cifar-10-batches-py",
+    "cifar-10-python.tar.gz",
     "c58f30108f718f92721af3b95e74349a",
-    tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    "batches.meta",
 )
 CIFAR100 = Layout(
-    "cifar100", "CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz",
+    "cifar100",
+    "CIFAR-100",
+    "cifar-100-python",
+    "cifar-100-python.tar.gz",
     "eb9058c3a382ffc7106e4002c42a8d85",
-    ("train",), ("test",), "meta",
+    ("train",),
+    ("test",),
+    "meta",
 )
 
 
@@ -313,8 +323,16 @@ def cifar10(
     download: bool = False,
 ) -> DataBundle:
     return build(
-        CIFAR10, b"labels", b"label_names", 10, data_dir=data_dir, download=download, flatten=flatten,
-        train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed,
+        CIFAR10,
+        b"labels",
+        b"label_names",
+        10,
+        data_dir=data_dir,
+        download=download,
+        flatten=flatten,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
     )
 
 
@@ -332,8 +350,15 @@ def cifar100(
         raise SpecError(f"cifar100: label_mode must be 'fine' (100 classes) or 'coarse' (20), got {label_mode!r}")
     num_classes = 100 if label_mode == "fine" else 20
     return build(
-        CIFAR100, f"{label_mode}_labels".encode(), f"{label_mode}_label_names".encode(), num_classes,
-        data_dir=data_dir, download=download, flatten=flatten,
-        train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed,
+        CIFAR100,
+        f"{label_mode}_labels".encode(),
+        f"{label_mode}_label_names".encode(),
+        num_classes,
+        data_dir=data_dir,
+        download=download,
+        flatten=flatten,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
         extra_info={"label_mode": label_mode},
     )

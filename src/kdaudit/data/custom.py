@@ -33,8 +33,7 @@ SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # options kdaudit applies to every user dataset; they are not passed to a loader
 KDAUDIT_OPTIONS = ("train_subset", "test_subset", "subset_seed", "normalize")
 NPZ_LAYOUT = (
-    "expected train.npz and test.npz with arrays x, y, "
-    "or data.npz with arrays x_train, y_train, x_test, y_test"
+    "expected train.npz and test.npz with arrays x, y, or data.npz with arrays x_train, y_train, x_test, y_test"
 )
 
 
@@ -44,9 +43,7 @@ def _as_array(name: str, key: str, value: object) -> np.ndarray:
         return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
     if isinstance(value, np.ndarray):
         return value
-    raise InputError(
-        f"dataset {name!r}: {key} must be a torch tensor or a numpy array, got {type(value).__name__}"
-    )
+    raise InputError(f"dataset {name!r}: {key} must be a torch tensor or a numpy array, got {type(value).__name__}")
 
 
 def _check_arrays(name: str, arrays: dict[str, np.ndarray]) -> None:
@@ -59,12 +56,8 @@ def _check_arrays(name: str, arrays: dict[str, np.ndarray]) -> None:
                 f"got dtype {y.dtype} and shape {y.shape}"
             )
         if x.ndim < 2:
-            raise InputError(
-                f"dataset {name!r}: x_{split} must have shape (N, features...), got {x.shape}"
-            )
-        if x.dtype != np.bool_ and not (
-            np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
-        ):
+            raise InputError(f"dataset {name!r}: x_{split} must have shape (N, features...), got {x.shape}")
+        if x.dtype != np.bool_ and not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
             raise InputError(f"dataset {name!r}: x_{split} must hold real numbers, got dtype {x.dtype}")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             bad = int(x.size - np.isfinite(x).sum())
@@ -94,13 +87,19 @@ def arrays_to_bundle(
         num_classes = max((int(a[k].max()) for k in ("y_train", "y_test") if a[k].size), default=0) + 1
     elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise InputError(f"dataset {name!r}: num_classes must be a positive integer, got {num_classes!r}")
-    x_train, x_test = (
-        a[k] if a[k].dtype.kind == "f" else a[k].astype(np.float32) for k in ("x_train", "x_test")
-    )
+    x_train, x_test = (a[k] if a[k].dtype.kind == "f" else a[k].astype(np.float32) for k in ("x_train", "x_test"))
     return to_bundle(
-        name, x_train, a["y_train"], x_test, a["y_test"], int(num_classes),
-        train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed,
-        normalize=normalize, info={"source": name, "modality": None, **(info or {})},
+        name,
+        x_train,
+        a["y_train"],
+        x_test,
+        a["y_test"],
+        int(num_classes),
+        train_subset=train_subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+        normalize=normalize,
+        info={"source": name, "modality": None, **(info or {})},
     )
 
 
@@ -119,8 +118,14 @@ def output_to_bundle(name: str, out: object, **kdaudit_options) -> DataBundle:
         options = {**kdaudit_options, "normalize": False}  # a bundle is already preprocessed
         # a bundle may hold token ids (int64 with info["model_args"]): keep its dtypes
         return to_bundle(
-            name, a["x_train"], a["y_train"], a["x_test"], a["y_test"], out.num_classes,
-            **options, info={"source": name, "modality": None, **out.info},
+            name,
+            a["x_train"],
+            a["y_train"],
+            a["x_test"],
+            a["y_test"],
+            out.num_classes,
+            **options,
+            info={"source": name, "modality": None, **out.info},
         )
     if isinstance(out, tuple) and len(out) == 4:
         return arrays_to_bundle(name, dict(zip(SPLIT_KEYS, out)), **kdaudit_options)
@@ -128,13 +133,9 @@ def output_to_bundle(name: str, out: object, **kdaudit_options) -> DataBundle:
         missing = [k for k in SPLIT_KEYS if k not in out]
         extra = sorted(set(out) - {*SPLIT_KEYS, "num_classes"}, key=str)
         if missing or extra:
-            what = (
-                f"lacks {', '.join(missing)}" if missing
-                else f"has unknown key(s) {', '.join(map(str, extra))}"
-            )
+            what = f"lacks {', '.join(missing)}" if missing else f"has unknown key(s) {', '.join(map(str, extra))}"
             raise InputError(
-                f"dataset {name!r}: the returned dict {what}; "
-                f"keys: {', '.join(SPLIT_KEYS)} and optionally num_classes"
+                f"dataset {name!r}: the returned dict {what}; keys: {', '.join(SPLIT_KEYS)} and optionally num_classes"
             )
         return arrays_to_bundle(name, dict(out), out.get("num_classes"), **kdaudit_options)
     got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
@@ -161,8 +162,7 @@ def load_import_path(path: str, **options) -> DataBundle:
     unknown = [] if takes_any else sorted(set(options) - set(named))
     if unknown:
         raise SpecError(
-            f"dataset {path!r} has no option {', '.join(unknown)}; "
-            f"its options: {', '.join([*named, 'normalize'])}"
+            f"dataset {path!r} has no option {', '.join(unknown)}; its options: {', '.join([*named, 'normalize'])}"
         )
     missing = [n for n, p in named.items() if p.default is p.empty and n not in options]
     if missing:
@@ -229,7 +229,12 @@ def npz(
     else:
         raise InputError(f"npz: {root} holds neither train.npz/test.npz nor data.npz; {NPZ_LAYOUT}")
     return arrays_to_bundle(
-        "npz", arrays, num_classes, normalize=_check_normalize(normalize),
-        train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed,
+        "npz",
+        arrays,
+        num_classes,
+        normalize=_check_normalize(normalize),
+        train_subset=train_subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
         info={"source": source},
     )

@@ -19,9 +19,7 @@ def digits(
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise InputError(
-            "the 'digits' dataset needs scikit-learn: pip install 'kdaudit[digits]'"
-        ) from None
+        raise InputError("the 'digits' dataset needs scikit-learn: pip install 'kdaudit[digits]'") from None
     d = load_digits()
     x = (d.data / 16.0).astype(np.float32)
     y = d.target.astype(np.int64)
@@ -34,8 +32,20 @@ def digits(
     if not flatten:
         x = x.reshape(-1, 1, 8, 8)
     return to_bundle(
-        "digits", x[mask], y[mask], x[test_idx], y[test_idx], 10,
-        train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed,
-        info={"source": "sklearn.datasets.load_digits", "classes": [str(i) for i in range(10)],
-              "modality": "image", "raw_range": [0.0, 1.0], "image_shape": [1, 8, 8]},
+        "digits",
+        x[mask],
+        y[mask],
+        x[test_idx],
+        y[test_idx],
+        10,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+        info={
+            "source": "sklearn.datasets.load_digits",
+            "classes": [str(i) for i in range(10)],
+            "modality": "image",
+            "raw_range": [0.0, 1.0],
+            "image_shape": [1, 8, 8],
+        },
     )

@@ -96,6 +96,11 @@ def fashion_mnist(
         train_subset=train_subset,
         test_subset=test_subset,
         subset_seed=subset_seed,
-        info={"source": str(root), "classes": CLASSES, "modality": "image", "raw_range": [0.0, 1.0],
-              "image_shape": [1, 28, 28]},
+        info={
+            "source": str(root),
+            "classes": CLASSES,
+            "modality": "image",
+            "raw_range": [0.0, 1.0],
+            "image_shape": [1, 28, 28],
+        },
     )

@@ -32,9 +32,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise InputError(f"IDX file {path} is too short to hold a header")
     zero, code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or code not in _DTYPES or ndim == 0:
-        raise InputError(
-            f"IDX file {path} has a bad magic number 0x{raw[:4].hex()} (expected 0x0000TTDD)"
-        )
+        raise InputError(f"IDX file {path} has a bad magic number 0x{raw[:4].hex()} (expected 0x0000TTDD)")
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise InputError(f"IDX file {path} is truncated inside its header")

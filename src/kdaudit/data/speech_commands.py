@@ -100,7 +100,7 @@ def speech_commands(
         """Features of ``files``, read chunk by chunk so the raw waveforms never all sit in memory."""
         parts = [np.empty((0, 1, sample_rate), np.float32)]
         for start in range(0, len(files), chunk):
-            waves = np.stack([load_clip(path, sample_rate) for path, _ in files[start:start + chunk]])
+            waves = np.stack([load_clip(path, sample_rate) for path, _ in files[start : start + chunk]])
             parts.append(make_features(waves, sample_rate, features, n_mels))
         x = np.concatenate(parts[1:]) if len(parts) > 1 else parts[0]
         return x, np.array([label for _, label in files], np.int64)
@@ -118,6 +118,14 @@ def speech_commands(
     if features == "waveform":
         info["raw_range"] = [-1.0, 1.0]
     return to_bundle(
-        "speech-commands", x_train, y_train, x_test, y_test, len(classes),
-        train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed, info=info,
+        "speech-commands",
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        len(classes),
+        train_subset=train_subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+        info=info,
     )

@@ -159,9 +159,7 @@ def _check_split_options(name: str, per_class: int, test_fraction: float) -> tup
         raise SpecError(f"{name}: test_fraction must lie in (0, 1), got {test_fraction}")
     n_test = int(round(per_class * test_fraction))
     if per_class < 2 or n_test < 1 or n_test >= per_class:
-        raise SpecError(
-            f"{name}: per_class={per_class} with test_fraction={test_fraction} leaves an empty split"
-        )
+        raise SpecError(f"{name}: per_class={per_class} with test_fraction={test_fraction} leaves an empty split")
     return per_class - n_test, n_test
 
 
@@ -220,9 +218,16 @@ class TextSplits:
             **self.extra,
         }
         return to_bundle(
-            name, tok.encode(self.train), self.y_train, tok.encode(self.test), self.y_test,
-            len(self.classes), train_subset=train_subset, test_subset=test_subset,
-            subset_seed=subset_seed, info=info,
+            name,
+            tok.encode(self.train),
+            self.y_train,
+            tok.encode(self.test),
+            self.y_test,
+            len(self.classes),
+            train_subset=train_subset,
+            test_subset=test_subset,
+            subset_seed=subset_seed,
+            info=info,
         )
 
 
@@ -285,7 +290,11 @@ def is_eligible(entry: str, min_len: int, max_len: int) -> bool:
 
 
 def draw_words(
-    lines: list[str], others: list[set[str]], per_class: int, min_len: int, max_len: int,
+    lines: list[str],
+    others: list[set[str]],
+    per_class: int,
+    min_len: int,
+    max_len: int,
     rng: np.random.Generator,
 ) -> list[str]:
     """Up to ``per_class`` distinct eligible words of one list that are in none of ``others``,
@@ -309,9 +318,7 @@ def _languages(languages: list[str] | str | None) -> list[str]:
     langs = [str(lang).lower() for lang in languages]
     unknown = [lang for lang in langs if lang not in WORD_LISTS]
     if unknown:
-        raise SpecError(
-            f"word-language: unknown language(s) {', '.join(unknown)}; known: {', '.join(WORD_LISTS)}"
-        )
+        raise SpecError(f"word-language: unknown language(s) {', '.join(unknown)}; known: {', '.join(WORD_LISTS)}")
     if len(set(langs)) != len(langs) or len(langs) < 2:
         raise SpecError(f"word-language: languages must be at least 2 distinct names, got {langs}")
     return langs
@@ -382,8 +389,9 @@ def word_language(
     ``/usr/share/dict``; ``seed`` fixes the sample and the split.
     """
     splits = word_language_texts(languages, per_class, test_fraction, min_len, max_len, seed, data_dir)
-    return splits.bundle("word-language", CharTokenizer(max_len=max_len).fit(splits.train),
-                         train_subset, test_subset, subset_seed)
+    return splits.bundle(
+        "word-language", CharTokenizer(max_len=max_len).fit(splits.train), train_subset, test_subset, subset_seed
+    )
 
 
 # --------------------------------------------------------------------------- wordnet-supersense
@@ -392,14 +400,50 @@ WORDNET_DIR = Path("/usr/share/wordnet")
 WORDNET_POS = ("noun", "verb", "adj", "adv")
 # The 45 WordNet lexicographer files (lexnames(5WN)); index = lex_filenum.
 LEXNAMES = [
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
-    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
-    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
-    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
-    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
-    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
-    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
-    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather",
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
     "adj.ppl",
 ]
 

@@ -29,8 +29,17 @@ from ..config.spec import AuditSpec
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan
 from ..store import JobStore
-from .runner import (ExecutionStats, NullProgress, Progress, begin_execution, cores, job_threads, local_workers,
-                     plan_keys_of, run_job)
+from .runner import (
+    ExecutionStats,
+    NullProgress,
+    Progress,
+    begin_execution,
+    cores,
+    job_threads,
+    local_workers,
+    plan_keys_of,
+    run_job,
+)
 
 INSTALL_HINT = "pip install 'kdaudit[dask]'"
 RETRIES = 1
@@ -41,12 +50,21 @@ def import_distributed():
     try:
         import distributed
     except ImportError:
-        raise KdauditError(f"the dask executor needs dask.distributed, which is not installed: {INSTALL_HINT}") from None
+        raise KdauditError(
+            f"the dask executor needs dask.distributed, which is not installed: {INSTALL_HINT}"
+        ) from None
     return distributed
 
 
-def run_task(job: Job, spec: AuditSpec, store_root: str, plan_keys: dict[str, str],
-             threads_per_worker: int | None, workers_per_host: int, *deps: str) -> str:
+def run_task(
+    job: Job,
+    spec: AuditSpec,
+    store_root: str,
+    plan_keys: dict[str, str],
+    threads_per_worker: int | None,
+    workers_per_host: int,
+    *deps: str,
+) -> str:
     """One job on a Dask worker; ``deps`` are the results of the tasks it waits for (order only).
 
     The thread count (:func:`~kdaudit.execute.runner.job_threads`: ``train.threads``, else
@@ -63,9 +81,16 @@ def run_task(job: Job, spec: AuditSpec, store_root: str, plan_keys: dict[str, st
 TaskFn = Callable[..., str]
 
 
-def submit_plan(client: Any, jobs: list[Job], task: TaskFn, spec: AuditSpec, store_root: str,
-                plan_keys: dict[str, str], threads_per_worker: int | None,
-                workers_per_host: int) -> dict[str, Any]:
+def submit_plan(
+    client: Any,
+    jobs: list[Job],
+    task: TaskFn,
+    spec: AuditSpec,
+    store_root: str,
+    plan_keys: dict[str, str],
+    threads_per_worker: int | None,
+    workers_per_host: int,
+) -> dict[str, Any]:
     """Submit one task per job (in topological order); returns job key → future.
 
     A job's dependencies that are in ``jobs`` are passed to its task as futures, so Dask runs it
@@ -77,8 +102,18 @@ def submit_plan(client: Any, jobs: list[Job], task: TaskFn, spec: AuditSpec, sto
         deps = [futures[k] for k in job.deps if k in futures]
         priority = {"init": 2, "teacher": 1}.get(job.kind, 0)
         futures[job.key] = client.submit(
-            task, job, spec, store_root, plan_keys, threads_per_worker, workers_per_host, *deps,
-            key=f"kdaudit-{job.run_id}-{job.key}-{token}", retries=RETRIES, priority=priority, pure=False,
+            task,
+            job,
+            spec,
+            store_root,
+            plan_keys,
+            threads_per_worker,
+            workers_per_host,
+            *deps,
+            key=f"kdaudit-{job.run_id}-{job.key}-{token}",
+            retries=RETRIES,
+            priority=priority,
+            pure=False,
         )
     return futures
 
@@ -127,9 +162,11 @@ def execute_plan_dask(
     finally:
         _close(client, cluster)
     stats.seconds = time.perf_counter() - start
-    stats.where = (f"dask, the scheduler {ex.scheduler}" if ex.scheduler else
-                   f"dask, {ex.workers or cores()} workers on this machine") + (
-                   f", {job_threads(spec, per_host)} thread(s) per job" if client is not None else "")
+    stats.where = (
+        f"dask, the scheduler {ex.scheduler}"
+        if ex.scheduler
+        else f"dask, {ex.workers or cores()} workers on this machine"
+    ) + (f", {job_threads(spec, per_host)} thread(s) per job" if client is not None else "")
     if errors:
         raise KdauditError(failure_message(todo, errors, n_finished=len(stats.trained)))
     return stats
@@ -139,8 +176,10 @@ def failure_message(todo: list[Job], errors: dict[str, BaseException | None], n_
     """One line: the jobs that failed (with why), those not run because a dependency failed."""
     failed = [j for j in todo if j.key in errors and not any(d in errors for d in j.deps)]
     blocked = [j for j in todo if j.key in errors and any(d in errors for d in j.deps)]
-    parts = [f"{len(failed)} of {len(todo)} jobs failed on the dask executor (after {RETRIES} retry): "
-             + ", ".join(f"{j.run_id} ({_describe(errors[j.key])})" for j in failed)]
+    parts = [
+        f"{len(failed)} of {len(todo)} jobs failed on the dask executor (after {RETRIES} retry): "
+        + ", ".join(f"{j.run_id} ({_describe(errors[j.key])})" for j in failed)
+    ]
     if blocked:
         names = [j.run_id for j in blocked]
         shown = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
@@ -172,8 +211,11 @@ def _connect(distributed: Any, ex: Any) -> tuple[Any, Any]:
         except (OSError, TimeoutError, ValueError) as exc:
             raise KdauditError(f"cannot connect to the Dask scheduler {ex.scheduler}: {exc}") from None
     cluster = distributed.LocalCluster(
-        n_workers=ex.workers or cores(), threads_per_worker=1, processes=True,
-        host="127.0.0.1", dashboard_address=None,
+        n_workers=ex.workers or cores(),
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
     )
     try:
         return distributed.Client(cluster, set_as_default=False), cluster

@@ -40,8 +40,17 @@ from ..data.base import DataBundle
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan
 from ..store import JobStore
-from .runner import (ExecutionStats, NullProgress, Progress, begin_execution, job_threads, local_workers,
-                     plan_keys_of, run_here, run_job)
+from .runner import (
+    ExecutionStats,
+    NullProgress,
+    Progress,
+    begin_execution,
+    job_threads,
+    local_workers,
+    plan_keys_of,
+    run_here,
+    run_job,
+)
 
 # a grid smaller than this many training samples × epochs (summed over the jobs to train) runs
 # in the kdaudit process: starting workers would cost more than it saves
@@ -189,8 +198,17 @@ def execute_local(
     return run_pool(spec, plan, store, data, progress, stats, status, todo, start)
 
 
-def run_pool(spec: AuditSpec, plan: Plan, store: JobStore, data: DataBundle, progress: Progress,
-             stats: ExecutionStats, status: dict[str, str], todo: list[Job], start: float) -> ExecutionStats:
+def run_pool(
+    spec: AuditSpec,
+    plan: Plan,
+    store: JobStore,
+    data: DataBundle,
+    progress: Progress,
+    stats: ExecutionStats,
+    status: dict[str, str],
+    todo: list[Job],
+    start: float,
+) -> ExecutionStats:
     """The jobs ``todo`` on worker processes, each as soon as the jobs it needs are in the store."""
     plan_keys = plan_keys_of(plan)
     by_key = {j.key: j for j in plan.jobs}
@@ -202,8 +220,12 @@ def run_pool(spec: AuditSpec, plan: Plan, store: JobStore, data: DataBundle, pro
     ctx = _context()
     events = ctx.Queue()
     workers = min(local_workers(spec), max(1, len(todo)))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(data, job_threads(spec), events, os.getpid()))
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(data, job_threads(spec), events, os.getpid()),
+    )
 
     def drain() -> None:
         while True:

@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -27,8 +27,7 @@ from ..data.base import DataBundle, load_dataset
 from ..plan.jobs import Job, Plan, versions
 from ..store import JobStore
 from .checkpoint import Checkpointer
-from .train import (init_weights, label_smoothing_table, load_teacher, noise_table, teacher_top_probability,
-                    train_model)
+from .train import init_weights, label_smoothing_table, load_teacher, noise_table, teacher_top_probability, train_model
 
 
 class Progress(Protocol):
@@ -131,12 +130,23 @@ def run_job(
         return "skipped"
     data = data if data is not None else load_data(spec)
     base_record = {
-        "run_id": job.run_id, "kind": job.kind, "condition": job.condition,
-        "alpha": job.alpha, "seed": job.seed, "init_seed": spec.protocol.init_seed,
-        "deps": list(job.deps), "params": job.params, "versions": versions(), "data_fingerprint": data.fingerprint(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": {"python": platform.python_version(), "threads": torch.get_num_threads(),
-                 "precision": spec.train.path_label(), "node": platform.node()},
+        "run_id": job.run_id,
+        "kind": job.kind,
+        "condition": job.condition,
+        "alpha": job.alpha,
+        "seed": job.seed,
+        "init_seed": spec.protocol.init_seed,
+        "deps": list(job.deps),
+        "params": job.params,
+        "versions": versions(),
+        "data_fingerprint": data.fingerprint(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "precision": spec.train.path_label(),
+            "node": platform.node(),
+        },
     }
     if job.kind == "init":
         store.save(job.key, {**base_record, "metrics": {}}, init_weights(job.params, data))
@@ -156,7 +166,10 @@ def run_job(
     acc = float((result.test_logits.argmax(1) == result.test_labels).mean())
     record = {
         **base_record,
-        "metrics": {"test_accuracy": acc, "final_train_loss": result.history[-1]["train_loss"] if result.history else None},
+        "metrics": {
+            "test_accuracy": acc,
+            "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
+        },
         "history": result.history,
         "seconds": result.seconds,
         "resumed_from_epoch": result.resumed_from_epoch,
@@ -171,8 +184,9 @@ def run_job(
     return "trained"
 
 
-def _train_job(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, str], data: DataBundle,
-               progress: Progress):
+def _train_job(
+    job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, str], data: DataBundle, progress: Progress
+):
     init_state = store.load_weights(job.deps[0])  # the job's M0 (the students' or the teacher's own)
     target = None
     extra: dict = {}
@@ -182,16 +196,19 @@ def _train_job(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, 
     # the KD targets there are the teacher's outputs on the triggered inputs
     transfer = job.params.get("transfer_poison")
     if job.condition == "kd":
-        target = torch.from_numpy(teacher_train_logits(store, plan_keys["teacher"], data, transfer,
-                                                       spec.train.eval_batch_size))
+        target = torch.from_numpy(
+            teacher_train_logits(store, plan_keys["teacher"], data, transfer, spec.train.eval_batch_size)
+        )
     elif job.condition.startswith("rcd-"):
         target = noise_table(job.condition, noise_seed(job), len(data.x_train), data.num_classes)
     elif job.condition == "ls":
         temperature = float(job.params["temperature"])
         a = job.params["ls"]["a"]
         if a is None:
-            a = teacher_top_probability(teacher_train_logits(store, plan_keys["teacher"], data, transfer,
-                                                             spec.train.eval_batch_size), temperature)
+            a = teacher_top_probability(
+                teacher_train_logits(store, plan_keys["teacher"], data, transfer, spec.train.eval_batch_size),
+                temperature,
+            )
         extra["ls_a"] = float(a)
         target = label_smoothing_table(data.y_train, data.num_classes, float(a), temperature)
 
@@ -209,21 +226,32 @@ def _train_job(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, 
         extra["transfer_poison"] = {k: v for k, v in train_data.info["transfer_poisoned"].items() if k != "indices"}
     hint_targets = None
     if "hint" in job.params:
-        hint_targets = hint_table(job, data, store, plan_keys.get("teacher"), spec.protocol.hint.max_table_mb
-                                  if spec.protocol.hint is not None else 2048.0)
+        hint_targets = hint_table(
+            job,
+            data,
+            store,
+            plan_keys.get("teacher"),
+            spec.protocol.hint.max_table_mb if spec.protocol.hint is not None else 2048.0,
+        )
     progress.job_started(job, job.params["train"]["epochs"])
-    return train_model(
-        job.params, train_data, init_state,
-        train_logits_inputs=clean_inputs,
-        target_logits=target,
-        hint_targets=hint_targets,
-        keep_train_logits=job.kind == "teacher",
-        eval_batch_size=spec.train.eval_batch_size,
-        on_epoch=lambda e, n, loss: progress.epoch_done(job, e, n, loss),
-        name=job.run_id,
-        checkpoint=checkpoint,
-        **snapshot_args(job, store),
-    ), checkpoint, extra
+    return (
+        train_model(
+            job.params,
+            train_data,
+            init_state,
+            train_logits_inputs=clean_inputs,
+            target_logits=target,
+            hint_targets=hint_targets,
+            keep_train_logits=job.kind == "teacher",
+            eval_batch_size=spec.train.eval_batch_size,
+            on_epoch=lambda e, n, loss: progress.epoch_done(job, e, n, loss),
+            name=job.run_id,
+            checkpoint=checkpoint,
+            **snapshot_args(job, store),
+        ),
+        checkpoint,
+        extra,
+    )
 
 
 # -- teacher.snapshots ------------------------------------------------------------------------
@@ -233,6 +261,7 @@ def _train_job(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, 
 # run's job directory is then written with all of them inside (``snapshots/epoch-<e>/``,
 # checksummed in its record) and the staging folder removed. A snapshot job copies one of them
 # into its own job directory: the audit's teacher, read by every student like a trained one.
+
 
 def snapshot_stage(store: JobStore, key: str) -> Path:
     """A teacher run's staging folder, for the snapshots taken while it trains."""
@@ -253,8 +282,11 @@ def snapshot_args(job: Job, store: JobStore) -> dict:
         shutil.rmtree(p, ignore_errors=True)
 
     def save(epoch: int, result) -> None:
-        outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels,
-                   "train_logits": result.train_logits}
+        outputs = {
+            "test_logits": result.test_logits,
+            "test_labels": result.test_labels,
+            "train_logits": result.train_logits,
+        }
         _write_snapshot(stage, epoch, result.state, outputs)
 
     return {"snapshots": _saved_epochs(job), "on_snapshot": save}
@@ -295,8 +327,10 @@ def staged_snapshots(job: Job, store: JobStore) -> dict[str, Path]:
             src = stage / f"epoch-{epoch}" / name
             if not src.is_file():
                 Checkpointer(store.root / ".checkpoints" / f"{job.key}.safetensors", 1).clear()
-                raise KdauditError(f"{job.run_id}: its epoch-{epoch} snapshot is missing from {stage} (removed "
-                                   "while it trained?); rerun to train it again")
+                raise KdauditError(
+                    f"{job.run_id}: its epoch-{epoch} snapshot is missing from {stage} (removed "
+                    "while it trained?); rerun to train it again"
+                )
             files[f"{snapshot_name(epoch)}/{name}"] = src
     return files
 
@@ -322,12 +356,22 @@ def read_snapshot(job: Job, store: JobStore):
     train = job.params["train"]
     same = all(_lr_factor({**train, "epochs": epochs}, e) == _lr_factor(train, e) for e in range(at))
     result = TrainResult(
-        state=store.load_weights(run_key, which), test_logits=outputs["test_logits"],
-        test_labels=outputs["test_labels"], train_logits=outputs.get("train_logits"),
-        history=list(run.get("history", []))[:at], seconds=time.perf_counter() - start,
+        state=store.load_weights(run_key, which),
+        test_logits=outputs["test_logits"],
+        test_labels=outputs["test_labels"],
+        train_logits=outputs.get("train_logits"),
+        history=list(run.get("history", []))[:at],
+        seconds=time.perf_counter() - start,
     )
-    extra = {"snapshot_of": {"key": run_key, "epochs": epochs, "at": at, "same_as_trained_for_at": same,
-                             "run_seconds": run.get("seconds")}}
+    extra = {
+        "snapshot_of": {
+            "key": run_key,
+            "epochs": epochs,
+            "at": at,
+            "same_as_trained_for_at": same,
+            "run_seconds": run.get("seconds"),
+        }
+    }
     return result, extra
 
 
@@ -343,8 +387,13 @@ def hint_table(job: Job, data: DataBundle, store: JobStore, teacher_key: str | N
     """The fixed per-sample hint targets of a KD / RCD job: the teacher's features at the hint
     layer (computed once per teacher and layer in this process) or an RCD noise feature table."""
     from ..models.base import resolve_module
-    from ..objectives.hints import (check_table_size, feature_shape, noise_feature_table,
-                                    target_shape, teacher_feature_table)
+    from ..objectives.hints import (
+        check_table_size,
+        feature_shape,
+        noise_feature_table,
+        target_shape,
+        teacher_feature_table,
+    )
     from .train import make_model
 
     h = job.params["hint"]
@@ -371,8 +420,9 @@ def plan_keys_of(plan: Plan) -> dict[str, str]:
     return {"init": plan.init.key, "teacher": plan.teacher.key}
 
 
-def begin_execution(plan: Plan, store: JobStore,
-                    progress: Progress) -> tuple[ExecutionStats, dict[str, str], list[Job]]:
+def begin_execution(
+    plan: Plan, store: JobStore, progress: Progress
+) -> tuple[ExecutionStats, dict[str, str], list[Job]]:
     """What every executor does first: clear dead writers' temporaries, read each job's status,
     report the finished jobs as skipped (and the corrupt ones as rerun); returns the stats so far,
     the status by job key and the jobs still to run, in plan order."""
@@ -406,8 +456,16 @@ def execute_plan(
     return run_here(spec, plan, store, data, progress, stats, todo, start)
 
 
-def run_here(spec: AuditSpec, plan: Plan, store: JobStore, data: DataBundle, progress: Progress,
-             stats: ExecutionStats, todo: list[Job], start: float) -> ExecutionStats:
+def run_here(
+    spec: AuditSpec,
+    plan: Plan,
+    store: JobStore,
+    data: DataBundle,
+    progress: Progress,
+    stats: ExecutionStats,
+    todo: list[Job],
+    start: float,
+) -> ExecutionStats:
     """The jobs ``todo`` (in plan order) in this process, after :func:`begin_execution`."""
     threads = torch.get_num_threads()
     torch.set_num_threads(job_threads(spec))

@@ -24,12 +24,12 @@ from torch import nn
 from ..data.base import DataBundle
 from ..errors import SpecError, TrainingError
 from ..faults import failpoint
-from .checkpoint import Checkpointer
 from ..models import build_model
 from ..models.base import resolve_module
 from ..objectives import distillation_loss
-from ..objectives.losses import soft_target_table
 from ..objectives.hints import NOISE_CODES, HintRegressor, capture, feature_shape, hint_loss
+from ..objectives.losses import soft_target_table
+from .checkpoint import Checkpointer
 
 EpochCallback = Callable[[int, int, float], None]
 SnapshotCallback = Callable[[int, "TrainResult"], None]
@@ -67,14 +67,17 @@ def noise_table(kind: str, seed: int, n: int, num_classes: int) -> torch.Tensor:
     return torch.from_numpy(z.astype(np.float32))
 
 
-def label_smoothing_table(labels: np.ndarray | torch.Tensor, num_classes: int, a: float,
-                          temperature: float = 1.0) -> torch.Tensor:
+def label_smoothing_table(
+    labels: np.ndarray | torch.Tensor, num_classes: int, a: float, temperature: float = 1.0
+) -> torch.Tensor:
     """The label-smoothing control's "teacher": per sample, probability ``a`` on the true class and
     (1 − a)/(C − 1) on every other class, as logits T·log p, so that the KD loss's softmax at
     temperature T gives back exactly p."""
     if not 1.0 / num_classes < a < 1.0:
-        raise SpecError(f"protocol.ls.a must lie in (1/C, 1) = ({1.0 / num_classes:.4g}, 1) so that the true "
-                         f"class is the virtual teacher's top class, got {a}")
+        raise SpecError(
+            f"protocol.ls.a must lie in (1/C, 1) = ({1.0 / num_classes:.4g}, 1) so that the true "
+            f"class is the virtual teacher's top class, got {a}"
+        )
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     p = torch.full((len(y), num_classes), (1.0 - a) / (num_classes - 1), dtype=torch.float64)
     p[torch.arange(len(y)), y] = a
@@ -143,7 +146,7 @@ def train_model(
     eval_batch_size: int = 2048,
     on_epoch: EpochCallback | None = None,
     name: str = "job",
-    checkpoint: "Checkpointer | None" = None,
+    checkpoint: Checkpointer | None = None,
     snapshots: Sequence[int] = (),
     on_snapshot: SnapshotCallback | None = None,
 ) -> TrainResult:
@@ -230,13 +233,19 @@ def train_model(
                     logits = forward(x_train.index_select(0, idx))
                 logits = logits.float()
                 loss = distillation_loss(
-                    logits, y_train.index_select(0, idx), None, alpha=alpha, temperature=temperature,
-                    kd_loss=kd_loss, t2_scaling=t2_scaling,
+                    logits,
+                    y_train.index_select(0, idx),
+                    None,
+                    alpha=alpha,
+                    temperature=temperature,
+                    kd_loss=kd_loss,
+                    t2_scaling=t2_scaling,
                     soft_targets=None if soft is None else tuple(t.index_select(0, idx) for t in soft),
                 )
                 if hint is not None:
-                    loss = loss + hint_loss(features["out"], hint_targets.index_select(0, idx), regressor,
-                                            float(hint["weight"]))
+                    loss = loss + hint_loss(
+                        features["out"], hint_targets.index_select(0, idx), regressor, float(hint["weight"])
+                    )
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise TrainingError(
@@ -254,16 +263,37 @@ def train_model(
             if on_epoch is not None:
                 on_epoch(epoch + 1, train["epochs"], total / max(count, 1))
             if on_snapshot is not None and epoch + 1 in snap_at:  # before the checkpoint that passes it
-                on_snapshot(epoch + 1, _result(model, data, logits_on, keep_train_logits, eval_batch_size,
-                                               list(history), start, first_epoch, name))
+                on_snapshot(
+                    epoch + 1,
+                    _result(
+                        model,
+                        data,
+                        logits_on,
+                        keep_train_logits,
+                        eval_batch_size,
+                        list(history),
+                        start,
+                        first_epoch,
+                        name,
+                    ),
+                )
             failpoint("train.epoch")
             if checkpoint is not None and checkpoint.due(epoch + 1, train["epochs"]):
                 checkpoint.save(epoch + 1, saved, opt, history)
     return _result(model, data, logits_on, keep_train_logits, eval_batch_size, history, start, first_epoch, name)
 
 
-def _result(model: nn.Module, data: DataBundle, logits_on: torch.Tensor, keep_train_logits: bool,
-            eval_batch_size: int, history: list[dict], start: float, first_epoch: int, name: str) -> TrainResult:
+def _result(
+    model: nn.Module,
+    data: DataBundle,
+    logits_on: torch.Tensor,
+    keep_train_logits: bool,
+    eval_batch_size: int,
+    history: list[dict],
+    start: float,
+    first_epoch: int,
+    name: str,
+) -> TrainResult:
     """The model's state, its test logits and (``keep_train_logits``) its logits on ``logits_on``."""
     test_logits = predict(model, data.x_test, eval_batch_size)
     if not np.isfinite(test_logits).all():
@@ -279,7 +309,6 @@ def _result(model: nn.Module, data: DataBundle, logits_on: torch.Tensor, keep_tr
         seconds=time.perf_counter() - start,
         resumed_from_epoch=first_epoch,
     )
-
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:

@@ -93,9 +93,7 @@ def m5(
 ) -> nn.Module:
     """M5 for raw waveforms of shape C×T (usually 1×T); ``width`` = channels of the first conv."""
     if len(input_shape) != 2:
-        raise SpecError(
-            f"model 'm5' needs raw waveforms C×T (tensors N×1×T), got inputs of shape {tuple(input_shape)}"
-        )
+        raise SpecError(f"model 'm5' needs raw waveforms C×T (tensors N×1×T), got inputs of shape {tuple(input_shape)}")
     width = _positive_int("width", width)
     stride = _positive_int("stride", stride)
     depth = _positive_int("depth", depth)

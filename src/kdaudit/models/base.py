@@ -81,9 +81,7 @@ def build_model(
     params, var_kw = _keyword_parameters(name, factory)
     reserved = sorted(set(kwargs) & {"input_shape", "num_classes", *DATA_ARGS})
     if reserved:
-        raise SpecError(
-            f"model.kwargs: {', '.join(reserved)} come(s) from the dataset and cannot be set"
-        )
+        raise SpecError(f"model.kwargs: {', '.join(reserved)} come(s) from the dataset and cannot be set")
     unknown = [] if var_kw else sorted(set(kwargs) - set(params))
     if unknown:
         allowed = [p for p in params if p not in ("input_shape", "num_classes", *DATA_ARGS)]
@@ -101,9 +99,7 @@ def build_model(
             f"got inputs of shape {tuple(input_shape)}"
         )
     if missing:
-        raise SpecError(
-            f"model {name!r} needs model.kwargs: {', '.join(missing)} (parameters without a default)"
-        )
+        raise SpecError(f"model {name!r} needs model.kwargs: {', '.join(missing)} (parameters without a default)")
     try:
         model = factory(**extra, **kwargs)
     except (TypeError, ValueError) as exc:  # an option of the wrong type, e.g. hidden: [a]
@@ -150,9 +146,7 @@ def check_model_output(
         with torch.no_grad():
             out = model(x)
     except Exception as exc:
-        raise SpecError(
-            f"model {label!r} fails on a batch of shape {tuple(x.shape)} ({_one_line(exc)})"
-        ) from exc
+        raise SpecError(f"model {label!r} fails on a batch of shape {tuple(x.shape)} ({_one_line(exc)})") from exc
     finally:
         for m, training in modes.items():
             m.training = training
@@ -187,9 +181,7 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
     shown = list(modules)[:8]
     more = f", ... ({len(modules)} in all)" if len(modules) > len(shown) else ""
     names = ", ".join(shown) + more if shown else "(none)"
-    raise SpecError(
-        f"layer {name!r} is not a module of {type(model).__qualname__}; {listed}modules: {names}"
-    )
+    raise SpecError(f"layer {name!r} is not a module of {type(model).__qualname__}; {listed}modules: {names}")
 
 
 class MLP(nn.Module):
@@ -205,9 +197,7 @@ class MLP(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(prev, num_classes)
         # the output of each hidden block's activation (ReLU), then the logits
-        self.feature_layers = tuple(
-            f"features.{i}" for i, m in enumerate(self.features) if isinstance(m, nn.ReLU)
-        )
+        self.feature_layers = tuple(f"features.{i}" for i, m in enumerate(self.features) if isinstance(m, nn.ReLU))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -261,8 +251,7 @@ class SmallCNN(nn.Module):
 def small_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
     if len(input_shape) != 3:
         raise SpecError(
-            f"model 'small-cnn' needs image inputs C×H×W, got {input_shape}; "
-            "set data.options.flatten=false"
+            f"model 'small-cnn' needs image inputs C×H×W, got {input_shape}; set data.options.flatten=false"
         )
     if width <= 0:
         raise SpecError(f"model.kwargs.width: must be positive, got {width}")

@@ -51,9 +51,7 @@ def token_lengths(x: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 def _check_tokens(model: str, x: torch.Tensor) -> None:
     if x.dim() != 2 or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise SpecError(
-            f"model {model!r} needs int64 token ids N×L, got a {x.dtype} tensor of shape {tuple(x.shape)}"
-        )
+        raise SpecError(f"model {model!r} needs int64 token ids N×L, got a {x.dtype} tensor of shape {tuple(x.shape)}")
 
 
 class LSTMClassifier(nn.Module):
@@ -145,7 +143,9 @@ def lstm(
     if vocab_size is not None:
         vocab_size, pad_id = _vocab("lstm", vocab_size, pad_id)
         if len(shape) != 1:
-            raise SpecError(f"model 'lstm' with a vocabulary needs token ids of shape (L,), got inputs of shape {shape}")
+            raise SpecError(
+                f"model 'lstm' with a vocabulary needs token ids of shape (L,), got inputs of shape {shape}"
+            )
         n_features = 0
     elif len(shape) == 2 or (len(shape) == 3 and shape[0] == 1):
         n_features = int(shape[-2])
@@ -183,9 +183,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(n, length, dim))
 
 

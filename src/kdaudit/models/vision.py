@@ -20,7 +20,6 @@ from torch import nn
 from ..errors import SpecError
 from .base import MODELS
 
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -28,14 +27,11 @@ def _image_shape(name: str, input_shape: tuple[int, ...], min_size: int = 1) -> 
     """``(C, H, W)`` of an image input, or a one-line SpecError saying what is needed."""
     if len(input_shape) != 3:
         raise SpecError(
-            f"model {name!r} needs image inputs C×H×W, got {tuple(input_shape)}; "
-            "set data.options.flatten=false"
+            f"model {name!r} needs image inputs C×H×W, got {tuple(input_shape)}; set data.options.flatten=false"
         )
     c, h, w = (int(s) for s in input_shape)
     if c < 1 or h < min_size or w < min_size:
-        raise SpecError(
-            f"model {name!r} needs at least 1 channel and H, W >= {min_size}, got {tuple(input_shape)}"
-        )
+        raise SpecError(f"model {name!r} needs at least 1 channel and H, W >= {min_size}, got {tuple(input_shape)}")
     return c, h, w
 
 
@@ -59,9 +55,7 @@ def _dropout(value: object) -> float:
 
 def _choice(key: str, value: object, allowed: tuple) -> object:
     if value not in allowed:
-        raise SpecError(
-            f"model.kwargs.{key}: must be one of {', '.join(map(str, allowed))}, got {value!r}"
-        )
+        raise SpecError(f"model.kwargs.{key}: must be one of {', '.join(map(str, allowed))}, got {value!r}")
     return value
 
 
@@ -115,9 +109,7 @@ class LeNet5(nn.Module):
             pool_cls(2),
             nn.Flatten(),
         )
-        self.classifier = nn.Sequential(
-            nn.Linear(c2 * after2[0] * after2[1], f1), act(), nn.Linear(f1, f2), act()
-        )
+        self.classifier = nn.Sequential(nn.Linear(c2 * after2[0] * after2[1], f1), act(), nn.Linear(f1, f2), act())
         self.head = nn.Linear(f2, num_classes)
         self.feature_layers = ("features.2", "features.5", "classifier.1", "classifier.3")
 
@@ -155,9 +147,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -272,9 +262,7 @@ class VGG(nn.Module):
 
 
 @MODELS.register("vgg16-bn")
-def vgg16_bn(
-    input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, depth: int = 16
-) -> nn.Module:
+def vgg16_bn(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, depth: int = 16) -> nn.Module:
     """VGG-BN with the 11/13/16/19-layer configurations; ``width`` scales channels (each >= 4)."""
     c, h, w = _image_shape("vgg16-bn", input_shape)
     width = _positive_float("width", width)
@@ -341,7 +329,12 @@ class MobileNetV2(nn.Module):
     and ``features.8`` the final 1×1 conv."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, width: float, depth: float, dropout: float,
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: float,
+        depth: float,
+        dropout: float,
         stem_stride: int = 1,
     ) -> None:
         super().__init__()
@@ -503,9 +496,7 @@ def vit(
     mlp_ratio = _positive_float("mlp_ratio", mlp_ratio)
     dropout = _dropout(dropout)
     if h % patch or w % patch:
-        raise SpecError(
-            f"model.kwargs.patch: {patch} must divide the input height and width, got {h}×{w}"
-        )
+        raise SpecError(f"model.kwargs.patch: {patch} must divide the input height and width, got {h}×{w}")
     if dim % heads:
         raise SpecError(f"model.kwargs.dim: {dim} must be divisible by heads={heads}")
     hidden = max(1, int(round(dim * mlp_ratio)))

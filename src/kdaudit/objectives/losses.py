@@ -17,9 +17,7 @@ from ..registry import Registry
 OBJECTIVES: Registry = Registry("objective")
 
 
-def soft_target_table(
-    target_logits: torch.Tensor, temperature: float, kd_loss: str = "ce"
-) -> tuple[torch.Tensor, ...]:
+def soft_target_table(target_logits: torch.Tensor, temperature: float, kd_loss: str = "ce") -> tuple[torch.Tensor, ...]:
     """The target side of the distillation term, row-wise: (σ(z_t; T),) for ``ce`` and
     (log σ(z_t; T), σ(z_t; T)) for ``kl``. Training computes it once for the whole training set
     (the same numbers as per batch) and indexes its rows."""
@@ -29,8 +27,9 @@ def soft_target_table(
     return (F.softmax(target_logits / temperature, dim=1),)
 
 
-def soft_term(soft_targets: tuple[torch.Tensor, ...], student_logits: torch.Tensor, temperature: float,
-              kd_loss: str = "ce") -> torch.Tensor:
+def soft_term(
+    soft_targets: tuple[torch.Tensor, ...], student_logits: torch.Tensor, temperature: float, kd_loss: str = "ce"
+) -> torch.Tensor:
     """H(p, q) (``ce``) or KL(p ‖ q) (``kl``), mean over the batch, p from :func:`soft_target_table`."""
     log_q = F.log_softmax(student_logits / temperature, dim=1)
     if kd_loss == "kl":

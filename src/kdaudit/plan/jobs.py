@@ -107,7 +107,12 @@ def _init_job(data: dict, model: dict, init_seed: int, ver: dict, run_id: str) -
     params = {"data": data, "model": model, "init_seed": init_seed}
     return Job(
         key=content_hash({"kind": "init", **params, "versions": ver}),
-        kind="init", run_id=run_id, condition="init", alpha=0.0, seed=init_seed, params=params,
+        kind="init",
+        run_id=run_id,
+        condition="init",
+        alpha=0.0,
+        seed=init_seed,
+        params=params,
     )
 
 
@@ -120,8 +125,13 @@ def _teacher_run(t_params: dict, snapshots: list[int], t_deps: tuple[str, ...], 
     params = {**t_params, "train": {**t_params["train"], "epochs": epochs}, "snapshots": list(snapshots)}
     return Job(
         key=content_hash({"kind": "teacher", **params, "deps": list(t_deps), "versions": ver}),
-        kind="teacher", run_id="teacher-run", condition="teacher", alpha=0.0,
-        seed=int(t_params["seed"]), deps=t_deps, params=params,
+        kind="teacher",
+        run_id="teacher-run",
+        condition="teacher",
+        alpha=0.0,
+        seed=int(t_params["seed"]),
+        deps=t_deps,
+        params=params,
     )
 
 
@@ -168,13 +178,20 @@ def build_plan(spec: AuditSpec) -> Plan:
     if spec.teacher.snapshots is not None:  # the teacher is a snapshot of one longer run
         run = _teacher_run(t_params, spec.teacher.snapshots, t_deps, ver)
         jobs.append(run)
-        t_params = {**t_params, "snapshot_of": {"epochs": run.params["train"]["epochs"],
-                                                "at": t_params["train"]["epochs"]}}
+        t_params = {
+            **t_params,
+            "snapshot_of": {"epochs": run.params["train"]["epochs"], "at": t_params["train"]["epochs"]},
+        }
         t_deps = (run.key,)
     teacher = Job(
         key=content_hash({"kind": "teacher", **t_params, "deps": list(t_deps), "versions": ver}),
-        kind="teacher", run_id="teacher", condition="teacher", alpha=0.0,
-        seed=proto.teacher_seed, deps=t_deps, params=t_params,
+        kind="teacher",
+        run_id="teacher",
+        condition="teacher",
+        alpha=0.0,
+        seed=proto.teacher_seed,
+        deps=t_deps,
+        params=t_params,
     )
     if spec.teacher.checkpoint is not None:  # where to read it; not part of its identity
         teacher.params["checkpoint"]["path"] = str(Path(spec.teacher.checkpoint).expanduser().resolve())
@@ -183,13 +200,23 @@ def build_plan(spec: AuditSpec) -> Plan:
     bd_spec = spec.security.backdoor
     transfer = None
     if bd_spec.enabled and bd_spec.transfer_poison > 0:  # every student's inputs carry the trigger
-        transfer = {"rate": bd_spec.transfer_poison, "target": bd_spec.target, "trigger": bd_spec.trigger,
-                    "size": bd_spec.size, "value": bd_spec.value, "seed": spec.security.seed}
+        transfer = {
+            "rate": bd_spec.transfer_poison,
+            "target": bd_spec.target,
+            "trigger": bd_spec.trigger,
+            "size": bd_spec.size,
+            "value": bd_spec.value,
+            "seed": spec.security.seed,
+        }
     hint = None
     if proto.hint is not None:
         h = proto.hint
-        hint = {"weight": h.weight, "student_layer": h.student_layer,
-                "teacher_layer": h.teacher_layer or h.student_layer, "teacher_model": t_model}
+        hint = {
+            "weight": h.weight,
+            "student_layer": h.student_layer,
+            "teacher_layer": h.teacher_layer or h.student_layer,
+            "teacher_model": t_model,
+        }
     for cond in proto.conditions:
         alphas = [0.0] if cond == "siddo" else proto.alphas
         for alpha in alphas:
@@ -197,8 +224,7 @@ def build_plan(spec: AuditSpec) -> Plan:
                 p = {**base, "seed": seed, "condition": cond, "alpha": alpha}
                 deps: tuple[str, ...] = (init.key,)
                 if cond != "siddo":
-                    p.update(temperature=proto.temperature, kd_loss=proto.kd_loss,
-                             t2_scaling=proto.t2_scaling)
+                    p.update(temperature=proto.temperature, kd_loss=proto.kd_loss, t2_scaling=proto.t2_scaling)
                     if hint is not None and cond != "ls":  # the virtual teacher has no features
                         p["hint"] = hint
                 if cond.startswith("rcd-") and proto.rcd_noise == "shared":
@@ -210,9 +236,16 @@ def build_plan(spec: AuditSpec) -> Plan:
                 if cond == "kd" or (cond == "ls" and proto.ls.a is None):  # a from the teacher's outputs
                     deps = (init.key, teacher.key)
                 run_id = f"{cond}-s{seed:02d}" if cond == "siddo" else f"{cond}-a{_fmt_alpha(alpha)}-s{seed:02d}"
-                jobs.append(Job(
-                    key=content_hash({"kind": "student", **p, "deps": list(deps), "versions": ver}),
-                    kind="student", run_id=run_id, condition=cond, alpha=float(alpha), seed=seed,
-                    deps=deps, params=p,
-                ))
+                jobs.append(
+                    Job(
+                        key=content_hash({"kind": "student", **p, "deps": list(deps), "versions": ver}),
+                        kind="student",
+                        run_id=run_id,
+                        condition=cond,
+                        alpha=float(alpha),
+                        seed=seed,
+                        deps=deps,
+                        params=p,
+                    )
+                )
     return Plan(jobs)

@@ -290,7 +290,11 @@ def plot_metric_distributions(
                 colour = colours[cond]
                 if vals.size >= 2:
                     ax.boxplot(
-                        [vals], positions=[xpos], widths=0.6, showfliers=False, patch_artist=True,
+                        [vals],
+                        positions=[xpos],
+                        widths=0.6,
+                        showfliers=False,
+                        patch_artist=True,
                         medianprops={"color": colour, "linewidth": 1.6},
                         boxprops={"facecolor": colour + "22", "edgecolor": colour, "linewidth": 1.1},
                         whiskerprops={"color": colour, "linewidth": 1.0},
@@ -299,12 +303,22 @@ def plot_metric_distributions(
                     )
                 if vals.size:
                     jitter = rng.uniform(-0.14, 0.14, size=vals.size) if vals.size > 1 else np.zeros(1)
-                    handle = ax.scatter(xpos + jitter, vals, s=24, color=colour, edgecolors="white",
-                                        linewidths=0.6, zorder=3)
+                    handle = ax.scatter(
+                        xpos + jitter, vals, s=24, color=colour, edgecolors="white", linewidths=0.6, zorder=3
+                    )
                     shown.setdefault(cond, handle)
                 else:
-                    ax.text(xpos, 0.5, "no data", rotation=90, ha="center", va="center", fontsize=8,
-                            color="#9aa1ab", transform=ax.get_xaxis_transform())
+                    ax.text(
+                        xpos,
+                        0.5,
+                        "no data",
+                        rotation=90,
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="#9aa1ab",
+                        transform=ax.get_xaxis_transform(),
+                    )
         centres = [float(np.mean([m[2] for m in members])) for _, members in blocks]
         if centres:
             ax.set_xticks(centres)
@@ -315,18 +329,32 @@ def plot_metric_distributions(
             t_acc = _teacher_value(runs, "accuracy")
             if math.isfinite(t_acc):
                 ax.axhline(t_acc, color="#111827", linestyle="--", linewidth=1.0, zorder=1)
-                ax.annotate("teacher", xy=(1.0, t_acc), xycoords=("axes fraction", "data"),
-                            xytext=(-4, 3), textcoords="offset points", ha="right",
-                            fontsize=8, color="#111827")
+                ax.annotate(
+                    "teacher",
+                    xy=(1.0, t_acc),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(-4, 3),
+                    textcoords="offset points",
+                    ha="right",
+                    fontsize=8,
+                    color="#111827",
+                )
         order = [c for c in condition_order(shown) if c in shown]
         if order:
-            ax.legend([shown[c] for c in order], [_text(c, 28) for c in order], frameon=False,
-                      fontsize=8.5, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                      title="condition", title_fontsize=8.5, handletextpad=0.3)
+            ax.legend(
+                [shown[c] for c in order],
+                [_text(c, 28) for c in order],
+                frameon=False,
+                fontsize=8.5,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                title="condition",
+                title_fontsize=8.5,
+                handletextpad=0.3,
+            )
         label = METRIC_LABELS.get(metric, metric)
         ax.set_ylabel(_text(label, 60), fontsize=9.5, color="#1f2937")
-        ax.set_title(_text(label, 60) + " — per seed", fontsize=11, color="#111827",
-                     loc="left", pad=10)
+        ax.set_title(_text(label, 60) + " — per seed", fontsize=11, color="#111827", loc="left", pad=10)
         path = _save(fig, fdir / f"dist_{metric}.png")
         written.append(path)
     return written
@@ -363,7 +391,7 @@ def transfer_deltas(runs: pd.DataFrame) -> pd.DataFrame:
             vals = sub[metric] if metric in sub.columns else []
             c_mean, c_sem = stats[key]
             row[f"delta_{key}"] = _mean(vals) - c_mean
-            row[f"sem_{key}"] = math.sqrt(sem(vals) ** 2 + c_sem ** 2)
+            row[f"sem_{key}"] = math.sqrt(sem(vals) ** 2 + c_sem**2)
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
@@ -380,24 +408,31 @@ def plot_transfer(
     nothing to draw.
     """
     data = transfer_deltas(runs)
-    if len(data) == 0 and transfer is not None and len(transfer) > 0 and {
-        "condition", "alpha", "delta_pos", "delta_neg"
-    } <= set(transfer.columns):
-        data = pd.DataFrame({
-            "condition": transfer["condition"].astype(str),
-            "alpha": pd.to_numeric(transfer["alpha"], errors="coerce"),
-            "delta_pos": pd.to_numeric(transfer["delta_pos"], errors="coerce"),
-            "sem_pos": np.nan,
-            "delta_neg": pd.to_numeric(transfer["delta_neg"], errors="coerce"),
-            "sem_neg": np.nan,
-        })
+    if (
+        len(data) == 0
+        and transfer is not None
+        and len(transfer) > 0
+        and {"condition", "alpha", "delta_pos", "delta_neg"} <= set(transfer.columns)
+    ):
+        data = pd.DataFrame(
+            {
+                "condition": transfer["condition"].astype(str),
+                "alpha": pd.to_numeric(transfer["alpha"], errors="coerce"),
+                "delta_pos": pd.to_numeric(transfer["delta_pos"], errors="coerce"),
+                "sem_pos": np.nan,
+                "delta_neg": pd.to_numeric(transfer["delta_neg"], errors="coerce"),
+                "sem_neg": np.nan,
+            }
+        )
         data = data[data["condition"] != "siddo"]
     if len(data) == 0:
         return None
     order = {c: i for i, c in enumerate(condition_order(data["condition"]))}
-    data = data.assign(
-        _a=data["alpha"].map(_alpha_key), _c=data["condition"].map(order)
-    ).sort_values(["_a", "_c"]).reset_index(drop=True)
+    data = (
+        data.assign(_a=data["alpha"].map(_alpha_key), _c=data["condition"].map(order))
+        .sort_values(["_a", "_c"])
+        .reset_index(drop=True)
+    )
 
     fig, ax = _new_figure(max(6.5, 1.5 + 0.8 * len(data)), 4.4)
     x = np.arange(len(data), dtype=float)
@@ -416,8 +451,16 @@ def plot_transfer(
         ax.bar(x + offset, heights, width=w, color=colour, alpha=0.85, label=name, zorder=2)
         has_err = np.isfinite(errs) & np.isfinite(vals)
         if has_err.any():  # no error bar where the SEM is undefined (fewer than two seeds)
-            ax.errorbar((x + offset)[has_err], heights[has_err], yerr=errs[has_err], fmt="none",
-                        ecolor="#1f2937", elinewidth=1.0, capsize=3, zorder=3)
+            ax.errorbar(
+                (x + offset)[has_err],
+                heights[has_err],
+                yerr=errs[has_err],
+                fmt="none",
+                ecolor="#1f2937",
+                elinewidth=1.0,
+                capsize=3,
+                zorder=3,
+            )
         for xi, v in zip(x + offset, vals, strict=False):
             if not math.isfinite(v):
                 ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#6b7280")
@@ -425,12 +468,16 @@ def plot_transfer(
     ax.set_xticks(x)
     ax.set_xticklabels(
         [f"{_text(c, 22)}, α={_fmt_alpha(a)}" for c, a in zip(data["condition"], data["alpha"], strict=False)],
-        fontsize=8.5, rotation=30, ha="right", rotation_mode="anchor",
+        fontsize=8.5,
+        rotation=30,
+        ha="right",
+        rotation_mode="anchor",
     )
     ax.tick_params(axis="x", length=0)
     ax.set_ylabel("Change in agreement vs SIDDO", fontsize=9.5, color="#1f2937")
-    ax.set_title("Δ+ / Δ− — agreement gained over the SIDDO control (± SEM)", fontsize=11,
-                 color="#111827", loc="left", pad=10)
+    ax.set_title(
+        "Δ+ / Δ− — agreement gained over the SIDDO control (± SEM)", fontsize=11, color="#111827", loc="left", pad=10
+    )
     ax.legend(frameon=False, fontsize=8.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, figure_dir(out_dir) / "transfer_deltas.png")
 
@@ -461,22 +508,36 @@ def plot_accuracy_vs_agreement(runs: pd.DataFrame, out_dir: Path | str) -> Path 
     ax.xaxis.grid(True, color="#e6e9ee", linewidth=0.8)
     for cond in conditions:
         for a in alphas:
-            sub = students[(students["condition"] == cond)
-                           & (students["alpha"].map(_alpha_key) == a)]
+            sub = students[(students["condition"] == cond) & (students["alpha"].map(_alpha_key) == a)]
             if len(sub) == 0:
                 continue
-            ax.scatter(sub["agreement"], sub["accuracy"], s=34, color=colours[cond],
-                       marker=markers[a], edgecolors="white", linewidths=0.6, alpha=0.9, zorder=3,
-                       label=f"{_text(cond, 24)}, α={_fmt_alpha(a if math.isfinite(a) else np.nan)}")
+            ax.scatter(
+                sub["agreement"],
+                sub["accuracy"],
+                s=34,
+                color=colours[cond],
+                marker=markers[a],
+                edgecolors="white",
+                linewidths=0.6,
+                alpha=0.9,
+                zorder=3,
+                label=f"{_text(cond, 24)}, α={_fmt_alpha(a if math.isfinite(a) else np.nan)}",
+            )
     t_acc = _teacher_value(runs, "accuracy")
     if math.isfinite(t_acc):
         ax.axhline(t_acc, color="#111827", linestyle="--", linewidth=1.0, zorder=1)
-        ax.annotate("teacher accuracy", xy=(0.0, t_acc), xycoords=("axes fraction", "data"),
-                    xytext=(4, 3), textcoords="offset points", fontsize=8, color="#111827")
+        ax.annotate(
+            "teacher accuracy",
+            xy=(0.0, t_acc),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color="#111827",
+        )
     ax.set_xlabel("Agreement with teacher", fontsize=9.5, color="#1f2937")
     ax.set_ylabel("Test accuracy", fontsize=9.5, color="#1f2937")
-    ax.set_title("Accuracy vs agreement — one point per student", fontsize=11, color="#111827",
-                 loc="left", pad=10)
+    ax.set_title("Accuracy vs agreement — one point per student", fontsize=11, color="#111827", loc="left", pad=10)
     ax.legend(frameon=False, fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, figure_dir(out_dir) / "accuracy_vs_agreement.png")
 

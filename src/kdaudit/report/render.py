@@ -273,11 +273,14 @@ def _sorted_frame(df: pd.DataFrame) -> pd.DataFrame:
         return df
     order = {c: i for i, c in enumerate(condition_order(df["condition"].astype(str)))}
     alpha = pd.to_numeric(df["alpha"], errors="coerce") if "alpha" in df.columns else 0.0
-    key = pd.DataFrame({
-        "_c": df["condition"].astype(str).map(order),
-        "_a": alpha,
-        "_i": np.arange(len(df)),
-    }, index=df.index)
+    key = pd.DataFrame(
+        {
+            "_c": df["condition"].astype(str).map(order),
+            "_a": alpha,
+            "_i": np.arange(len(df)),
+        },
+        index=df.index,
+    )
     return df.loc[key.sort_values(["_c", "_a", "_i"], na_position="last").index]
 
 
@@ -287,13 +290,17 @@ def _statistics_lines(tables: AuditTables) -> list[str]:
     if not st:
         return []
     if st.get("standard") == "paper":
-        lines = [f"Decided by the paper's standard: each test a two-sided Mann–Whitney U at "
-                 f"{st.get('level', 0.05):g}, no correction, direction from the means, asymmetry read as Δ− > Δ+."]
+        lines = [
+            f"Decided by the paper's standard: each test a two-sided Mann–Whitney U at "
+            f"{st.get('level', 0.05):g}, no correction, direction from the means, asymmetry read as Δ− > Δ+."
+        ]
     else:
         test = "Wilcoxon signed-rank tests by seed" if st.get("paired") else "Mann–Whitney U tests"
-        lines = [f"Decided by kdaudit's standard: {st.get('primary_family_size')} primary tests ({test}, "
-                 f"{st.get('method')} p-values) corrected together ({st.get('correction')}) at {st.get('level', 0.05):g}; "
-                 f"a “yes” needs the adjusted p below the level and the effect in the claimed direction by ranks."]
+        lines = [
+            f"Decided by kdaudit's standard: {st.get('primary_family_size')} primary tests ({test}, "
+            f"{st.get('method')} p-values) corrected together ({st.get('correction')}) at {st.get('level', 0.05):g}; "
+            f"a “yes” needs the adjusted p below the level and the effect in the claimed direction by ranks."
+        ]
     lines += [f"Note: {n}." for n in st.get("notes", [])]
     return lines
 
@@ -369,8 +376,19 @@ def _transfer_table(transfer: pd.DataFrame | None) -> Table | None:
     if transfer is None or len(transfer) == 0:
         return None
     transfer = _sorted_frame(transfer)
-    headers = ["Condition", "α", "Δ+", "Δ−", "h+", "h−", "h− − h+ [95 % CI]", "p (Δ−) adjusted",
-               "p (h− − h+) adjusted", "Negative asymmetric payoff", "Verdict"]
+    headers = [
+        "Condition",
+        "α",
+        "Δ+",
+        "Δ−",
+        "h+",
+        "h−",
+        "h− − h+ [95 % CI]",
+        "p (Δ−) adjusted",
+        "p (h− − h+) adjusted",
+        "Negative asymmetric payoff",
+        "Verdict",
+    ]
     numeric = [False, True, True, True, True, True, True, True, True, False, False]
     rows, hl = [], []
     for _, r in transfer.iterrows():
@@ -378,14 +396,21 @@ def _transfer_table(transfer: pd.DataFrame | None) -> Table | None:
         asym = DASH if _missing(r.get("asymmetry")) else fmt_signed(r.get("asymmetry"), 3)
         if not _missing(r.get("asymmetry_ci_low")) and not _missing(r.get("asymmetry_ci_high")):
             asym += f" [{fmt_signed(r.get('asymmetry_ci_low'), 3)}, {fmt_signed(r.get('asymmetry_ci_high'), 3)}]"
-        rows.append([
-            str(r.get("condition", "")), fmt_alpha(r.get("alpha")),
-            fmt_signed(r.get("delta_pos")), fmt_signed(r.get("delta_neg")),
-            fmt_signed(r.get("h_pos"), 3), fmt_signed(r.get("h_neg"), 3), asym,
-            fmt_p(r.get("p_neg_adjusted")), fmt_p(r.get("p_asymmetry_adjusted")),
-            DASH if _missing(payoff) else str(payoff),
-            "" if _missing(r.get("verdict")) else str(r.get("verdict")),
-        ])
+        rows.append(
+            [
+                str(r.get("condition", "")),
+                fmt_alpha(r.get("alpha")),
+                fmt_signed(r.get("delta_pos")),
+                fmt_signed(r.get("delta_neg")),
+                fmt_signed(r.get("h_pos"), 3),
+                fmt_signed(r.get("h_neg"), 3),
+                asym,
+                fmt_p(r.get("p_neg_adjusted")),
+                fmt_p(r.get("p_asymmetry_adjusted")),
+                DASH if _missing(payoff) else str(payoff),
+                "" if _missing(r.get("verdict")) else str(r.get("verdict")),
+            ]
+        )
         hl.append(str(payoff).strip().lower() == "yes")
     return Table(headers, numeric, rows, hl, badge_cols=(9,))
 
@@ -394,7 +419,7 @@ def _comparison_label(comp: str) -> str:
     if comp == "vs_siddo":
         return "Against the SIDDO control (same initialisation, CE only)"
     if comp.startswith("vs_rcd-"):
-        kind = comp[len("vs_rcd-"):]
+        kind = comp[len("vs_rcd-") :]
         return f"Against random control distillation ({kind} noise) at the same α"
     if comp.startswith("vs_"):
         return f"Against {comp[3:]}"
@@ -402,7 +427,10 @@ def _comparison_label(comp: str) -> str:
 
 
 _HYPOTHESIS_LABELS = {
-    "H1": "H1 transfer", "H2": "H2 beyond regularisation", "H3": "H3 negative transfer", "H4": "H4 asymmetry",
+    "H1": "H1 transfer",
+    "H2": "H2 beyond regularisation",
+    "H3": "H3 negative transfer",
+    "H4": "H4 asymmetry",
 }
 
 
@@ -412,18 +440,31 @@ def _test_cells(r: pd.Series) -> list[str]:
     if not _missing(r.get("ci_low")) and not _missing(r.get("ci_high")):
         ci = f" [{fmt_num(r.get('ci_low'))}, {fmt_num(r.get('ci_high'))}]"
     return [
-        fmt_int(r.get("n_a")), fmt_int(r.get("n_b")),
+        fmt_int(r.get("n_a")),
+        fmt_int(r.get("n_b")),
         fmt_mean_sem(r.get("mean_a"), r.get("sem_a")),
         fmt_mean_sem(r.get("mean_b"), r.get("sem_b")),
         (DASH if _missing(diff) else fmt_signed(diff, 4)) + ci,
-        fmt_stat(r.get("statistic")), fmt_p(r.get("p_value")), fmt_p(r.get("p_adjusted")),
+        fmt_stat(r.get("statistic")),
+        fmt_p(r.get("p_value")),
+        fmt_p(r.get("p_adjusted")),
         fmt_effect(r.get("effect_size")),
         "yes" if _truthy(r.get("significant")) else "no",
     ]
 
 
-_TEST_HEADERS = ["n", "n ref.", "Mean ± SEM", "Reference mean ± SEM", "Difference [95 % CI]", "Statistic",
-                 "p", "p adjusted", "Effect size r", "Significant"]
+_TEST_HEADERS = [
+    "n",
+    "n ref.",
+    "Mean ± SEM",
+    "Reference mean ± SEM",
+    "Difference [95 % CI]",
+    "Statistic",
+    "p",
+    "p adjusted",
+    "Effect size r",
+    "Significant",
+]
 
 
 def _tests_tables(tests: pd.DataFrame | None) -> list[tuple[str, Table, bool]]:
@@ -441,12 +482,20 @@ def _tests_tables(tests: pd.DataFrame | None) -> list[tuple[str, Table, bool]]:
         order = primary.assign(_h=primary["hypothesis"].astype(str)).sort_values(["_h", "alpha"], kind="stable")
         for _, r in order.iterrows():
             comp = str(r.get("comparison", ""))
-            rows.append([_HYPOTHESIS_LABELS.get(str(r.get("hypothesis")), str(r.get("hypothesis"))),
-                         str(r.get("condition", "")), fmt_alpha(r.get("alpha")),
-                         comp[3:] if comp.startswith("vs_") else comp, _metric_name(r.get("metric", ""))]
-                        + _test_cells(r))
+            rows.append(
+                [
+                    _HYPOTHESIS_LABELS.get(str(r.get("hypothesis")), str(r.get("hypothesis"))),
+                    str(r.get("condition", "")),
+                    fmt_alpha(r.get("alpha")),
+                    comp[3:] if comp.startswith("vs_") else comp,
+                    _metric_name(r.get("metric", "")),
+                ]
+                + _test_cells(r)
+            )
             hl.append(_truthy(r.get("significant")))
-        out.append(("Primary tests: the verdicts (one family, corrected together)", Table(headers, numeric, rows, hl), True))
+        out.append(
+            ("Primary tests: the verdicts (one family, corrected together)", Table(headers, numeric, rows, hl), True)
+        )
     rest = tests[family != "primary"]
     comps = list(dict.fromkeys(rest["comparison"].astype(str))) if "comparison" in rest.columns else [""]
     headers = ["Condition", "α", "Metric"] + _TEST_HEADERS
@@ -457,8 +506,10 @@ def _tests_tables(tests: pd.DataFrame | None) -> list[tuple[str, Table, bool]]:
             continue
         rows, hl = [], []
         for _, r in sub.iterrows():
-            rows.append([str(r.get("condition", "")), fmt_alpha(r.get("alpha")), _metric_name(r.get("metric", ""))]
-                        + _test_cells(r))
+            rows.append(
+                [str(r.get("condition", "")), fmt_alpha(r.get("alpha")), _metric_name(r.get("metric", ""))]
+                + _test_cells(r)
+            )
             hl.append(_truthy(r.get("significant")))
         fam = str(sub["family"].iloc[0]) if "family" in sub.columns else ""
         label = _comparison_label(comp) if comp else "All tests"
@@ -486,28 +537,40 @@ def figure_info(paths: Iterable[Path]) -> list[FigureInfo]:
         p = Path(p)
         name = p.stem
         if name == "transfer_deltas":
-            infos.append(FigureInfo(
-                name, p, "Δ+ and Δ− against the SIDDO control",
-                "Change in agreement with the teacher relative to the SIDDO control: Δ+ on the "
-                "test samples the teacher gets right, Δ− on those it gets wrong. Error bars: "
-                "SEM of the difference, √(SEM_X² + SEM_SIDDO²), from the per-seed values. A "
-                "taller Δ− than Δ+ means the students copy the teacher's mistakes more than its "
-                "correct answers (mind the headroom: see h± in the transfer table).",
-            ))
+            infos.append(
+                FigureInfo(
+                    name,
+                    p,
+                    "Δ+ and Δ− against the SIDDO control",
+                    "Change in agreement with the teacher relative to the SIDDO control: Δ+ on the "
+                    "test samples the teacher gets right, Δ− on those it gets wrong. Error bars: "
+                    "SEM of the difference, √(SEM_X² + SEM_SIDDO²), from the per-seed values. A "
+                    "taller Δ− than Δ+ means the students copy the teacher's mistakes more than its "
+                    "correct answers (mind the headroom: see h± in the transfer table).",
+                )
+            )
         elif name == "accuracy_vs_agreement":
-            infos.append(FigureInfo(
-                name, p, "Accuracy vs agreement",
-                "One point per student: agreement with the teacher (x) against test accuracy "
-                "(y); colour = condition, marker = α. The dashed line is the teacher's accuracy.",
-            ))
+            infos.append(
+                FigureInfo(
+                    name,
+                    p,
+                    "Accuracy vs agreement",
+                    "One point per student: agreement with the teacher (x) against test accuracy "
+                    "(y); colour = condition, marker = α. The dashed line is the teacher's accuracy.",
+                )
+            )
         elif name.startswith("dist_"):
-            metric = name[len("dist_"):]
+            metric = name[len("dist_") :]
             label = METRIC_LABELS.get(metric, metric)
-            infos.append(FigureInfo(
-                name, p, f"Per-seed values: {label}",
-                "Each point is one student (one seed); the boxes span the quartiles, with the "
-                "median as a line and whiskers to 1.5 × IQR, for groups with at least two seeds.",
-            ))
+            infos.append(
+                FigureInfo(
+                    name,
+                    p,
+                    f"Per-seed values: {label}",
+                    "Each point is one student (one seed); the boxes span the quartiles, with the "
+                    "median as a line and whiskers to 1.5 × IQR, for groups with at least two seeds.",
+                )
+            )
         else:
             infos.append(FigureInfo(name, p, name.replace("_", " "), ""))
     rank = {"transfer_deltas": 0, "accuracy_vs_agreement": 1}
@@ -522,67 +585,87 @@ _SECURITY_TITLES = {
 }
 _SECURITY_CAPTIONS = {
     "security_adv_follows": "Share of the teacher's transferable adversarial examples on which the student "
-                            "outputs the teacher's (wrong) adversarial label, against the attack budget; "
-                            "mean ± SEM over seeds, one panel per α (SIDDO repeated in each).",
+    "outputs the teacher's (wrong) adversarial label, against the attack budget; "
+    "mean ± SEM over seeds, one panel per α (SIDDO repeated in each).",
     "security_adv_fooled": "Share of the teacher's transferable adversarial examples that also fool the "
-                           "student (counting those it already got wrong when clean), against the attack "
-                           "budget; mean ± SEM over seeds.",
+    "student (counting those it already got wrong when clean), against the attack "
+    "budget; mean ± SEM over seeds.",
     "security_adv_flipped": "Among the teacher's transferable adversarial examples that the student gets right "
-                            "when clean, the share it gets wrong on the adversarial input (its own prediction "
-                            "flipped), against the attack budget; mean ± SEM over seeds (students right on none "
-                            "are left out).",
+    "when clean, the share it gets wrong on the adversarial input (its own prediction "
+    "flipped), against the attack budget; mean ± SEM over seeds (students right on none "
+    "are left out).",
     "security_backdoor": "Attack success rate of the teacher's backdoor trigger on each group of students "
-                         "({transfer}); mean ± SEM over seeds; dashed: the teacher.",
+    "({transfer}); mean ± SEM over seeds; dashed: the teacher.",
 }
 
 
 HOW_TO_READ: tuple[tuple[str, str], ...] = (
-    ("The question",
-     "Knowledge distillation (KD) trains a student on a mix of the true labels and the teacher's "
-     "output probabilities, weighted by α (α = 0: labels only, α = 0.9: mostly the teacher). "
-     "This report asks whether the students end up functioning like the teacher — making the "
-     "same predictions with similar confidence — more than they would without KD, and what "
-     "exactly they take from it."),
-    ("Agreement",
-     "The share of test samples on which the student predicts the same class as the teacher "
-     "(1 = always). Prediction disagreement is 1 − agreement."),
-    ("JS divergence and activation distance",
-     "How far the student's predicted probabilities are from the teacher's, sample by sample: "
-     "the Jensen–Shannon divergence (0 = identical, at most ln 2 ≈ 0.693) and the Euclidean "
-     "distance between the probability vectors (0 = identical, at most √2). Lower means closer "
-     "to the teacher."),
-    ("Agreement where the teacher is right / wrong",
-     "Agreement computed separately on the test samples the teacher classifies correctly and on "
-     "those it gets wrong. On the wrong ones, agreeing means repeating the teacher's mistake."),
-    ("SIDDO (the control)",
-     "Same Initialisation, Different Data Order: students trained with the labels only (α = 0), "
-     "from the same starting weights as the teacher, seeing the data in a different order. Two "
-     "such models already agree a lot; KD only shows an effect if it moves the students beyond "
-     "this baseline."),
-    ("RCD (random control distillation)",
-     "The KD loss with the teacher replaced by fixed random noise (uniform or Gaussian) per "
-     "training sample, at the same α. Noise carries no knowledge of the task, so whatever RCD "
-     "does is regularisation. KD is beyond regularisation only if it beats the better RCD."),
-    ("Δ+, Δ− and h±",
-     "Δ+ is how much more the KD students agree with the teacher than the SIDDO students on "
-     "the samples the teacher gets right; Δ− the same on the samples it gets wrong. Because the "
-     "control leaves less room to improve where the teacher is right, h± divides each Δ by the "
-     "room the control left (1 − its agreement): the share of the gap that KD closed."),
-    ("Negative asymmetric payoff",
-     "Said of a condition when Δ− is significantly above zero and h− > h+: the students copy "
-     "the teacher's errors more than its correct answers. KD then passes on mistakes more "
-     "readily than knowledge."),
-    ("Compression",
-     "KD is said to compress the teacher into the student only if, on average, agreement ≥ 0.95, "
-     "1 − JS/ln 2 ≥ 0.95 and 1 − activation distance/√2 ≥ 0.95."),
-    ("Statistics",
-     "Each group has one student per seed. Values are mean ± SEM (standard error of the mean, "
-     "sample standard deviation / √n). Groups are compared with a two-sided Mann–Whitney U test "
-     "on the per-seed values; r = 2U/(n₁n₂) − 1 is the rank-biserial effect size (from −1 to 1, "
-     "0 = no difference). Tests are marked significant (highlighted rows) at the audit's "
-     "significance level (0.05 unless configured otherwise); where a correction for multiple "
-     "tests was configured, the adjusted p is shown next to the raw one. With few seeds a test "
-     "cannot reach significance, however large the effect."),
+    (
+        "The question",
+        "Knowledge distillation (KD) trains a student on a mix of the true labels and the teacher's "
+        "output probabilities, weighted by α (α = 0: labels only, α = 0.9: mostly the teacher). "
+        "This report asks whether the students end up functioning like the teacher — making the "
+        "same predictions with similar confidence — more than they would without KD, and what "
+        "exactly they take from it.",
+    ),
+    (
+        "Agreement",
+        "The share of test samples on which the student predicts the same class as the teacher "
+        "(1 = always). Prediction disagreement is 1 − agreement.",
+    ),
+    (
+        "JS divergence and activation distance",
+        "How far the student's predicted probabilities are from the teacher's, sample by sample: "
+        "the Jensen–Shannon divergence (0 = identical, at most ln 2 ≈ 0.693) and the Euclidean "
+        "distance between the probability vectors (0 = identical, at most √2). Lower means closer "
+        "to the teacher.",
+    ),
+    (
+        "Agreement where the teacher is right / wrong",
+        "Agreement computed separately on the test samples the teacher classifies correctly and on "
+        "those it gets wrong. On the wrong ones, agreeing means repeating the teacher's mistake.",
+    ),
+    (
+        "SIDDO (the control)",
+        "Same Initialisation, Different Data Order: students trained with the labels only (α = 0), "
+        "from the same starting weights as the teacher, seeing the data in a different order. Two "
+        "such models already agree a lot; KD only shows an effect if it moves the students beyond "
+        "this baseline.",
+    ),
+    (
+        "RCD (random control distillation)",
+        "The KD loss with the teacher replaced by fixed random noise (uniform or Gaussian) per "
+        "training sample, at the same α. Noise carries no knowledge of the task, so whatever RCD "
+        "does is regularisation. KD is beyond regularisation only if it beats the better RCD.",
+    ),
+    (
+        "Δ+, Δ− and h±",
+        "Δ+ is how much more the KD students agree with the teacher than the SIDDO students on "
+        "the samples the teacher gets right; Δ− the same on the samples it gets wrong. Because the "
+        "control leaves less room to improve where the teacher is right, h± divides each Δ by the "
+        "room the control left (1 − its agreement): the share of the gap that KD closed.",
+    ),
+    (
+        "Negative asymmetric payoff",
+        "Said of a condition when Δ− is significantly above zero and h− > h+: the students copy "
+        "the teacher's errors more than its correct answers. KD then passes on mistakes more "
+        "readily than knowledge.",
+    ),
+    (
+        "Compression",
+        "KD is said to compress the teacher into the student only if, on average, agreement ≥ 0.95, "
+        "1 − JS/ln 2 ≥ 0.95 and 1 − activation distance/√2 ≥ 0.95.",
+    ),
+    (
+        "Statistics",
+        "Each group has one student per seed. Values are mean ± SEM (standard error of the mean, "
+        "sample standard deviation / √n). Groups are compared with a two-sided Mann–Whitney U test "
+        "on the per-seed values; r = 2U/(n₁n₂) − 1 is the rank-biserial effect size (from −1 to 1, "
+        "0 = no difference). Tests are marked significant (highlighted rows) at the audit's "
+        "significance level (0.05 unless configured otherwise); where a correction for multiple "
+        "tests was configured, the adjusted p is shown next to the raw one. With few seeds a test "
+        "cannot reach significance, however large the effect.",
+    ),
 )
 
 
@@ -826,8 +909,7 @@ def render_html(
             '<span class="badge nt">not testable</span> not enough data to decide</p>'
         )
     else:
-        parts.append('<p class="note">No verdicts: no distillation condition could be compared '
-                     "with the control.</p>")
+        parts.append('<p class="note">No verdicts: no distillation condition could be compared with the control.</p>')
     parts.append("</section>")
 
     facts = _facts(meta, tables)
@@ -839,17 +921,20 @@ def render_html(
 
     summary = _summary_table(tables.summary)
     parts.append('<section id="summary"><h2>Summary</h2>')
-    parts.append('<p class="note">Mean ± SEM over seeds of each student group, measured against '
-                 "the teacher on the test set.</p>")
+    parts.append(
+        '<p class="note">Mean ± SEM over seeds of each student group, measured against the teacher on the test set.</p>'
+    )
     parts.append(_html_table(summary) if summary else '<p class="note">No summary available.</p>')
     parts.append("</section>")
 
     transfer = _transfer_table(tables.transfer)
     parts.append('<section id="transfer"><h2>Transfer</h2>')
-    parts.append('<p class="note">Δ+ / Δ−: change in agreement with the teacher relative to SIDDO '
-                 "where the teacher is right / wrong; h± the same as a share of the room the "
-                 "control left; h− − h+: the asymmetry (H4); p: the primary tests' adjusted p of negative "
-                 "transfer (H3) and asymmetry (H4). Highlighted rows show a negative asymmetric payoff.</p>")
+    parts.append(
+        '<p class="note">Δ+ / Δ−: change in agreement with the teacher relative to SIDDO '
+        "where the teacher is right / wrong; h± the same as a share of the room the "
+        "control left; h− − h+: the asymmetry (H4); p: the primary tests' adjusted p of negative "
+        "transfer (H3) and asymmetry (H4). Highlighted rows show a negative asymmetric payoff.</p>"
+    )
     parts.append(_html_table(transfer) if transfer else '<p class="note">No transfer table available.</p>')
     parts.append("</section>")
 
@@ -860,22 +945,26 @@ def render_html(
             parts.append(f'<p class="note">{_e(_backdoor_case(security))}</p>')
         sec_table = _security_table(security)
         if sec_table:
-            parts.append('<p class="note">Mean ± SEM over seeds. adv_fooled / adv_follows / adv_accuracy: '
-                         "on the teacher's transferable adversarial examples (teacher right on the clean "
-                         "input, fooled on the adversarial one), the share that fools the student (also "
-                         "where it was already wrong on the clean input), on which it outputs the "
-                         "teacher's adversarial label, and its accuracy; adv_flipped: among those "
-                         "transferable examples the student gets right on the clean input, the share it "
-                         "gets wrong on the adversarial one (n/a if it is right on none); "
-                         "whitebox_accuracy: the model's accuracy under the same attack crafted on "
-                         "itself; backdoor_asr: share of triggered test inputs (true class not the "
-                         "target) classified as the target.</p>")
+            parts.append(
+                '<p class="note">Mean ± SEM over seeds. adv_fooled / adv_follows / adv_accuracy: '
+                "on the teacher's transferable adversarial examples (teacher right on the clean "
+                "input, fooled on the adversarial one), the share that fools the student (also "
+                "where it was already wrong on the clean input), on which it outputs the "
+                "teacher's adversarial label, and its accuracy; adv_flipped: among those "
+                "transferable examples the student gets right on the clean input, the share it "
+                "gets wrong on the adversarial one (n/a if it is right on none); "
+                "whitebox_accuracy: the model's accuracy under the same attack crafted on "
+                "itself; backdoor_asr: share of triggered test inputs (true class not the "
+                "target) classified as the target.</p>"
+            )
             parts.append(_html_table(sec_table))
         sec_tests = _tests_tables(security.tests)
         for label, t, _ in sec_tests:
             n_sig = sum(t.highlight)
-            parts.append(f'<details class="tests"><summary>Security tests: {_e(label)} '
-                         f'<span class="count">{len(t.rows)} tests · {n_sig} significant</span></summary>')
+            parts.append(
+                f'<details class="tests"><summary>Security tests: {_e(label)} '
+                f'<span class="count">{len(t.rows)} tests · {n_sig} significant</span></summary>'
+            )
             parts.append(_html_table(t))
             parts.append("</details>")
         if security_figures:
@@ -889,8 +978,10 @@ def render_html(
         for label, t, is_open in tests:
             n_sig = sum(t.highlight)
             count = f"{len(t.rows)} test{'s' if len(t.rows) != 1 else ''} · {n_sig} significant"
-            parts.append(f'<details class="tests"{" open" if is_open else ""}><summary>{_e(label)} '
-                         f'<span class="count">{_e(count)}</span></summary>')
+            parts.append(
+                f'<details class="tests"{" open" if is_open else ""}><summary>{_e(label)} '
+                f'<span class="count">{_e(count)}</span></summary>'
+            )
             parts.append(_html_table(t))
             parts.append("</details>")
     else:
@@ -909,8 +1000,10 @@ def render_html(
 
     spec_text = _spec_text(spec)
     if spec_text:
-        parts.append('<section id="spec"><h2>Specification</h2><details><summary>Resolved '
-                     f"specification</summary><pre>{_e(spec_text)}</pre></details></section>")
+        parts.append(
+            '<section id="spec"><h2>Specification</h2><details><summary>Resolved '
+            f"specification</summary><pre>{_e(spec_text)}</pre></details></section>"
+        )
 
     parts.append(f"<footer>{_e(_footer(meta))}</footer>")
     parts += ["</main>", "</body>", "</html>", ""]
@@ -930,8 +1023,10 @@ def _m(s: Any) -> str:
 
 
 def _md_table(t: Table) -> str:
-    lines = ["| " + " | ".join(_m(h) for h in t.headers) + " |",
-             "| " + " | ".join("---:" if n else "---" for n in t.numeric) + " |"]
+    lines = [
+        "| " + " | ".join(_m(h) for h in t.headers) + " |",
+        "| " + " | ".join("---:" if n else "---" for n in t.numeric) + " |",
+    ]
     for row, hl in zip(t.rows, t.highlight, strict=True):
         cells = [_m(c) for c in row]
         if hl and cells:
@@ -971,10 +1066,12 @@ def render_markdown(
     if tables.verdicts:
         for v in tables.verdicts:
             out += [f"### {_m(_verdict_title(v))}", ""]
-            out += ["| " + " | ".join(_m(label) for _, label in _VERDICT_FIELDS) + " |",
-                    "| " + " | ".join("---" for _ in _VERDICT_FIELDS) + " |",
-                    "| " + " | ".join(_md_badge(getattr(v, f, None)) for f, _ in _VERDICT_FIELDS) + " |",
-                    ""]
+            out += [
+                "| " + " | ".join(_m(label) for _, label in _VERDICT_FIELDS) + " |",
+                "| " + " | ".join("---" for _ in _VERDICT_FIELDS) + " |",
+                "| " + " | ".join(_md_badge(getattr(v, f, None)) for f, _ in _VERDICT_FIELDS) + " |",
+                "",
+            ]
             sentences = [s for s in (v.sentences or []) if not _missing(s)]
             out += [f"- {_m(s)}" for s in sentences]
             if sentences:
@@ -988,17 +1085,24 @@ def render_markdown(
         out += [f"- **{_m(label)}:** {_m(value)}" for label, value in facts]
         out.append("")
 
-    out += ["## Summary", "",
-            "Mean ± SEM over seeds of each student group, measured against the teacher on the "
-            "test set.", ""]
+    out += [
+        "## Summary",
+        "",
+        "Mean ± SEM over seeds of each student group, measured against the teacher on the test set.",
+        "",
+    ]
     summary = _summary_table(tables.summary)
     out += [_md_table(summary) if summary else "No summary available.", ""]
 
-    out += ["## Transfer", "",
-            "Δ+ / Δ−: change in agreement with the teacher relative to SIDDO where the teacher is "
-            "right / wrong; h± the same as a share of the room the control left; h− − h+: the asymmetry "
-            "(H4); p: the primary tests' adjusted p of negative transfer (H3) and asymmetry (H4). Rows in "
-            "bold show a negative asymmetric payoff.", ""]
+    out += [
+        "## Transfer",
+        "",
+        "Δ+ / Δ−: change in agreement with the teacher relative to SIDDO where the teacher is "
+        "right / wrong; h± the same as a share of the room the control left; h− − h+: the asymmetry "
+        "(H4); p: the primary tests' adjusted p of negative transfer (H3) and asymmetry (H4). Rows in "
+        "bold show a negative asymmetric payoff.",
+        "",
+    ]
     transfer = _transfer_table(tables.transfer)
     out += [_md_table(transfer) if transfer else "No transfer table available.", ""]
 
@@ -1009,8 +1113,7 @@ def render_markdown(
             out += [_m(_backdoor_case(security)), ""]
         sec_table = _security_table(security)
         if sec_table:
-            out += ["Mean ± SEM over seeds (see the HTML report for the definitions).", "",
-                    _md_table(sec_table), ""]
+            out += ["Mean ± SEM over seeds (see the HTML report for the definitions).", "", _md_table(sec_table), ""]
         for f in security_figures:
             out += [f"![{_m(f.title)}](figures/{f.path.name})", ""]
 
@@ -1052,15 +1155,20 @@ def _backdoor_case(security: Any) -> str:
         return ""
     if t.get("case") != "transfer_poison":
         return "Backdoor case audited: clean transfer set (the students never see a triggered input in training)."
-    return (f"Backdoor case audited: poisoned transfer set, transfer_poison = {float(t['transfer_poison']):g} "
-            f"({t['n_triggered']} of {t['n_train']} training inputs carry the trigger, true labels kept; the KD "
-            "targets on them are the teacher's outputs on the triggered inputs).")
+    return (
+        f"Backdoor case audited: poisoned transfer set, transfer_poison = {float(t['transfer_poison']):g} "
+        f"({t['n_triggered']} of {t['n_train']} training inputs carry the trigger, true labels kept; the KD "
+        "targets on them are the teacher's outputs on the triggered inputs)."
+    )
 
 
 def _security_caption(stem: str, meta: Mapping[str, Any]) -> str:
     t = (meta or {}).get("backdoor", {}).get("transfer") or {}
-    transfer = ("distilled on a transfer set with a transfer_poison share of triggered inputs"
-                if t.get("case") == "transfer_poison" else "distilled on clean data")
+    transfer = (
+        "distilled on a transfer set with a transfer_poison share of triggered inputs"
+        if t.get("case") == "transfer_poison"
+        else "distilled on clean data"
+    )
     return _SECURITY_CAPTIONS.get(stem, "").replace("{transfer}", transfer)
 
 
@@ -1073,10 +1181,13 @@ def _security_table(security: Any) -> Table | None:
     headers = ["condition", "α", "n"] + metrics
     rows = []
     for _, r in summary.iterrows():
-        rows.append([str(r["condition"]), fmt_alpha(r["alpha"]) if r["condition"] != "teacher" else "—",
-                     fmt_int(r["n"])] + [fmt_mean_sem(r[f"{m}_mean"], r[f"{m}_sem"]) for m in metrics])
-    return Table(headers=headers, numeric=[False, True, True] + [True] * len(metrics), rows=rows,
-                 highlight=[False] * len(rows))
+        rows.append(
+            [str(r["condition"]), fmt_alpha(r["alpha"]) if r["condition"] != "teacher" else "—", fmt_int(r["n"])]
+            + [fmt_mean_sem(r[f"{m}_mean"], r[f"{m}_sem"]) for m in metrics]
+        )
+    return Table(
+        headers=headers, numeric=[False, True, True] + [True] * len(metrics), rows=rows, highlight=[False] * len(rows)
+    )
 
 
 def write_report(
@@ -1104,8 +1215,10 @@ def write_report(
 
         sec_paths = write_security_figures(security.runs, security.meta, out)
         fig_paths = list(fig_paths) + sec_paths
-        sec_infos = [FigureInfo(p.stem, p, _SECURITY_TITLES.get(p.stem, p.stem),
-                                _security_caption(p.stem, security.meta)) for p in sec_paths]
+        sec_infos = [
+            FigureInfo(p.stem, p, _SECURITY_TITLES.get(p.stem, p.stem), _security_caption(p.stem, security.meta))
+            for p in sec_paths
+        ]
     md_path = out / "report.md"
     html_path = out / "report.html"
     md_path.write_text(render_markdown(tables, spec, meta, infos, security, sec_infos), encoding="utf-8")

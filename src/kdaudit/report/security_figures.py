@@ -14,9 +14,16 @@ from ..analysis.stats import mean_sem as _mean_sem
 from .figures import _DPI, _colours, _save, _students, _style_axes, condition_order, figure_dir
 
 
-def plot_adversarial(runs: pd.DataFrame, levels: list[float], out_dir: Path | str, *,
-                     metric: str = "adv_follows", label: str = "follows the teacher's adversarial label",
-                     x_label: str = "ε", y_label: str | None = None) -> Path | None:
+def plot_adversarial(
+    runs: pd.DataFrame,
+    levels: list[float],
+    out_dir: Path | str,
+    *,
+    metric: str = "adv_follows",
+    label: str = "follows the teacher's adversarial label",
+    x_label: str = "ε",
+    y_label: str | None = None,
+) -> Path | None:
     """``figures/security_<metric>.png``: mean ± SEM of ``<metric>@ε`` against ε, one panel per α,
     one line per condition (SIDDO drawn in every panel). ``y_label`` overrides the axis label
     derived from ``label`` (needed when the share is not of all transferable examples)."""
@@ -35,18 +42,35 @@ def plot_adversarial(runs: pd.DataFrame, levels: list[float], out_dir: Path | st
         ax = fig.add_subplot(1, len(alphas), k + 1)
         _style_axes(ax)
         for cond in conds:
-            g = students.loc[students["condition"] == cond] if cond == "siddo" else \
-                students.loc[(students["condition"] == cond) & np.isclose(students["alpha"], alpha)]
+            g = (
+                students.loc[students["condition"] == cond]
+                if cond == "siddo"
+                else students.loc[(students["condition"] == cond) & np.isclose(students["alpha"], alpha)]
+            )
             if g.empty:
                 continue
             stats = [_mean_sem(g[c]) for c in cols]
-            ax.errorbar(levels, [m for m, _ in stats], yerr=[0 if not math.isfinite(s) else s for _, s in stats],
-                        marker="o", ms=4, lw=1.5, capsize=3, color=colours[cond], label=cond)
+            ax.errorbar(
+                levels,
+                [m for m, _ in stats],
+                yerr=[0 if not math.isfinite(s) else s for _, s in stats],
+                marker="o",
+                ms=4,
+                lw=1.5,
+                capsize=3,
+                color=colours[cond],
+                label=cond,
+            )
         ax.set_title(f"α = {alpha:g}", fontsize=10)
         ax.set_xlabel(x_label)
         if k == 0:
-            ax.set_ylabel(y_label if y_label is not None else
-                          f"share that {label}" if len(label) < 30 else "share of transferable examples")
+            ax.set_ylabel(
+                y_label
+                if y_label is not None
+                else f"share that {label}"
+                if len(label) < 30
+                else "share of transferable examples"
+            )
         ax.set_ylim(-0.02, 1.02)
     fig.axes[-1].legend(fontsize=8, frameon=False, loc="best")
     fig.suptitle(f"Students on the teacher's adversarial examples: {label}", fontsize=10)
@@ -70,8 +94,15 @@ def plot_backdoor(runs: pd.DataFrame, out_dir: Path | str) -> Path | None:
     width = 0.8 / max(1, len(others))
     m, s = _mean_sem(students.loc[students["condition"] == "siddo", "backdoor_asr"])
     if math.isfinite(m):
-        ax.bar([0], [m], yerr=[s if math.isfinite(s) else 0], width=0.5, color=colours.get("siddo"),
-               capsize=3, label="siddo")
+        ax.bar(
+            [0],
+            [m],
+            yerr=[s if math.isfinite(s) else 0],
+            width=0.5,
+            color=colours.get("siddo"),
+            capsize=3,
+            label="siddo",
+        )
     for j, cond in enumerate(others):
         xs, ms, ss = [], [], []
         for i, alpha in enumerate(alphas):
@@ -97,11 +128,13 @@ def write_security_figures(runs: pd.DataFrame, meta: dict, out_dir: Path | str) 
         tokens = "substitution" in adv.get("attack", "")
         x_label = "substitutions" if tokens else "ε (raw units)"
         for metric, label, y_label in (
-                ("adv_follows", "copy the teacher's adversarial label", None),
-                ("adv_fooled", "are fooled too", None),
-                ("adv_flipped", "flip from right to wrong", "share flipped (of those right when clean)")):
-            p = plot_adversarial(runs, adv["levels"], out_dir, metric=metric, label=label, x_label=x_label,
-                                 y_label=y_label)
+            ("adv_follows", "copy the teacher's adversarial label", None),
+            ("adv_fooled", "are fooled too", None),
+            ("adv_flipped", "flip from right to wrong", "share flipped (of those right when clean)"),
+        ):
+            p = plot_adversarial(
+                runs, adv["levels"], out_dir, metric=metric, label=label, x_label=x_label, y_label=y_label
+            )
             if p is not None:
                 written.append(p)
     p = plot_backdoor(runs, out_dir) if "backdoor" in meta else None

@@ -24,29 +24,58 @@ from kdaudit.analysis.audit import TEST_METRICS
 from kdaudit.analysis.sweep import SweepPoint, SweepTables, group_name, sweep_axis
 from kdaudit.errors import KdauditError
 from kdaudit.report.figures import (
-    _ALPHA_MARKERS, _DPI, METRIC_LABELS, _colours, _save, _style_axes, _text, condition_order,
+    _ALPHA_MARKERS,
+    _DPI,
+    METRIC_LABELS,
+    _colours,
+    _save,
+    _style_axes,
+    _text,
+    condition_order,
     figure_dir,
 )
 from kdaudit.report.render import (
-    CSS, DASH, FigureInfo, Table, _e, _footer, _html_figures, _html_table, _m, _md_table, _missing,
-    fmt_alpha, fmt_int, fmt_num, fmt_p, fmt_signed,
+    CSS,
+    DASH,
+    FigureInfo,
+    Table,
+    _e,
+    _footer,
+    _html_figures,
+    _html_table,
+    _m,
+    _md_table,
+    _missing,
+    fmt_alpha,
+    fmt_int,
+    fmt_num,
+    fmt_p,
+    fmt_signed,
 )
 
 __all__ = ["render_sweep_html", "render_sweep_markdown", "write_sweep_figures", "write_sweep_report"]
 
 _DELTAS = (("delta_pos", "sem_pos", "Δ+  (teacher right)"), ("delta_neg", "sem_neg", "Δ−  (teacher wrong)"))
 _CAPTIONS = {
-    "sweep_metrics": ("Metrics across the sweep",
-                      "Mean ± SEM over seeds of every student metric at each point, one line per "
-                      "condition and α; the dashed line is the teacher."),
-    "sweep_transfer": ("Δ+ and Δ− across the sweep",
-                       "Change in agreement with the teacher relative to SIDDO where the teacher is "
-                       "right (Δ+) and wrong (Δ−); error bars √(SEM_X² + SEM_SIDDO²)."),
-    "scaling": ("Scaling with the student's size",
-                "Mean ± SEM of the student loss and agreement against the number of student "
-                "parameters N (log–log), with the fitted power laws a·N^b."),
-    "teacher_loss": ("Transfer against the teacher's loss",
-                     "Δ+ and Δ− of each point against its teacher's test loss (± SEM)."),
+    "sweep_metrics": (
+        "Metrics across the sweep",
+        "Mean ± SEM over seeds of every student metric at each point, one line per "
+        "condition and α; the dashed line is the teacher.",
+    ),
+    "sweep_transfer": (
+        "Δ+ and Δ− across the sweep",
+        "Change in agreement with the teacher relative to SIDDO where the teacher is "
+        "right (Δ+) and wrong (Δ−); error bars √(SEM_X² + SEM_SIDDO²).",
+    ),
+    "scaling": (
+        "Scaling with the student's size",
+        "Mean ± SEM of the student loss and agreement against the number of student "
+        "parameters N (log–log), with the fitted power laws a·N^b.",
+    ),
+    "teacher_loss": (
+        "Transfer against the teacher's loss",
+        "Δ+ and Δ− of each point against its teacher's test loss (± SEM).",
+    ),
 }
 
 
@@ -75,9 +104,15 @@ def _keys(df: pd.DataFrame) -> list[tuple[str, float]]:
 def _styles(keys: Sequence[tuple[str, float]]) -> dict[tuple[str, float], dict[str, Any]]:
     colours = _colours(condition_order(c for c, _ in keys))
     alphas = sorted({a for _, a in keys})
-    return {(c, a): {"color": colours[c], "marker": _ALPHA_MARKERS[alphas.index(a) % len(_ALPHA_MARKERS)],
-                     "linestyle": ("-", "--", ":", "-.")[alphas.index(a) % 4],
-                     "label": _text(group_name(c, a), 28)} for c, a in keys}
+    return {
+        (c, a): {
+            "color": colours[c],
+            "marker": _ALPHA_MARKERS[alphas.index(a) % len(_ALPHA_MARKERS)],
+            "linestyle": ("-", "--", ":", "-.")[alphas.index(a) % 4],
+            "label": _text(group_name(c, a), 28),
+        }
+        for c, a in keys
+    }
 
 
 def _rows(df: pd.DataFrame, cond: str, alpha: float) -> pd.DataFrame:
@@ -87,8 +122,16 @@ def _rows(df: pd.DataFrame, cond: str, alpha: float) -> pd.DataFrame:
 def _line(ax: Any, x: Any, y: Any, err: Any, style: dict[str, Any]) -> None:
     x, y, err = (np.asarray(v, dtype=np.float64) for v in (x, y, err))
     order = np.argsort(x, kind="stable")
-    ax.errorbar(x[order], y[order], yerr=np.nan_to_num(err[order]), capsize=2.5, markersize=4.5,
-                linewidth=1.3, elinewidth=0.9, **style)
+    ax.errorbar(
+        x[order],
+        y[order],
+        yerr=np.nan_to_num(err[order]),
+        capsize=2.5,
+        markersize=4.5,
+        linewidth=1.3,
+        elinewidth=0.9,
+        **style,
+    )
 
 
 def _x_axis(ax: Any, points: Sequence[SweepPoint], path: str | None, xs: Sequence[float]) -> None:
@@ -141,8 +184,7 @@ def write_sweep_figures(out_dir: Path, tables: SweepTables, points: Sequence[Swe
                 ax.plot(t["point"].map(xmap), t["mean"], "--", color="#111827", linewidth=1.1, label="teacher")
             ax.set_title(_text(METRIC_LABELS.get(metric, metric), 44), fontsize=9, loc="left")
             _x_axis(ax, points, path, xs)
-        written.append(_finish(fig, axes, "Student metrics across the sweep (mean ± SEM)",
-                               fdir / "sweep_metrics.png"))
+        written.append(_finish(fig, axes, "Student metrics across the sweep (mean ± SEM)", fdir / "sweep_metrics.png"))
     tr = tables.transfer
     if len(tr):
         styles = _styles(_keys(tr))
@@ -178,8 +220,13 @@ def write_sweep_figures(out_dir: Path, tables: SweepTables, points: Sequence[Swe
                 fit = fit.loc[fit["quantity"] == quantity]
                 if len(fit) and np.isfinite(fit["exponent"].iloc[0]) and n.min() > 0:
                     grid = np.geomspace(n.min(), n.max(), 50)
-                    ax.plot(grid, fit["prefactor"].iloc[0] * grid ** fit["exponent"].iloc[0],
-                            color=style["color"], linewidth=1.0, alpha=0.8)
+                    ax.plot(
+                        grid,
+                        fit["prefactor"].iloc[0] * grid ** fit["exponent"].iloc[0],
+                        color=style["color"],
+                        linewidth=1.0,
+                        alpha=0.8,
+                    )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("Student parameters N", fontsize=8.5)
@@ -198,43 +245,117 @@ def _pm(value: Any, sem: Any, signed: bool = True) -> str:
 
 
 def _transfer_table(tr: pd.DataFrame) -> Table:
-    rows = [[str(r["point"]), str(r["condition"]), fmt_alpha(r["alpha"]), _pm(r["delta_pos"], r["sem_pos"]),
-             _pm(r["delta_neg"], r["sem_neg"]), fmt_signed(r["h_pos"], 3), fmt_signed(r["h_neg"], 3),
-             fmt_p(r["p_pos"]), fmt_p(r["p_neg"]),
-             DASH if _missing(r["negative_asymmetric_payoff"]) else str(r["negative_asymmetric_payoff"])]
-            for _, r in tr.iterrows()]
-    return Table(["Point", "Condition", "α", "Δ+ ± SEM", "Δ− ± SEM", "h+", "h−", "p (Δ+)", "p (Δ−)",
-                  "Negative asymmetric payoff"], [False, False] + [True] * 7 + [False], rows,
-                 [row[-1].strip().lower() == "yes" for row in rows], badge_cols=(9,))
+    rows = [
+        [
+            str(r["point"]),
+            str(r["condition"]),
+            fmt_alpha(r["alpha"]),
+            _pm(r["delta_pos"], r["sem_pos"]),
+            _pm(r["delta_neg"], r["sem_neg"]),
+            fmt_signed(r["h_pos"], 3),
+            fmt_signed(r["h_neg"], 3),
+            fmt_p(r["p_pos"]),
+            fmt_p(r["p_neg"]),
+            DASH if _missing(r["negative_asymmetric_payoff"]) else str(r["negative_asymmetric_payoff"]),
+        ]
+        for _, r in tr.iterrows()
+    ]
+    return Table(
+        [
+            "Point",
+            "Condition",
+            "α",
+            "Δ+ ± SEM",
+            "Δ− ± SEM",
+            "h+",
+            "h−",
+            "p (Δ+)",
+            "p (Δ−)",
+            "Negative asymmetric payoff",
+        ],
+        [False, False] + [True] * 7 + [False],
+        rows,
+        [row[-1].strip().lower() == "yes" for row in rows],
+        badge_cols=(9,),
+    )
 
 
 def _scaling_table(sc: pd.DataFrame) -> Table:
-    rows = [[str(r["condition"]), fmt_alpha(r["alpha"]), str(r["quantity"]), _pm(r["exponent"], r["exponent_se"]),
-             fmt_num(r["prefactor"]), fmt_num(r["r2"], 3), fmt_int(r["n"])] for _, r in sc.iterrows()]
-    return Table(["Condition", "α", "Quantity", "Exponent ± SE", "Prefactor", "r²", "n"],
-                 [False, True, False, True, True, True, True], rows, [False] * len(rows))
+    rows = [
+        [
+            str(r["condition"]),
+            fmt_alpha(r["alpha"]),
+            str(r["quantity"]),
+            _pm(r["exponent"], r["exponent_se"]),
+            fmt_num(r["prefactor"]),
+            fmt_num(r["r2"], 3),
+            fmt_int(r["n"]),
+        ]
+        for _, r in sc.iterrows()
+    ]
+    return Table(
+        ["Condition", "α", "Quantity", "Exponent ± SE", "Prefactor", "r²", "n"],
+        [False, True, False, True, True, True, True],
+        rows,
+        [False] * len(rows),
+    )
 
 
 def _trend_table(tt: pd.DataFrame) -> Table:
-    rows = [[str(r["condition"]), fmt_alpha(r["alpha"]), str(r["quantity"]), fmt_signed(r["rho"], 2),
-             fmt_p(r["p_value"]), fmt_int(r["n_points"]), fmt_signed(r["rho_seeds"], 2), fmt_p(r["p_seeds"]),
-             fmt_int(r["n_seeds"]), "yes" if bool(r["significant"]) else "no"] for _, r in tt.iterrows()]
-    return Table(["Condition", "α", "Quantity", "ρ (points)", "p (points)", "Points", "ρ (seeds)", "p (seeds)",
-                  "Seeds", "Significant"], [False, True, False] + [True] * 6 + [False], rows,
-                 [row[-1] == "yes" for row in rows])
+    rows = [
+        [
+            str(r["condition"]),
+            fmt_alpha(r["alpha"]),
+            str(r["quantity"]),
+            fmt_signed(r["rho"], 2),
+            fmt_p(r["p_value"]),
+            fmt_int(r["n_points"]),
+            fmt_signed(r["rho_seeds"], 2),
+            fmt_p(r["p_seeds"]),
+            fmt_int(r["n_seeds"]),
+            "yes" if bool(r["significant"]) else "no",
+        ]
+        for _, r in tt.iterrows()
+    ]
+    return Table(
+        [
+            "Condition",
+            "α",
+            "Quantity",
+            "ρ (points)",
+            "p (points)",
+            "Points",
+            "ρ (seeds)",
+            "p (seeds)",
+            "Seeds",
+            "Significant",
+        ],
+        [False, True, False] + [True] * 6 + [False],
+        rows,
+        [row[-1] == "yes" for row in rows],
+    )
 
 
 def _sections(tables: SweepTables) -> list[tuple[str, str, Table | None]]:
     return [
-        ("Transfer", "Δ± against SIDDO at each point (± SEM), h± as shares of the control's headroom, "
-         "Mann–Whitney p; highlighted: a negative asymmetric payoff.",
-         _transfer_table(tables.transfer) if len(tables.transfer) else None),
-        ("Scaling", "Power laws value = prefactor · N^exponent of the per-seed student values against "
-         "the number of student parameters N (needs at least 3 student sizes).",
-         _scaling_table(tables.scaling) if len(tables.scaling) else None),
-        ("Teacher-loss trend", "Spearman ρ of each quantity against the teacher's test loss, over the "
-         "points and over the individual students; highlighted: significant.",
-         _trend_table(tables.trend) if len(tables.trend) else None),
+        (
+            "Transfer",
+            "Δ± against SIDDO at each point (± SEM), h± as shares of the control's headroom, "
+            "Mann–Whitney p; highlighted: a negative asymmetric payoff.",
+            _transfer_table(tables.transfer) if len(tables.transfer) else None,
+        ),
+        (
+            "Scaling",
+            "Power laws value = prefactor · N^exponent of the per-seed student values against "
+            "the number of student parameters N (needs at least 3 student sizes).",
+            _scaling_table(tables.scaling) if len(tables.scaling) else None,
+        ),
+        (
+            "Teacher-loss trend",
+            "Spearman ρ of each quantity against the teacher's test loss, over the "
+            "points and over the individual students; highlighted: significant.",
+            _trend_table(tables.trend) if len(tables.trend) else None,
+        ),
     ]
 
 
@@ -247,13 +368,26 @@ def _link(point: SweepPoint) -> str | None:
 
 
 def _point_cells(tables: SweepTables, p: SweepPoint) -> list[str]:
-    return [p.label, *(str(p.values.get(k, DASH)) for k in tables.swept), fmt_num(p.teacher_accuracy),
-            fmt_num(p.teacher_loss), fmt_int(p.student_params), fmt_int(p.teacher_params)]
+    return [
+        p.label,
+        *(str(p.values.get(k, DASH)) for k in tables.swept),
+        fmt_num(p.teacher_accuracy),
+        fmt_num(p.teacher_loss),
+        fmt_int(p.student_params),
+        fmt_int(p.teacher_params),
+    ]
 
 
 def _point_headers(tables: SweepTables) -> list[str]:
-    return ["Point", *tables.swept, "Teacher accuracy", "Teacher loss", "Student parameters",
-            "Teacher parameters", "Report"]
+    return [
+        "Point",
+        *tables.swept,
+        "Teacher accuracy",
+        "Teacher loss",
+        "Student parameters",
+        "Teacher parameters",
+        "Report",
+    ]
 
 
 def _swept_values(tables: SweepTables, points: Sequence[SweepPoint]) -> list[tuple[str, str]]:
@@ -265,20 +399,33 @@ def _title(meta: Mapping[str, Any]) -> str:
 
 
 def _facts(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(str(k).replace("_", " ").capitalize(), str(v)) for k, v in meta.items()
-            if k not in {"title", "created", "kdaudit_version"} and not _missing(v)
-            and not isinstance(v, Mapping | list | tuple)]
+    return [
+        (str(k).replace("_", " ").capitalize(), str(v))
+        for k, v in meta.items()
+        if k not in {"title", "created", "kdaudit_version"}
+        and not _missing(v)
+        and not isinstance(v, Mapping | list | tuple)
+    ]
 
 
-def render_sweep_html(tables: SweepTables, points: Sequence[SweepPoint], meta: Mapping[str, Any],
-                      figures: Sequence[FigureInfo] = ()) -> str:
+def render_sweep_html(
+    tables: SweepTables, points: Sequence[SweepPoint], meta: Mapping[str, Any], figures: Sequence[FigureInfo] = ()
+) -> str:
     """The self-contained HTML report of a sweep (figures read from their paths and embedded)."""
     title = _title(meta)
-    out = ["<!DOCTYPE html>", '<html lang="en">', '<head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{_e(title)}</title>", f"<style>\n{CSS}\n</style>", "</head>", "<body>", "<main>",
-           f'<header class="top"><h1>{_e(title)}</h1><p>Sweep of {len(points)} kdaudit audits</p></header>',
-           '<section id="swept"><h2>Swept fields</h2><dl class="facts">']
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        '<head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>\n{CSS}\n</style>",
+        "</head>",
+        "<body>",
+        "<main>",
+        f'<header class="top"><h1>{_e(title)}</h1><p>Sweep of {len(points)} kdaudit audits</p></header>',
+        '<section id="swept"><h2>Swept fields</h2><dl class="facts">',
+    ]
     for label, value in _swept_values(tables, points) + _facts(meta):
         out.append(f'<div class="fact"><dt>{_e(label)}</dt><dd>{_e(value)}</dd></div>')
     out.append('</dl></section><section id="points"><h2>Points</h2><div class="table-wrap"><table><thead><tr>')
@@ -303,14 +450,20 @@ def render_sweep_html(tables: SweepTables, points: Sequence[SweepPoint], meta: M
     return "\n".join(out)
 
 
-def render_sweep_markdown(tables: SweepTables, points: Sequence[SweepPoint], meta: Mapping[str, Any],
-                          figures: Sequence[FigureInfo] = ()) -> str:
+def render_sweep_markdown(
+    tables: SweepTables, points: Sequence[SweepPoint], meta: Mapping[str, Any], figures: Sequence[FigureInfo] = ()
+) -> str:
     """The Markdown report of a sweep; figures are linked as ``figures/NAME.png``."""
     out = [f"# {_m(_title(meta))}", "", f"Sweep of {len(points)} kdaudit audits", "", "## Swept fields", ""]
     out += [f"- **{_m(k)}:** {_m(v)}" for k, v in _swept_values(tables, points) + _facts(meta)]
     headers = _point_headers(tables)
-    out += ["", "## Points", "", "| " + " | ".join(_m(h) for h in headers) + " |",
-            "| " + " | ".join("---" for _ in headers) + " |"]
+    out += [
+        "",
+        "## Points",
+        "",
+        "| " + " | ".join(_m(h) for h in headers) + " |",
+        "| " + " | ".join("---" for _ in headers) + " |",
+    ]
     for p in points:
         link = _link(p)
         report = f"[report]({link})" if link else _m(p.path or DASH)
@@ -340,8 +493,7 @@ def _atomic(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def write_sweep_report(out_dir: Path, tables: SweepTables, points: list[SweepPoint],
-                       meta: dict) -> dict[str, Path]:
+def write_sweep_report(out_dir: Path, tables: SweepTables, points: list[SweepPoint], meta: dict) -> dict[str, Path]:
     """Write the sweep's CSV tables, figures, ``sweep.md`` and ``sweep.html`` into ``out_dir``.
 
     Returns the written paths by name: ``sweep_metrics.csv``, ``sweep_transfer.csv``,
@@ -350,8 +502,12 @@ def write_sweep_report(out_dir: Path, tables: SweepTables, points: list[SweepPoi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    for name, df in (("sweep_metrics.csv", tables.metrics), ("sweep_transfer.csv", tables.transfer),
-                     ("scaling.csv", tables.scaling), ("trend.csv", tables.trend)):
+    for name, df in (
+        ("sweep_metrics.csv", tables.metrics),
+        ("sweep_transfer.csv", tables.transfer),
+        ("scaling.csv", tables.scaling),
+        ("trend.csv", tables.trend),
+    ):
         text = df.to_csv(index=False)
         written[name] = _atomic(out / name, lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"))
     fig_paths = write_sweep_figures(out, tables, points)

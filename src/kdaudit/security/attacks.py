@@ -94,9 +94,7 @@ def attack_space(info: dict, x_test: torch.Tensor) -> AttackSpace:
     :class:`TokenInputsError` (a ValueError): they are attacked with :func:`char_substitution`.
     """
     if not torch.is_floating_point(x_test):
-        raise TokenInputsError(
-            "token (integer) inputs have no gradient attack space; use char_substitution"
-        )
+        raise TokenInputsError("token (integer) inputs have no gradient attack space; use char_substitution")
     if x_test.numel() == 0:
         raise InputError("attack_space: the test inputs are empty")
     norm = info.get("normalization") or {}
@@ -156,13 +154,9 @@ def _check_common(
 ) -> torch.Tensor:
     """Validate the shared arguments; return the labels the loss is computed on."""
     if not torch.is_floating_point(x):
-        raise TokenInputsError(
-            "gradient attacks need float inputs; token inputs use char_substitution"
-        )
+        raise TokenInputsError("gradient attacks need float inputs; token inputs use char_substitution")
     if x.ndim < 1 or y.ndim != 1 or len(y) != len(x):
-        raise InputError(
-            f"attack: inputs {tuple(x.shape)} and labels {tuple(y.shape)} do not match"
-        )
+        raise InputError(f"attack: inputs {tuple(x.shape)} and labels {tuple(y.shape)} do not match")
     if norm not in NORMS:
         raise SpecError(f"attack norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if not (math.isfinite(eps) and eps >= 0):
@@ -173,9 +167,7 @@ def _check_common(
         if target is None:
             raise SpecError("a targeted attack needs target class ids")
         if target.shape != y.shape:
-            raise InputError(
-                f"attack: targets {tuple(target.shape)} do not match labels {tuple(y.shape)}"
-            )
+            raise InputError(f"attack: targets {tuple(target.shape)} do not match labels {tuple(y.shape)}")
         return target.to(x.device).long()
     return y.to(x.device).long()
 
@@ -402,8 +394,7 @@ def char_substitution(
     """
     if tokens.ndim != 2 or torch.is_floating_point(tokens):
         raise InputError(
-            f"char_substitution needs integer tokens of shape (n, length), got "
-            f"{tokens.dtype} {tuple(tokens.shape)}"
+            f"char_substitution needs integer tokens of shape (n, length), got {tokens.dtype} {tuple(tokens.shape)}"
         )
     if y.shape != (len(tokens),):
         raise InputError(f"char_substitution: {len(tokens)} inputs but labels {tuple(y.shape)}")
@@ -448,8 +439,7 @@ def char_substitution(
                 var = var.reshape(k * n_cand, length)
                 vlab = labels[gi[rows]].repeat_interleave(n_cand)
                 vscore, _ = _scores(model, var, vlab, targeted, batch_size)
-                table = torch.full((len(gi), length, n_cand), -math.inf, dtype=vscore.dtype,
-                                   device=dev)
+                table = torch.full((len(gi), length, n_cand), -math.inf, dtype=vscore.dtype, device=dev)
                 table[rows, pos] = vscore.view(k, n_cand)
                 best, flat = table.view(len(gi), -1).max(1)
                 better = best > score[gi] + _MIN_GAIN
@@ -475,9 +465,7 @@ def _logits_labels(logits: ArrayLike, y: ArrayLike, what: str) -> tuple[np.ndarr
     lg = np.asarray(logits)
     yy = np.asarray(y)
     if lg.ndim != 2 or yy.ndim != 1 or len(lg) != len(yy):
-        raise InputError(
-            f"{what}: need logits (n, classes) and labels (n,), got {lg.shape} and {yy.shape}"
-        )
+        raise InputError(f"{what}: need logits (n, classes) and labels (n,), got {lg.shape} and {yy.shape}")
     return lg, yy.astype(np.int64)
 
 
@@ -516,9 +504,7 @@ def success_rate(
     return _rate(pred != yy)
 
 
-def transferable_mask(
-    teacher_logits_clean: ArrayLike, teacher_logits_adv: ArrayLike, y: ArrayLike
-) -> np.ndarray:
+def transferable_mask(teacher_logits_clean: ArrayLike, teacher_logits_adv: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Samples the teacher classified right and whose adversarial version fools it.
 
     This is the transferable set that :func:`transfer_rates` is meant to be restricted to:
@@ -574,9 +560,7 @@ def transfer_rates(
     if student_logits_clean is not None:
         cl, _ = _logits_labels(student_logits_clean, y, "transfer_rates")
         if cl.shape != lg.shape:
-            raise InputError(
-                f"transfer_rates: clean {cl.shape} and adversarial {lg.shape} logits differ"
-            )
+            raise InputError(f"transfer_rates: clean {cl.shape} and adversarial {lg.shape} logits differ")
         right = cl.argmax(1)[m] == ym
         out["clean_accuracy"] = _rate(right)
         out["fooled_of_correct"] = _rate(pred[right] != ym[right])

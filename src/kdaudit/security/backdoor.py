@@ -85,9 +85,7 @@ class Trigger:
         if shape == self.input_shape:
             return x.unsqueeze(0), True
         if shape[1:] != self.input_shape:
-            raise InputError(
-                f"{self.kind} trigger was made for inputs of shape {self.input_shape}, got {shape}"
-            )
+            raise InputError(f"{self.kind} trigger was made for inputs of shape {self.input_shape}, got {shape}")
         return x, False
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +105,7 @@ class Trigger:
     def _apply_patch(self, out: torch.Tensor) -> None:
         c, h, w = self.image_shape
         img = out.view(out.shape[0], c, h, w)  # a view: writes go to ``out``
-        img[:, :, h - self.size:, w - self.size:] = float(self.to_model(self.value))
+        img[:, :, h - self.size :, w - self.size :] = float(self.to_model(self.value))
 
     def tone_samples(self) -> int:
         """Length of the burst in samples: ``size`` milliseconds, at most the clip length."""
@@ -132,7 +130,7 @@ class Trigger:
 
     def _apply_band(self, out: torch.Tensor) -> None:
         m = self.input_shape[-2]
-        out[..., m - self.size:, : self.band_frames()] = float(self.to_model(self.value))
+        out[..., m - self.size :, : self.band_frames()] = float(self.to_model(self.value))
 
     def _apply_token(self, x: torch.Tensor) -> torch.Tensor:
         n, length = x.shape
@@ -289,8 +287,9 @@ def make_trigger(
         v = raw_range[1] if value is None else float(value)
         if not raw_range[0] <= v <= raw_range[1]:
             raise BackdoorError(f"patch trigger: value {v} lies outside the raw range {list(raw_range)}")
-        return Trigger(**common, size=size, value=v, raw_range=raw_range, image_shape=image_shape,
-                       notes=notes + shape_notes)
+        return Trigger(
+            **common, size=size, value=v, raw_range=raw_range, image_shape=image_shape, notes=notes + shape_notes
+        )
 
     if kind == "tone":
         if raw_range is None:
@@ -404,8 +403,10 @@ def transfer_indices(y_train: torch.Tensor, *, rate: float, target: int, seed: i
     count = int(round(rate * len(y)))
     candidates = np.flatnonzero(y.cpu().numpy() != target)
     if count > len(candidates):
-        raise BackdoorError(f"transfer_poison {rate} asks for {count} triggered samples but only "
-                            f"{len(candidates)} are not of class {target}")
+        raise BackdoorError(
+            f"transfer_poison {rate} asks for {count} triggered samples but only "
+            f"{len(candidates)} are not of class {target}"
+        )
     if count == 0:
         return np.empty(0, dtype=np.int64)
     rng = np.random.default_rng([int(seed), TRANSFER_STREAM])
@@ -453,9 +454,7 @@ def attack_success_rate(logits: np.ndarray, y_true: np.ndarray, target: int) -> 
     logits = np.asarray(logits)
     y_true = np.asarray(y_true)
     if logits.ndim != 2 or y_true.ndim != 1 or len(logits) != len(y_true):
-        raise InputError(
-            f"attack_success_rate needs N×C logits and N labels, got {logits.shape} and {y_true.shape}"
-        )
+        raise InputError(f"attack_success_rate needs N×C logits and N labels, got {logits.shape} and {y_true.shape}")
     keep = y_true != target
     if not keep.any():
         raise InputError(f"attack_success_rate: every input is of the target class {target}")

@@ -111,16 +111,20 @@ class _Adversarial:
             self.levels = [float(b) for b in range(1, adv.budget + 1)]
             self.whitebox = float(adv.budget)
             self.space = None
-            self.how = (f"greedy token substitution, up to {adv.budget} substitutions among the "
-                        f"{len(self.candidates)} most frequent tokens (ε = number of substitutions)")
+            self.how = (
+                f"greedy token substitution, up to {adv.budget} substitutions among the "
+                f"{len(self.candidates)} most frequent tokens (ε = number of substitutions)"
+            )
         else:
             self.space = attack_space(data.info, data.x_test)
             self.levels = list(adv.eps)
             self.whitebox = float(adv.whitebox_eps or max(adv.eps))
             kind = "FGSM" if adv.attack == "fgsm" else f"PGD-{adv.steps}"
-            self.how = (f"{kind} ({adv.norm.upper()}, {'targeted' if adv.targeted else 'untargeted'}"
-                        f"{', random start' if adv.attack == 'pgd' and adv.random_start else ''}); "
-                        f"valid range: {self.space.how}")
+            self.how = (
+                f"{kind} ({adv.norm.upper()}, {'targeted' if adv.targeted else 'untargeted'}"
+                f"{', random start' if adv.attack == 'pgd' and adv.random_start else ''}); "
+                f"valid range: {self.space.how}"
+            )
         num_classes = data.num_classes
         self.target = None
         if adv.targeted:
@@ -140,8 +144,16 @@ class _Adversarial:
         adv = self.spec
         kw = {} if self.target is None else {"target": self.target}
         if self.tokens:
-            return char_substitution(model, self.x, self.y, budget=int(level), candidates=self.candidates,
-                                     pad_id=self.pad_id, targeted=adv.targeted, **kw)
+            return char_substitution(
+                model,
+                self.x,
+                self.y,
+                budget=int(level),
+                candidates=self.candidates,
+                pad_id=self.pad_id,
+                targeted=adv.targeted,
+                **kw,
+            )
         space = self.space
         eps = space.eps(level)
         common = dict(norm=adv.norm, targeted=adv.targeted, lo=space.lo, hi=space.hi, **kw)
@@ -149,8 +161,19 @@ class _Adversarial:
             return attack_batched(fgsm, model, self.x, self.y, EVAL_BATCH, eps=eps, **common)
         step = space.eps(adv.step_size) if adv.step_size else None
         gen = torch.Generator().manual_seed(self.seed)
-        return attack_batched(pgd, model, self.x, self.y, EVAL_BATCH, eps=eps, steps=adv.steps, step_size=step,
-                              random_start=adv.random_start, generator=gen, **common)
+        return attack_batched(
+            pgd,
+            model,
+            self.x,
+            self.y,
+            EVAL_BATCH,
+            eps=eps,
+            steps=adv.steps,
+            step_size=step,
+            random_start=adv.random_start,
+            generator=gen,
+            **common,
+        )
 
     def measure(self, model: torch.nn.Module, is_teacher: bool) -> dict[str, float]:
         from .attacks import success_rate, transfer_rates, transferable_mask
@@ -168,8 +191,11 @@ class _Adversarial:
             # over the transferable examples the model got right when clean (NaN if none)
             row[f"adv_flipped@{lab}"] = r["fooled_of_correct"]
             row[f"adv_accuracy@{lab}"] = r["adv_accuracy"]
-        xw = self.adv_inputs[self.whitebox] if is_teacher and self.whitebox in self.adv_inputs \
+        xw = (
+            self.adv_inputs[self.whitebox]
+            if is_teacher and self.whitebox in self.adv_inputs
             else self.attack(model, self.whitebox)
+        )
         row[f"whitebox_accuracy@{eps_label(self.whitebox)}"] = 1.0 - success_rate(_logits(model, xw), y)
         return row
 
@@ -177,12 +203,20 @@ class _Adversarial:
         y = self.y.numpy()
         correct = self.teacher_clean.argmax(1) == y
         return {
-            "attack": self.how, "levels": self.levels, "whitebox_level": self.whitebox,
-            "n_attacked": int(len(y)), "teacher_clean_accuracy": float(correct.mean()),
-            "teacher_success": {eps_label(e): float((self.teacher_adv[e].argmax(1)[correct] != y[correct]).mean())
-                                if correct.any() else math.nan for e in self.levels},
-            "n_transferable": {eps_label(e): int(((self.teacher_adv[e].argmax(1) != y) & correct).sum())
-                               for e in self.levels},
+            "attack": self.how,
+            "levels": self.levels,
+            "whitebox_level": self.whitebox,
+            "n_attacked": int(len(y)),
+            "teacher_clean_accuracy": float(correct.mean()),
+            "teacher_success": {
+                eps_label(e): float((self.teacher_adv[e].argmax(1)[correct] != y[correct]).mean())
+                if correct.any()
+                else math.nan
+                for e in self.levels
+            },
+            "n_transferable": {
+                eps_label(e): int(((self.teacher_adv[e].argmax(1) != y) & correct).sum()) for e in self.levels
+            },
         }
 
 
@@ -197,24 +231,34 @@ class _Backdoor:
         self.x, self.y_true, _ = triggered_test_set(data.x_test, data.y_test, self.trigger, self.target)
         self.params = params
         # the students' transfer set: clean, or a transfer_poison share triggered (same for all)
-        self.transfer = next((j.params["transfer_poison"] for j in plan.students if "transfer_poison" in j.params),
-                             None)
-        self.transfer_facts = {"case": "clean", "transfer_poison": 0.0, "n_triggered": 0,
-                               "n_train": int(len(data.x_train)),
-                               "description": "Students were distilled on the clean training data."}
+        self.transfer = next(
+            (j.params["transfer_poison"] for j in plan.students if "transfer_poison" in j.params), None
+        )
+        self.transfer_facts = {
+            "case": "clean",
+            "transfer_poison": 0.0,
+            "n_triggered": 0,
+            "n_train": int(len(data.x_train)),
+            "description": "Students were distilled on the clean training data.",
+        }
         if self.transfer is not None:
             from .backdoor import transfer_indices
 
             r = float(self.transfer["rate"])
             n = len(transfer_indices(data.y_train, rate=r, target=self.target, seed=int(self.transfer["seed"])))
             self.transfer_facts = {
-                "case": "transfer_poison", "transfer_poison": r, "n_triggered": n, "n_train": int(len(data.x_train)),
+                "case": "transfer_poison",
+                "transfer_poison": r,
+                "n_triggered": n,
+                "n_train": int(len(data.x_train)),
                 "selection": f"samples not of class {self.target}",
-                "description": (f"Students were distilled on a transfer set where {n} of {len(data.x_train)} "
-                                f"inputs (transfer_poison = {r:g}, drawn among samples not of class "
-                                f"{self.target}) carry the trigger with their true labels; the KD students' "
-                                "soft targets on them are the poisoned teacher's outputs on the triggered "
-                                "inputs."),
+                "description": (
+                    f"Students were distilled on a transfer set where {n} of {len(data.x_train)} "
+                    f"inputs (transfer_poison = {r:g}, drawn among samples not of class "
+                    f"{self.target}) carry the trigger with their true labels; the KD students' "
+                    "soft targets on them are the poisoned teacher's outputs on the triggered "
+                    "inputs."
+                ),
             }
 
     def measure(self, model: torch.nn.Module, clean_logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -226,8 +270,13 @@ class _Backdoor:
         }
 
     def facts(self) -> dict:
-        return {"trigger": self.trigger.describe(), "target": self.target, "rate": self.params["rate"],
-                "n_triggered": int(len(self.x)), "transfer": dict(self.transfer_facts)}
+        return {
+            "trigger": self.trigger.describe(),
+            "target": self.target,
+            "rate": self.params["rate"],
+            "n_triggered": int(len(self.x)),
+            "transfer": dict(self.transfer_facts),
+        }
 
 
 def evaluate_security(
@@ -245,9 +294,13 @@ def evaluate_security(
     cache = out_dir / "security"
     cache.mkdir(parents=True, exist_ok=True)
     # transfer_poison changes the students' keys (in the file names) and not the teacher: not in the tag
-    tag = content_hash({"security": sec.model_dump(mode="json", exclude={"backdoor": {"transfer_poison"}}),
-                        "data": data.fingerprint(),
-                        "versions": result_versions()})
+    tag = content_hash(
+        {
+            "security": sec.model_dump(mode="json", exclude={"backdoor": {"transfer_poison"}}),
+            "data": data.fingerprint(),
+            "versions": result_versions(),
+        }
+    )
     jobs = plan.trained
     teacher = _load_model(plan.teacher, store, data)
     attack = _Adversarial(spec, data, teacher) if sec.adversarial.enabled else None
@@ -279,9 +332,16 @@ def evaluate_security(
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             tmp.write_text(json.dumps(row))
             os.replace(tmp, path)
-        rows.append({"run_id": job.run_id, "role": "teacher" if job.kind == "teacher" else "student",
-                     "condition": job.condition, "alpha": job.alpha if job.kind == "student" else math.nan,
-                     "seed": job.seed, **row})
+        rows.append(
+            {
+                "run_id": job.run_id,
+                "role": "teacher" if job.kind == "teacher" else "student",
+                "condition": job.condition,
+                "alpha": job.alpha if job.kind == "student" else math.nan,
+                "seed": job.seed,
+                **row,
+            }
+        )
         if on_model is not None:
             on_model(i + 1, len(jobs), job.run_id)
     runs = pd.DataFrame(rows)
@@ -290,5 +350,6 @@ def evaluate_security(
         meta["adversarial"] = attack.facts()
     if backdoor is not None:
         meta["backdoor"] = backdoor.facts()
-    return SecurityResult(runs=runs[["run_id", "role", "condition", "alpha", "seed", *metrics]], metrics=metrics,
-                          meta=meta)
+    return SecurityResult(
+        runs=runs[["run_id", "role", "condition", "alpha", "seed", *metrics]], metrics=metrics, meta=meta
+    )

@@ -19,8 +19,13 @@ def trigger_for(data: DataBundle, params: dict):
 
     try:
         return make_trigger(
-            data.info, data.input_shape, kind=params.get("trigger"), size=params.get("size"),
-            value=params.get("value"), seed=int(params.get("seed", 0)), reference=data.x_train,
+            data.info,
+            data.input_shape,
+            kind=params.get("trigger"),
+            size=params.get("size"),
+            value=params.get("value"),
+            seed=int(params.get("seed", 0)),
+            reference=data.x_train,
         )
     except ValueError as exc:
         raise SpecError(f"security.backdoor: {exc}") from None
@@ -32,26 +37,38 @@ def check_security(spec, data: DataBundle) -> None:
     if sec.backdoor.enabled:
         bd = sec.backdoor
         if bd.target >= data.num_classes:
-            raise SpecError(f"security.backdoor.target: {bd.target} is not a class of {data.name} "
-                            f"(0..{data.num_classes - 1})")
+            raise SpecError(
+                f"security.backdoor.target: {bd.target} is not a class of {data.name} (0..{data.num_classes - 1})"
+            )
         trigger_for(data, {**bd.model_dump(mode="json"), "seed": sec.seed})
         if bd.transfer_poison > 0:
             if spec.protocol.hint is not None:
-                raise SpecError("security.backdoor.transfer_poison cannot go with protocol.hint (the hint "
-                                "targets are the teacher's features on the clean inputs)")
-            transfer_bundle(data, {"rate": bd.transfer_poison, "target": bd.target, "trigger": bd.trigger,
-                                   "size": bd.size, "value": bd.value, "seed": sec.seed})
+                raise SpecError(
+                    "security.backdoor.transfer_poison cannot go with protocol.hint (the hint "
+                    "targets are the teacher's features on the clean inputs)"
+                )
+            transfer_bundle(
+                data,
+                {
+                    "rate": bd.transfer_poison,
+                    "target": bd.target,
+                    "trigger": bd.trigger,
+                    "size": bd.size,
+                    "value": bd.value,
+                    "seed": sec.seed,
+                },
+            )
     adv = sec.adversarial
     if adv.enabled and adv.targeted and adv.target is not None and adv.target >= data.num_classes:
-        raise SpecError(f"security.adversarial.target: {adv.target} is not a class of {data.name} "
-                        f"(0..{data.num_classes - 1})")
+        raise SpecError(
+            f"security.adversarial.target: {adv.target} is not a class of {data.name} (0..{data.num_classes - 1})"
+        )
 
 
 def _target_and_trigger(data: DataBundle, params: dict):
     target = int(params["target"])
     if not 0 <= target < data.num_classes:
-        raise SpecError(f"security.backdoor.target: {target} is not a class of {data.name} "
-                        f"(0..{data.num_classes - 1})")
+        raise SpecError(f"security.backdoor.target: {target} is not a class of {data.name} (0..{data.num_classes - 1})")
     return target, trigger_for(data, params)
 
 
@@ -62,8 +79,14 @@ def poisoned_bundle(data: DataBundle, params: dict) -> DataBundle:
 
     target, trigger = _target_and_trigger(data, params)
     try:
-        x, y, idx = poison(data.x_train, data.y_train, trigger, rate=float(params["rate"]),
-                           target=target, seed=int(params.get("seed", 0)))
+        x, y, idx = poison(
+            data.x_train,
+            data.y_train,
+            trigger,
+            rate=float(params["rate"]),
+            target=target,
+            seed=int(params.get("seed", 0)),
+        )
     except ValueError as exc:
         raise SpecError(f"security.backdoor: {exc}") from None
     info = {**data.info, "poisoned": {"n": int(len(idx)), "trigger": trigger.describe(), "target": target}}
@@ -79,22 +102,36 @@ def transfer_bundle(data: DataBundle, params: dict) -> DataBundle:
 
     target, trigger = _target_and_trigger(data, params)
     try:
-        x, idx = poison_transfer(data.x_train, data.y_train, trigger, rate=float(params["rate"]),
-                                 target=target, seed=int(params.get("seed", 0)))
+        x, idx = poison_transfer(
+            data.x_train,
+            data.y_train,
+            trigger,
+            rate=float(params["rate"]),
+            target=target,
+            seed=int(params.get("seed", 0)),
+        )
     except ValueError as exc:
         raise SpecError(f"security.backdoor: {exc}") from None
-    info = {**data.info, "transfer_poisoned": {
-        "rate": float(params["rate"]), "n_triggered": int(len(idx)), "n_train": int(len(x)),
-        "selection": f"samples not of class {target}", "trigger": trigger.describe(), "indices": idx,
-    }}
+    info = {
+        **data.info,
+        "transfer_poisoned": {
+            "rate": float(params["rate"]),
+            "n_triggered": int(len(idx)),
+            "n_train": int(len(x)),
+            "selection": f"samples not of class {target}",
+            "trigger": trigger.describe(),
+            "indices": idx,
+        },
+    }
     return dataclasses.replace(data, x_train=x, info=info)
 
 
 _TEACHER_TRANSFER_LOGITS: dict[tuple, np.ndarray] = {}
 
 
-def teacher_train_logits(store, teacher_key: str, data: DataBundle, transfer: dict | None,
-                         eval_batch_size: int = 2048) -> np.ndarray:
+def teacher_train_logits(
+    store, teacher_key: str, data: DataBundle, transfer: dict | None, eval_batch_size: int = 2048
+) -> np.ndarray:
     """The soft targets of a KD student: the teacher's logits on the student's training inputs.
 
     Without ``transfer`` (a ``transfer_poison`` slice): the teacher's stored ``train_logits``, on

@@ -53,7 +53,7 @@ class JobStore:
         return json.loads(self.record_path(key).read_text())
 
     def status(self, key: str) -> str:
-        """"done", "missing", or "corrupt" (record absent/unreadable or a checksum mismatch)."""
+        """ "done", "missing", or "corrupt" (record absent/unreadable or a checksum mismatch)."""
         d = self.job_dir(key)
         if not d.exists():
             return "missing"

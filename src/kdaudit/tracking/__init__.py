@@ -21,7 +21,7 @@ def default_mlflow_uri(out_dir: str | Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
 
 
-def open_tracker(spec: "AuditSpec", out_dir: Path) -> "MlflowTracker | None":
+def open_tracker(spec: AuditSpec, out_dir: Path) -> MlflowTracker | None:
     """The spec's tracker, or None when tracking is off."""
     if not spec.tracking.mlflow:
         return None

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .. import __version__
 from ..config.spec import AuditSpec
@@ -55,7 +56,7 @@ def sqlite_artifact_root(uri: str) -> str | None:
     """For a SQLite tracking store, artifacts go to ``mlartifacts/`` beside the database file."""
     if not uri.startswith("sqlite:///"):
         return None
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     return (db.resolve().parent / "mlartifacts").as_uri()
 
 
@@ -63,8 +64,12 @@ def job_params(job: Job, record: dict) -> dict[str, str]:
     """The params of one job's run: identity, protocol settings and the train settings."""
     params = record.get("params", {})
     out: dict[str, Any] = {
-        "run_id": record.get("run_id", job.run_id), "kind": job.kind, "condition": job.condition,
-        "alpha": job.alpha, "seed": job.seed, "job_key": job.key,
+        "run_id": record.get("run_id", job.run_id),
+        "kind": job.kind,
+        "condition": job.condition,
+        "alpha": job.alpha,
+        "seed": job.seed,
+        "job_key": job.key,
     }
     for name in ("temperature", "kd_loss", "t2_scaling", "init_seed"):
         if name in params:
@@ -132,8 +137,9 @@ class MlflowTracker:
     def _search(self, filter_string: str) -> Iterable[Any]:
         token = None
         while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+            )
             yield from page
             token = page.token
             if not token:
@@ -154,9 +160,16 @@ class MlflowTracker:
         for run in self._search(f"tags.`{TAG_KIND}` = 'audit'"):
             if run.data.tags.get(TAG_AUDIT_DIR) == audit_dir:
                 return run.info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=self.spec.name, tags={
-            TAG_KIND: "audit", TAG_AUDIT: self.spec.name, TAG_AUDIT_DIR: audit_dir, TAG_VERSION: __version__,
-        })
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.spec.name,
+            tags={
+                TAG_KIND: "audit",
+                TAG_AUDIT: self.spec.name,
+                TAG_AUDIT_DIR: audit_dir,
+                TAG_VERSION: __version__,
+            },
+        )
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
 
@@ -168,8 +181,14 @@ class MlflowTracker:
         from mlflow.entities import Metric, Param
 
         record = store.load_record(job.key)
-        tags = {TAG_KIND: "job", TAG_JOB_KEY: job.key, TAG_AUDIT: self.spec.name, TAG_VERSION: __version__,
-                "mlflow.parentRunId": self.audit_run_id, "kdaudit.created": str(record.get("created", ""))}
+        tags = {
+            TAG_KIND: "job",
+            TAG_JOB_KEY: job.key,
+            TAG_AUDIT: self.spec.name,
+            TAG_VERSION: __version__,
+            "mlflow.parentRunId": self.audit_run_id,
+            "kdaudit.created": str(record.get("created", "")),
+        }
         torch_version = record.get("versions", {}).get("torch")
         if torch_version:
             tags["kdaudit.torch_version"] = str(torch_version)
@@ -180,7 +199,7 @@ class MlflowTracker:
             now = int(time.time() * 1000)
             metrics = [Metric(name, value, now, step) for name, value, step in job_metrics(record)]
             for i in range(0, len(metrics), 1000):
-                self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
+                self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
             job_dir = store.job_dir(job.key)
             self.client.log_artifact(run_id, str(job_dir / "record.json"))
             if self.spec.tracking.log_weights:
@@ -208,12 +227,14 @@ class MlflowTracker:
             for job in plan.jobs:
                 n += self.log_job(job, store)
         except Exception as exc:
-            raise KdauditError(f"MLflow tracking at {self.uri}: logging the jobs failed: {_first_line(exc)}; "
-                               "the audit's results are in the store, rerun to log them") from None
+            raise KdauditError(
+                f"MLflow tracking at {self.uri}: logging the jobs failed: {_first_line(exc)}; "
+                "the audit's results are in the store, rerun to log them"
+            ) from None
         self.errors.clear()
         return n
 
-    def wrap(self, progress: Any, store: JobStore) -> "TrackingProgress":
+    def wrap(self, progress: Any, store: JobStore) -> TrackingProgress:
         """``progress`` that also logs each job to MLflow as soon as it finishes."""
         return TrackingProgress(progress, self, store)
 
@@ -225,11 +246,16 @@ class MlflowTracker:
         try:
             run_id = self.audit_run_id
             now = int(time.time() * 1000)
-            metrics = [Metric(k, float(meta[k]), now, 0) for k in
-                       ("teacher_accuracy", "n_models", "train_seconds_total", "wall_time_s")
-                       if isinstance(meta.get(k), (int, float))]
-            tags = [RunTag(k, str(meta[k])) for k in ("dataset", "model", "precision", "torch_version")
-                    if meta.get(k) is not None]
+            metrics = [
+                Metric(k, float(meta[k]), now, 0)
+                for k in ("teacher_accuracy", "n_models", "train_seconds_total", "wall_time_s")
+                if isinstance(meta.get(k), (int, float))
+            ]
+            tags = [
+                RunTag(k, str(meta[k]))
+                for k in ("dataset", "model", "precision", "torch_version")
+                if meta.get(k) is not None
+            ]
             self.client.log_batch(run_id, metrics=metrics, tags=tags)
             for name in AUDIT_ARTIFACTS:
                 path = Path(out_dir) / name
@@ -237,8 +263,9 @@ class MlflowTracker:
                     self.client.log_artifact(run_id, str(path))
             self.client.set_terminated(run_id, "FINISHED")
         except Exception as exc:
-            raise KdauditError(f"MLflow tracking at {self.uri}: logging the audit tables failed: "
-                               f"{_first_line(exc)}") from None
+            raise KdauditError(
+                f"MLflow tracking at {self.uri}: logging the audit tables failed: {_first_line(exc)}"
+            ) from None
 
 
 class TrackingProgress:
