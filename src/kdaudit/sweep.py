@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .audit import AuditOutcome, _atomic_write, default_out_dir, prepare_out_dir, reanalyse, run_audit
+from .audit import AuditOutcome, default_out_dir, prepare_out_dir, reanalyse, run_audit
 from .config.spec import validate_spec
 from .config.sweep import Sweep
 from .errors import KdauditError
+from .execute.runner import Progress
+from .io import write_text
 
 SWEEP_FILE = "sweep.json"
 
@@ -47,7 +50,7 @@ def _point_spec(spec, store: Path):
 def run_sweep(
     sweep: Sweep,
     out_dir: str | Path | None = None,
-    progress_for: Callable[[int, int, str], object] | None = None,
+    progress_for: Callable[[int, int, str], Progress | None] | None = None,
 ) -> SweepOutcome:
     """Run every point's audit (the shared store trains each distinct job once), then the sweep
     analysis. ``progress_for(i, n, label)`` may return a progress object for point ``i``."""
@@ -61,15 +64,12 @@ def run_sweep(
         "axes": sweep.axes,
         "points": [{"label": p.label, "values": p.values, "dir": p.label} for p in sweep.points],
     }
-    _atomic_write(out / SWEEP_FILE, json.dumps(index, indent=1, default=str))
+    write_text(out / SWEEP_FILE, json.dumps(index, indent=1, default=str))
     outcomes = []
     for i, point in enumerate(sweep.points):
         progress = progress_for(i, len(sweep.points), point.label) if progress_for else None
         spec = _point_spec(point.spec, store)
-        if progress is not None and hasattr(progress, "__enter__"):
-            with progress:
-                outcomes.append(run_audit(spec, out / point.label, progress))
-        else:
+        with progress if isinstance(progress, AbstractContextManager) else nullcontext():
             outcomes.append(run_audit(spec, out / point.label, progress))
     result = analyse_sweep(out, outcomes)
     result.sweep = sweep
@@ -102,7 +102,7 @@ def analyse_sweep(out: Path, outcomes: list[AuditOutcome]) -> SweepOutcome:
 
     index = read_sweep_index(out)
     points = []
-    for entry, outcome in zip(index["points"], outcomes):
+    for entry, outcome in zip(index["points"], outcomes, strict=True):
         meta = outcome.meta
         points.append(
             SweepPoint(
@@ -140,9 +140,9 @@ def analyse_sweep(out: Path, outcomes: list[AuditOutcome]) -> SweepOutcome:
                 "student_params": p.student_params,
                 "verdicts": [asdict(v) for v in o.tables.verdicts],
             }
-            for p, o in zip(points, outcomes)
+            for p, o in zip(points, outcomes, strict=True)
         ],
     }
-    _atomic_write(out / "sweep_audit.json", json.dumps(summary, indent=2, default=str))
+    write_text(out / "sweep_audit.json", json.dumps(summary, indent=2, default=str))
     paths["sweep_audit.json"] = out / "sweep_audit.json"
     return SweepOutcome(out, None, outcomes, tables, paths, meta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -37,9 +38,10 @@ class RichProgress:
             console=console,
             transient=False,
         )
-        self.models = None
-        self.current = None
-        self.training: dict[str, object] = {}  # job key -> its line, while it trains
+        self.models: TaskID | None = None
+        self.current: TaskID | None = None
+        self.security: TaskID | None = None
+        self.training: dict[str, TaskID] = {}  # job key -> its line, while it trains
 
     def __enter__(self) -> RichProgress:
         self.progress.__enter__()
@@ -55,11 +57,14 @@ class RichProgress:
         if todo < total:
             self.progress.console.print(f"{total - todo} of {total} models already finished; training {todo}")
 
-    def _line(self, job):
+    def _line(self, job) -> TaskID:
         """The job's line: the first one is reused, one more per job training at the same time."""
         if job.key not in self.training:
-            free = self.current not in self.training.values()
-            self.training[job.key] = self.current if free else self.progress.add_task("", total=None)
+            free = self.current is not None and self.current not in self.training.values()
+            if free and self.current is not None:
+                self.training[job.key] = self.current
+            else:
+                self.training[job.key] = self.progress.add_task("", total=None)
         return self.training[job.key]
 
     def job_started(self, job, epochs: int) -> None:
@@ -73,15 +78,17 @@ class RichProgress:
         )
 
     def job_finished(self, job, skipped: bool) -> None:
-        self.progress.advance(self.models)
+        if self.models is not None:
+            self.progress.advance(self.models)
         line = self.training.pop(job.key, None)
         if line is not None and line != self.current:
             self.progress.remove_task(line)
 
     def security_model(self, done: int, total: int, run_id: str) -> None:
         """Security evaluation: one more model measured (adversarial examples, backdoor trigger)."""
-        if getattr(self, "security", None) is None:
-            self.progress.update(self.current, visible=False)
+        if self.security is None:
+            if self.current is not None:
+                self.progress.update(self.current, visible=False)
             self.security = self.progress.add_task("security", total=total)
         self.progress.update(self.security, completed=done, description=f"security: {run_id}")
 
@@ -183,7 +190,7 @@ def standard_line(st: dict) -> str:
     )
 
 
-class Executor(str, Enum):
+class Executor(StrEnum):
     local = "local"
     dask = "dask"
 
@@ -265,7 +272,8 @@ def register(app: typer.Typer) -> None:
         preset: str | None = typer.Option(
             None,
             "--preset",
-            help="The setup's preset: cpu (sizes that run here in minutes, the default) or paper (the paper's sizes and recipes, for a GPU).",
+            help="The setup's preset: cpu (sizes that run here in minutes, the default) or paper "
+            "(the paper's sizes and recipes, for a GPU).",
         ),
         set_: list[str] = typer.Option([], "--set", help="Override a spec field: --set train.epochs=3 (repeatable)."),
         out: Path | None = typer.Option(
@@ -281,7 +289,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--workers",
             min=1,
-            help="Jobs trained at once: worker processes of the local executor or of the local Dask cluster (default: one per core).",
+            help="Jobs trained at once: worker processes of the local executor or of the local Dask cluster "
+            "(default: one per core).",
         ),
         scheduler: str | None = typer.Option(
             None, "--scheduler", help="A running Dask scheduler, e.g. tcp://host:8786 (implies --executor dask)."

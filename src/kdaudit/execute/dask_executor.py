@@ -18,6 +18,7 @@ executor runs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -237,7 +238,5 @@ def _workers_per_host(client: Any) -> int:
 def _close(client: Any, cluster: Any) -> None:
     for thing in (client, cluster):
         if thing is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a cluster that is already gone
                 thing.close()
-            except Exception:
-                pass

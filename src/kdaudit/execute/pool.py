@@ -24,16 +24,18 @@ workers notice within a second and exit.
 
 from __future__ import annotations
 
+import multiprocessing.context
 import os
 import queue as queue_mod
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from typing import Any
 
 from ..config.spec import AuditSpec
 from ..data.base import DataBundle
@@ -143,7 +145,7 @@ def _warm() -> None:
 
 # -- in the kdaudit process ------------------------------------------------------------------
 
-_CONTEXT = None
+_CONTEXT: multiprocessing.context.BaseContext | None = None
 
 
 def _context():
@@ -153,9 +155,11 @@ def _context():
     if _CONTEXT is None:
         import torch.multiprocessing as tmp  # registers the shared-memory pickling of tensors
 
+        ctx: multiprocessing.context.BaseContext
         try:
-            ctx = tmp.get_context("forkserver")
-            ctx.set_forkserver_preload(["kdaudit.execute._warm"])
+            server = tmp.get_context("forkserver")
+            server.set_forkserver_preload(["kdaudit.execute._warm"])
+            ctx = server
         except ValueError:  # no fork server on this platform (Windows): fresh interpreters
             ctx = tmp.get_context("spawn")
         _CONTEXT = ctx
@@ -168,7 +172,9 @@ def _main_module_hidden() -> Iterator[None]:
     and a script calling kdaudit at top level (no ``if __name__ == "__main__":`` guard) would
     otherwise run again in every worker."""
     main = sys.modules.get("__main__")
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__
+    }
     try:
         if main is not None:
             main.__dict__.pop("__file__", None)
@@ -228,25 +234,12 @@ def run_pool(
     )
 
     def drain() -> None:
-        while True:
-            try:
-                event = events.get_nowait()
-            except (queue_mod.Empty, OSError, ValueError):
-                return
-            job = by_key.get(event[1])
-            if job is None:
-                continue
-            if event[0] == "job_started":
-                training.add(job.run_id)
-                progress.job_started(job, event[2])
-            elif event[0] == "epoch_done":
-                progress.epoch_done(job, *event[2:])
+        _drain(events, by_key, training, progress)
 
     try:
         while waiting or running:
             if failure is None:
-                ready = [j for j in waiting if all(d in done for d in j.deps)]
-                for job in ready:
+                for job in [j for j in waiting if all(d in done for d in j.deps)]:
                     waiting.remove(job)
                     with _main_module_hidden():  # a submit may start a worker
                         running[pool.submit(_run_in_worker, job, spec, store, plan_keys)] = job
@@ -256,27 +249,11 @@ def run_pool(
             drain()
             for fut in finished:
                 job = running.pop(fut)
-                try:
-                    outcome = fut.result()
-                except BrokenProcessPool:
-                    drain()
-                    lost = sorted(training) or [job.run_id]
-                    raise KdauditError(
-                        f"a worker process died (killed, or out of memory) while these jobs were training: "
-                        f"{', '.join(lost)}; every job that finished is saved in the store; rerun to resume"
-                    ) from None
-                except BaseException as exc:  # the job's own error: the others may finish first
-                    training.discard(job.run_id)
-                    if failure is None:
-                        failure = exc
-                        for other in running:
-                            other.cancel()
-                    continue
-                training.discard(job.run_id)
-                done.add(job.key)
-                (stats.skipped if outcome == "skipped" else stats.trained).append(job.run_id)
-                if job.trains:
-                    progress.job_finished(job, skipped=outcome == "skipped")
+                error = _collect(fut, job, training, done, stats, progress, drain)
+                if error is not None and failure is None:  # the job's own error: the others may finish first
+                    failure = error
+                    for other in running:
+                        other.cancel()
             for fut in [f for f in running if f.cancelled()]:
                 running.pop(fut)
     except BaseException:
@@ -292,14 +269,59 @@ def run_pool(
     return stats
 
 
+def _drain(events: Any, by_key: dict[str, Job], training: set[str], progress: Progress) -> None:
+    """Pass the workers' progress events on to ``progress``; ``training`` holds the run ids started."""
+    while True:
+        try:
+            event = events.get_nowait()
+        except (queue_mod.Empty, OSError, ValueError):
+            return
+        job = by_key.get(event[1])
+        if job is None:
+            continue
+        if event[0] == "job_started":
+            training.add(job.run_id)
+            progress.job_started(job, event[2])
+        elif event[0] == "epoch_done":
+            progress.epoch_done(job, *event[2:])
+
+
+def _collect(
+    fut: Future,
+    job: Job,
+    training: set[str],
+    done: set[str],
+    stats: ExecutionStats,
+    progress: Progress,
+    drain: Callable[[], None],
+) -> BaseException | None:
+    """Record a finished future: its job done, or the job's own error returned; a dead worker raises."""
+    try:
+        outcome = fut.result()
+    except BrokenProcessPool:
+        drain()
+        lost = sorted(training) or [job.run_id]
+        raise KdauditError(
+            f"a worker process died (killed, or out of memory) while these jobs were training: "
+            f"{', '.join(lost)}; every job that finished is saved in the store; rerun to resume"
+        ) from None
+    except BaseException as exc:
+        training.discard(job.run_id)
+        return exc
+    training.discard(job.run_id)
+    done.add(job.key)
+    (stats.skipped if outcome == "skipped" else stats.trained).append(job.run_id)
+    if job.trains:
+        progress.job_finished(job, skipped=outcome == "skipped")
+    return None
+
+
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Kill the workers now (Ctrl-C, a dead worker): their unfinished jobs were never saved."""
     processes = list(getattr(pool, "_processes", {}).values())
     for proc in processes:
-        try:
+        with suppress(Exception):
             proc.kill()
-        except Exception:
-            pass
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:
         proc.join(timeout=5)

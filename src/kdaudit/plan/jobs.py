@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -135,6 +136,71 @@ def _teacher_run(t_params: dict, snapshots: list[int], t_deps: tuple[str, ...], 
     )
 
 
+def _student_extras(spec: AuditSpec, t_model: dict) -> dict[str, Any]:
+    """The students' parameters that come from the security and hint sections (None when off)."""
+    bd_spec = spec.security.backdoor
+    transfer = None
+    if bd_spec.enabled and bd_spec.transfer_poison > 0:  # every student's inputs carry the trigger
+        transfer = {
+            "rate": bd_spec.transfer_poison,
+            "target": bd_spec.target,
+            "trigger": bd_spec.trigger,
+            "size": bd_spec.size,
+            "value": bd_spec.value,
+            "seed": spec.security.seed,
+        }
+    hint = None
+    h = spec.protocol.hint
+    if h is not None:
+        hint = {
+            "weight": h.weight,
+            "student_layer": h.student_layer,
+            "teacher_layer": h.teacher_layer or h.student_layer,
+            "teacher_model": t_model,
+        }
+    return {"transfer": transfer, "hint": hint}
+
+
+def _student_job(
+    spec: AuditSpec,
+    cond: str,
+    alpha: float,
+    seed: int,
+    base: dict[str, Any],
+    shared: dict[str, Any],
+    init: Job,
+    teacher: Job,
+    ver: dict[str, str],
+) -> Job:
+    """One student: its parameters (what its key is made of), dependencies and run id."""
+    proto = spec.protocol
+    p: dict[str, Any] = {**base, "seed": seed, "condition": cond, "alpha": alpha}
+    deps: tuple[str, ...] = (init.key,)
+    if cond != "siddo":
+        p.update(temperature=proto.temperature, kd_loss=proto.kd_loss, t2_scaling=proto.t2_scaling)
+        if shared["hint"] is not None and cond != "ls":  # the virtual teacher has no features
+            p["hint"] = shared["hint"]
+    if cond.startswith("rcd-") and proto.rcd_noise == "shared":
+        p["rcd_noise"] = "shared"  # per_seed keeps the keys it always had
+    if cond == "ls":
+        p["ls"] = {"a": proto.ls.a}
+    if shared["transfer"] is not None:  # absent at 0: the keys stay as they were
+        p["transfer_poison"] = dict(shared["transfer"])
+    if cond == "kd" or (cond == "ls" and proto.ls.a is None):  # a from the teacher's outputs
+        deps = (init.key, teacher.key)
+    run_id = f"{cond}-s{seed:02d}" if cond == "siddo" else f"{cond}-a{_fmt_alpha(alpha)}-s{seed:02d}"
+    return Job(
+        key=content_hash({"kind": "student", **p, "deps": list(deps), "versions": ver}),
+        kind="student",
+        run_id=run_id,
+        condition=cond,
+        alpha=float(alpha),
+        seed=seed,
+        deps=deps,
+        params=p,
+    )
+
+
 def build_plan(spec: AuditSpec) -> Plan:
     """M0 (one per architecture) → teacher → students.
 
@@ -197,55 +263,10 @@ def build_plan(spec: AuditSpec) -> Plan:
         teacher.params["checkpoint"]["path"] = str(Path(spec.teacher.checkpoint).expanduser().resolve())
     jobs.append(teacher)
     base = {"data": data, "model": s_model, "train": train}
-    bd_spec = spec.security.backdoor
-    transfer = None
-    if bd_spec.enabled and bd_spec.transfer_poison > 0:  # every student's inputs carry the trigger
-        transfer = {
-            "rate": bd_spec.transfer_poison,
-            "target": bd_spec.target,
-            "trigger": bd_spec.trigger,
-            "size": bd_spec.size,
-            "value": bd_spec.value,
-            "seed": spec.security.seed,
-        }
-    hint = None
-    if proto.hint is not None:
-        h = proto.hint
-        hint = {
-            "weight": h.weight,
-            "student_layer": h.student_layer,
-            "teacher_layer": h.teacher_layer or h.student_layer,
-            "teacher_model": t_model,
-        }
+    shared = _student_extras(spec, t_model)
     for cond in proto.conditions:
         alphas = [0.0] if cond == "siddo" else proto.alphas
         for alpha in alphas:
             for seed in proto.seed_list():
-                p = {**base, "seed": seed, "condition": cond, "alpha": alpha}
-                deps: tuple[str, ...] = (init.key,)
-                if cond != "siddo":
-                    p.update(temperature=proto.temperature, kd_loss=proto.kd_loss, t2_scaling=proto.t2_scaling)
-                    if hint is not None and cond != "ls":  # the virtual teacher has no features
-                        p["hint"] = hint
-                if cond.startswith("rcd-") and proto.rcd_noise == "shared":
-                    p["rcd_noise"] = "shared"  # per_seed keeps the keys it always had
-                if cond == "ls":
-                    p["ls"] = {"a": proto.ls.a}
-                if transfer is not None:  # absent at 0: the keys stay as they were
-                    p["transfer_poison"] = dict(transfer)
-                if cond == "kd" or (cond == "ls" and proto.ls.a is None):  # a from the teacher's outputs
-                    deps = (init.key, teacher.key)
-                run_id = f"{cond}-s{seed:02d}" if cond == "siddo" else f"{cond}-a{_fmt_alpha(alpha)}-s{seed:02d}"
-                jobs.append(
-                    Job(
-                        key=content_hash({"kind": "student", **p, "deps": list(deps), "versions": ver}),
-                        kind="student",
-                        run_id=run_id,
-                        condition=cond,
-                        alpha=float(alpha),
-                        seed=seed,
-                        deps=deps,
-                        params=p,
-                    )
-                )
+                jobs.append(_student_job(spec, cond, alpha, seed, base, shared, init, teacher, ver))
     return Plan(jobs)
