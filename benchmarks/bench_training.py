@@ -217,7 +217,7 @@ def kdaudit_way(spec) -> dict:
 def run_way(way: str, args) -> dict:
     import torch
 
-    from kdaudit.config.spec import resolve_spec
+    from kdaudit.config.loader import resolve_spec
 
     # the grid of the measured rows: the four conditions the baseline loop implements
     overrides = [

@@ -1,7 +1,8 @@
-"""Shared helpers for the end-to-end tests: run the CLI in a subprocess, read a store, snapshot a tree."""
+"""Shared helpers of the tests: the tiny grids, run the CLI in a subprocess, read a store, snapshot a tree."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,22 +13,33 @@ from pathlib import Path
 
 import numpy as np
 
-# The tiny grid of the crash-safety and determinism tests: digits, 2 seeds, 3 epochs, 21 models
-# (the conditions are pinned: these tests are about the machinery, not the default controls).
-# One torch thread: the chain runs next to other processes on a small machine, and the numbers
-# of a job depend on the thread count, so every run that is compared uses the same one.
-TINY3 = [
-    "--set",
-    "protocol.seeds=2",
-    "--set",
-    "train.epochs=3",
-    "--set",
-    "model.kwargs.hidden=[16]",
-    "--set",
-    "train.threads=1",
-    "--set",
-    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
-]
+
+# The tiny grid of the end-to-end tests: digits, an MLP with 16 hidden units, 2 seeds. Each test
+# adds what it is about (epochs, threads, conditions, α); every tiny audit starts from this one.
+def tiny_grid(epochs: int = 1, *more: str) -> list[str]:
+    """The ``--set`` overrides of a tiny audit: digits, 2 seeds, ``epochs`` epochs, then ``more``."""
+    return ["protocol.seeds=2", f"train.epochs={epochs}", "model.kwargs.hidden=[16]", *more]
+
+
+def as_sets(overrides: list[str]) -> list[str]:
+    """``["a=1", "b=2"]`` → ``["--set", "a=1", "--set", "b=2"]``, the CLI's form of overrides."""
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+ONE_THREAD = "train.threads=1"
+FOUR_CONDITIONS = "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]"
+
+# digits, 2 seeds, 1 epoch, every default condition: 1 + 2 × (1 + 3 × 4) = 27 models
+TINY = tiny_grid()
+# 2 epochs, one thread, the conditions pinned: 21 models (the local pool and MLflow tests)
+TINY2 = tiny_grid(2, ONE_THREAD, FOUR_CONDITIONS)
+# The grid of the crash-safety tests: 3 epochs, 21 models (the conditions are pinned: these tests
+# are about the machinery, not the default controls). One torch thread: the chain runs next to
+# other processes on a small machine, and the numbers of a job depend on the thread count, so
+# every run that is compared uses the same one.
+TINY3 = tiny_grid(3, ONE_THREAD, FOUR_CONDITIONS)
+# KD and RCD at one α, one thread: 1 + 2 + 2 + 2 = 7 models per audit (teacher snapshots, variants)
+TINY_ONE_ALPHA = tiny_grid(1, ONE_THREAD, "protocol.alphas=[0.5]", "protocol.conditions=[siddo,kd,rcd-uniform]")
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -89,6 +101,21 @@ def records(out: Path) -> dict[str, dict]:
         r = json.loads(p.read_text())
         recs[r["run_id"]] = r
     return recs
+
+
+def store_records(store: Path) -> list[dict]:
+    """The records of a store's finished jobs, in the order of their keys."""
+    return [json.loads(p.read_text()) for p in sorted(store.glob("*/record.json"))]
+
+
+def job_named(plan, run_id: str):
+    """The job of ``plan`` with run id ``run_id``."""
+    return next(j for j in plan.jobs if j.run_id == run_id)
+
+
+def n_params(model) -> int:
+    """The number of a torch module's parameters."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def outputs_by_key(out: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -184,9 +211,7 @@ class ForkServer:
         )
         assert self.proc.stdout.readline().strip() == "ready"
 
-    def start(
-        self, *args: str, env: dict | None = None, cwd: str | Path | None = None, prelude: str = ""
-    ) -> ForkedRun:
+    def start(self, *args: str, env: dict | None = None, cwd: str | Path | None = None, prelude: str = "") -> ForkedRun:
         """Start ``kdaudit ARGS``; ``prelude`` is Python run in the child first (e.g. a monkeypatch)."""
         self.n += 1
         out, err = self.workdir / f"{self.n}.out", self.workdir / f"{self.n}.err"
@@ -222,10 +247,8 @@ class ForkedRun:
     def kill(self) -> None:
         """SIGKILL, unless the run has ended (its exit is then read by :meth:`wait`)."""
         if self.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def wait(self) -> int:
         """The exit code, as ``Popen.returncode`` has it (-9: killed by SIGKILL)."""

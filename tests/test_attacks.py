@@ -1,5 +1,6 @@
-"""Adversarial attacks (kdaudit.security.attacks): budgets, strength, torchattacks agreement,
-determinism, side effects, token substitution, attack space and transfer rates."""
+"""Adversarial attacks (kdaudit.security.space, .gradient, .substitution) and their transfer rates
+(kdaudit.analysis.attack_transfer): budgets, strength, torchattacks agreement, determinism, side
+effects, token substitution, attack space and transfer rates."""
 
 from __future__ import annotations
 
@@ -12,18 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdaudit.analysis.attack_transfer import success_rate, transfer_rates, transferable_mask
 from kdaudit.errors import InputError, SpecError
-from kdaudit.security.attacks import (
-    AttackSpace,
-    attack_batched,
-    attack_space,
-    char_substitution,
-    fgsm,
-    pgd,
-    success_rate,
-    transfer_rates,
-    transferable_mask,
-)
+from kdaudit.security.gradient import attack_batched, fgsm, pgd
+from kdaudit.security.space import AttackSpace, attack_space
+from kdaudit.security.substitution import char_substitution
 
 
 def _mlp(dropout: float = 0.0) -> nn.Module:

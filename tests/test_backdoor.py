@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from kdaudit.errors import InputError, SpecError
-from kdaudit.security.backdoor import (
-    Trigger,
-    attack_success_rate,
-    make_trigger,
-    poison,
-    triggered_test_set,
-)
+from kdaudit.security.backdoor import attack_success_rate, poison, triggered_test_set
+from kdaudit.security.triggers import Trigger, make_trigger
 
 MEAN, STD = 0.3, 0.4
 IMAGE_INFO = {"modality": "image", "raw_range": [0.0, 1.0], "normalization": {"mean": MEAN, "std": STD}}

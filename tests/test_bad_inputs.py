@@ -27,25 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ForkServer, cli_env, kdaudit, tmp_leftovers, tree_snapshot
+from helpers import ONE_THREAD, ForkServer, as_sets, cli_env, kdaudit, tiny_grid, tmp_leftovers, tree_snapshot
 from kdaudit.data.fashion_mnist import FILES
 from kdaudit.data.idx import write_idx
 
 # The finished audit that cases point at: 5 models, 1 epoch.
-AUDIT_SETS = [
-    "--set",
-    "protocol.conditions=[siddo, kd]",
-    "--set",
-    "protocol.alphas=[0.5]",
-    "--set",
-    "protocol.seeds=2",
-    "--set",
-    "train.epochs=1",
-    "--set",
-    "model.kwargs.hidden=[16]",
-    "--set",
-    "train.threads=1",
-]
+AUDIT_SETS = as_sets(tiny_grid(1, ONE_THREAD, "protocol.conditions=[siddo, kd]", "protocol.alphas=[0.5]"))
 RUN = ["run", "digits-mlp", *AUDIT_SETS, "--quiet"]
 FMNIST = ["--set", "data.name=fashion-mnist"]
 
@@ -88,7 +75,7 @@ class Case:
 def _spec(*sets: str, needle: str, id: str, real: bool = False) -> Case:
     return Case(
         id,
-        lambda p: [*RUN, *[x for s in sets for x in ("--set", s)], "--out", p["audit"]],
+        lambda p: [*RUN, *as_sets(list(sets)), "--out", p["audit"]],
         needle,
         audit=True,
         real=real,
@@ -442,11 +429,15 @@ def test_the_catalogue_is_large_enough():
     assert len({c.id for c in CASES}) == len(CASES)
 
 
+@pytest.mark.slow  # the module fixture runs every case, and a finished audit, in about 1.5 minutes
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clear_line_and_exit_2(results, case):
     r = results[case.id]
     proc = r.proc
-    where = f"{case.id}: kdaudit {' '.join(case.args(r.paths))}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
+    where = (
+        f"{case.id}: kdaudit {' '.join(case.args(r.paths))}\n"
+        f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
+    )
     assert "Traceback" not in proc.stderr, where
     assert proc.returncode == 2, where
     lines = proc.stderr.splitlines()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdaudit.data.base import DATASETS, load_builtin, load_dataset
+from kdaudit.data.base import DATASETS, load_dataset
 from kdaudit.errors import InputError, SpecError
 from kdaudit.models.base import (
     build_model,
@@ -440,7 +440,7 @@ def test_mlp_width_parameter_count(hidden, width):
 
 def test_mlp_width_hand_values():
     m = build_model("mlp", (8,), 3, hidden=[10, 20], width=0.5)
-    assert [l.out_features for l in m.features if isinstance(l, nn.Linear)] == [5, 10]
+    assert [layer.out_features for layer in m.features if isinstance(layer, nn.Linear)] == [5, 10]
     assert model_param_count(m) == (8 * 5 + 5) + (5 * 10 + 10) + (10 * 3 + 3)
     assert model_param_count(build_model("mlp", (8,), 3)) == model_param_count(build_model("mlp", (8,), 3, width=1))
 
@@ -469,7 +469,6 @@ def sample_arrays(seed=1, n_train=60, n_test=20, k=3, dtype=np.float64):
 
 
 def test_npz_is_registered():
-    load_builtin()
     assert "npz" in DATASETS
 
 
@@ -637,11 +636,13 @@ def test_import_path_dataset_returns_a_bundle(user):
         ),
         (
             "three",
-            "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; got a tuple of 3",
+            "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; "
+            "got a tuple of 3",
         ),
         (
             "none",
-            "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; got NoneType",
+            "must return a DataBundle, a tuple (x_train, y_train, x_test, y_test) or a dict with those keys; "
+            "got NoneType",
         ),
         (
             "dict-missing",
@@ -649,7 +650,8 @@ def test_import_path_dataset_returns_a_bundle(user):
         ),
         (
             "dict-extra",
-            ": the returned dict has unknown key(s) classes; keys: x_train, y_train, x_test, y_test and optionally num_classes",
+            ": the returned dict has unknown key(s) classes; "
+            "keys: x_train, y_train, x_test, y_test and optionally num_classes",
         ),
         ("float-labels", ": y_train must be a 1-D array of integer class ids, got dtype float32 and shape (40,)"),
         ("2d-labels", ": y_train must be a 1-D array of integer class ids, got dtype int64 and shape (40, 1)"),

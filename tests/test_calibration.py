@@ -57,6 +57,7 @@ def _check_null(n_sims: int, n: int, n_alpha: int, paired: bool, seed: int) -> N
 # --- calibration under the null ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # 2000 simulated audits
 def test_null_rates_default_design() -> None:
     """Default design: 3 α, both RCDs (a family of 12), 10 seeds, unpaired, Holm."""
     _check_null(2000, 10, 3, paired=False, seed=20240601)
@@ -64,8 +65,11 @@ def test_null_rates_default_design() -> None:
 
 @pytest.mark.parametrize(
     ("n_alpha", "paired", "seed"),
-    [(3, True, 20240602), (1, False, 20240603), (1, True, 20240604)],
-    ids=["paired-3alpha", "unpaired-1alpha", "paired-1alpha"],
+    [
+        pytest.param(3, True, 20240602, id="paired-3alpha", marks=pytest.mark.slow),
+        pytest.param(1, False, 20240603, id="unpaired-1alpha"),
+        pytest.param(1, True, 20240604, id="paired-1alpha", marks=pytest.mark.slow),
+    ],
 )
 def test_null_rates_other_designs(n_alpha: int, paired: bool, seed: int) -> None:
     """Paired (Wilcoxon signed-rank by seed) and 1 α (a family of 4), 10 seeds, Holm."""

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kdaudit.analysis.catalogue import metric_keys, student_metric_keys
 from kdaudit.analysis.compare import METRIC_RESULT_KEYS, compare_logits
-from kdaudit.analysis.metrics import METRIC_KEYS, STUDENT_METRIC_KEYS, functional_metrics
+from kdaudit.analysis.metrics import functional_metrics
 from kdaudit.analysis.transfer import TRANSFER_KEYS
 from kdaudit.cli.main import main
 from kdaudit.errors import InputError
@@ -88,11 +89,11 @@ def test_metrics_json(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(args, capsys)
     assert code == 0 and err == ""
     obj = json.loads(out)
-    assert list(obj) == METRIC_KEYS
+    assert list(obj) == metric_keys()
     ref = functional_metrics(
         np.load(files / "teacher.npy"), np.load(files / "kd/s01.npy"), np.load(files / "labels.npy")
     )
-    for k in METRIC_KEYS:
+    for k in metric_keys():
         assert obj[k] == pytest.approx(ref[k], abs=1e-12)
     assert isinstance(obj["n_teacher_wrong"], int)
 
@@ -109,7 +110,7 @@ def test_metrics_table(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ]
     code, out, _ = run_cli(args, capsys)
     assert code == 0
-    for k in METRIC_KEYS:
+    for k in metric_keys():
         assert k in out
 
 
@@ -163,7 +164,7 @@ def test_compare_finds_planted_effect_and_not_the_null(files: Path, capsys: pyte
     for g in obj["groups"].values():
         assert list(g)[:3] == ["n", "metrics", "transfer"] and g["n"] == K
         assert {"verdicts", "asymmetry"} <= set(g)
-        assert list(g["metrics"]) == STUDENT_METRIC_KEYS
+        assert list(g["metrics"]) == student_metric_keys()
         assert all(list(m)[: len(METRIC_RESULT_KEYS)] == METRIC_RESULT_KEYS for m in g["metrics"].values())
         assert list(g["transfer"]) == TRANSFER_KEYS
         assert {"knowledge_transfer", "negative_transfer", "asymmetry", "negative_asymmetric_payoff"} <= set(

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import kdaudit, records
-from kdaudit.config.spec import CONDITIONS, resolve_spec
+from helpers import as_sets, kdaudit, records
+from kdaudit.config.loader import resolve_spec
+from kdaudit.config.schema import CONDITIONS
 from kdaudit.errors import SpecError
 from kdaudit.execute.runner import noise_seed
 from kdaudit.execute.train import label_smoothing_table, noise_table, teacher_top_probability
@@ -83,7 +84,7 @@ def ls_audit(tmp_path_factory):
     r = kdaudit(
         "run",
         "digits-mlp",
-        *[x for s in TINY for x in ("--set", s)],
+        *as_sets(TINY),
         "--set",
         "protocol.alphas=[0.9]",
         "--out",
@@ -94,6 +95,7 @@ def ls_audit(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a whole audit (3 seeds, LS at one α)
 def test_ls_audit_states_a_and_tests_kd_against_ls(ls_audit) -> None:
     out = ls_audit
     recs = records(out)
@@ -118,11 +120,10 @@ def test_ls_audit_states_a_and_tests_kd_against_ls(ls_audit) -> None:
     assert "LS" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # two fresh `python -m kdaudit.cli` processes
 def test_ls_a_at_or_below_one_over_c_is_refused(tmp_path) -> None:
     out = tmp_path / "bad"
-    r = kdaudit(
-        "run", "digits-mlp", *[x for s in TINY for x in ("--set", s)], "--set", "protocol.ls.a=0.05", "--out", str(out)
-    )
+    r = kdaudit("run", "digits-mlp", *as_sets(TINY), "--set", "protocol.ls.a=0.05", "--out", str(out))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "protocol.ls.a" in lines[0] and "1/C" in lines[0]

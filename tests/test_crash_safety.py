@@ -34,10 +34,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import TINY3, ForkServer, cli_env, kdaudit, kdaudit_popen, tmp_leftovers
-from kdaudit.config.spec import resolve_spec
+from helpers import TINY3, ForkServer, as_sets, cli_env, kdaudit, kdaudit_popen, tmp_leftovers
+from kdaudit.config.loader import resolve_spec
+from kdaudit.io import file_digest
 from kdaudit.plan.jobs import build_plan
-from kdaudit.store import JobStore, sha256_file
+from kdaudit.store import JobStore
+
+pytestmark = pytest.mark.slow  # whole audits killed and resumed, many times
 
 EPOCHS = 3
 SEED = 20240611
@@ -60,7 +63,7 @@ def _checkpoint_args() -> list[str]:
 
 
 CHECKPOINTS = _checkpoint_args()
-SETS = TINY3 + CHECKPOINTS
+SETS = as_sets(TINY3) + CHECKPOINTS
 ARGS = ["run", "digits-mlp", *SETS, "--quiet"]
 TRAINING_FAILPOINTS = ["train.epoch", "store.artifacts", "store.rename"] + (["checkpoint.write"] if CHECKPOINTS else [])
 
@@ -115,7 +118,7 @@ def _poison_leftovers(jobs: Path) -> list[Path]:
             rec = {
                 "key": key,
                 "run_id": "?",
-                "checksums": {p.name: sha256_file(p) for p in tmp.iterdir() if p.name != rpath.name},
+                "checksums": {p.name: file_digest(p) for p in tmp.iterdir() if p.name != rpath.name},
             }
         rec["poisoned"] = True
         rpath.write_text(json.dumps(rec))

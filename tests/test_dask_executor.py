@@ -16,37 +16,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import kdaudit_here, outputs_by_key, records
+from helpers import FOUR_CONDITIONS, as_sets, kdaudit_here, outputs_by_key, records, tiny_grid
 
 distributed = pytest.importorskip("distributed")
 
-from kdaudit.config.spec import resolve_spec  # noqa: E402
+from kdaudit.config.loader import resolve_spec  # noqa: E402
 from kdaudit.errors import KdauditError  # noqa: E402
 from kdaudit.execute.dask_executor import execute_plan_dask, run_task  # noqa: E402
 from kdaudit.plan.jobs import build_plan  # noqa: E402
 from kdaudit.store import JobStore  # noqa: E402
 
-TINY = [
-    "--set",
-    "protocol.seeds=2",
-    "--set",
-    "train.epochs=1",
-    "--set",
-    "model.kwargs.hidden=[16]",
-    "--set",
-    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
-]
+TINY = as_sets(tiny_grid(1, FOUR_CONDITIONS))
 LOCAL_1T = [*TINY, "--set", "train.threads=1"]
 DASK_1T = [*TINY, "--set", "execution.threads_per_worker=1"]
-SMALL = [
-    "protocol.seeds=2",
-    "train.epochs=1",
-    "model.kwargs.hidden=[16]",
+SMALL = tiny_grid(
+    1,
     "protocol.conditions=[siddo,kd]",
     "protocol.alphas=[0.5]",
     "execution.executor=dask",
     "execution.threads_per_worker=1",
-]
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +45,7 @@ def local_ref(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a local cluster, and audits of 21 models on both executors
 def test_dask_gives_the_same_runs_csv_and_logits_as_local(local_ref, tmp_path, capsys):
     out = tmp_path / "dask"
     start = time.perf_counter()
@@ -150,6 +140,7 @@ def events(d: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in d.glob("*.json")}
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_retried_once_then_reported_while_the_others_finish(flaky_then_rerun):
     plan, store, first, _, message, progress, stats, done_after_first = flaky_then_rerun
     # each failing task ran twice (retries=1); the jobs that need the teacher never ran
@@ -171,6 +162,7 @@ def test_a_failing_job_is_retried_once_then_reported_while_the_others_finish(fla
     assert all(store.is_done(j.key) for j in plan.jobs)
 
 
+@pytest.mark.slow
 def test_tasks_run_after_the_jobs_they_depend_on(flaky_then_rerun):
     plan, _, first, second, *_ = flaky_then_rerun
     ev1, ev2 = events(first), events(second)
@@ -191,6 +183,7 @@ def arm_failpoint(value: str) -> None:
     os.environ["KDAUDIT_FAILPOINT"] = value
 
 
+@pytest.mark.slow
 def test_workers_killed_mid_write_lose_nothing(local_ref, cluster, tmp_path, capsys):
     """Each worker process of a running cluster is set to kill itself inside its 3rd job write
     (its files written, its record not yet); the nanny starts a fresh worker and Dask reruns the

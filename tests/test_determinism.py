@@ -14,25 +14,20 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import kdaudit_popen
-from kdaudit.config.spec import resolve_spec
+from helpers import ONE_THREAD, as_sets, kdaudit_popen, tiny_grid
+from kdaudit.config.loader import resolve_spec
 from kdaudit.plan.jobs import build_plan
 from kdaudit.store import JobStore
 
-SETS = [
-    "protocol.seeds=2",
-    "train.epochs=2",
-    "model.kwargs.hidden=[16]",
-    "train.threads=1",
-    "protocol.init_seed=3",
-    "protocol.teacher_seed=5",
-]
+pytestmark = pytest.mark.slow  # two whole audits of 27 models
+
+SETS = tiny_grid(2, ONE_THREAD, "protocol.init_seed=3", "protocol.teacher_seed=5")
 
 
 @pytest.fixture(scope="module")
 def twin_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("determinism")
-    args = ["run", "digits-mlp", *[x for s in SETS for x in ("--set", s)], "--quiet"]
+    args = ["run", "digits-mlp", *as_sets(SETS), "--quiet"]
     procs = [kdaudit_popen(*args, "--out", str(root / name)) for name in ("a", "b")]
     for p in procs:
         _, err = p.communicate(timeout=600)

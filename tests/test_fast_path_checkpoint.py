@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kdaudit.config.spec import resolve_spec
+from helpers import job_named
+from kdaudit.config.loader import resolve_spec
 from kdaudit.execute.checkpoint import Checkpointer
 from kdaudit.execute.runner import load_data
 from kdaudit.execute.train import batch_order, init_weights, make_model, predict, train_model
@@ -76,20 +77,17 @@ def setup():
     return spec, plan, data, init_weights(plan.init.params, data)
 
 
-def _job(plan, run_id):
-    return next(j for j in plan.jobs if j.run_id == run_id)
-
-
+@pytest.mark.slow  # trains a teacher and a student twice
 def test_fast_path_equals_reference_for_teacher_and_kd_student(setup):
     spec, plan, data, m0 = setup
-    t_job = _job(plan, "teacher")
+    t_job = job_named(plan, "teacher")
     fast_t = train_model(t_job.params, data, m0, keep_train_logits=True)
     ref_t = reference_train(t_job.params, data, m0)
     assert np.abs(fast_t.test_logits - ref_t).max() <= 1e-5
 
     teacher = make_model(t_job.params, data)
     teacher.load_state_dict(fast_t.state)
-    kd = _job(plan, "kd-a0.9-s01")
+    kd = job_named(plan, "kd-a0.9-s01")
     fast = train_model(kd.params, data, m0, target_logits=torch.from_numpy(fast_t.train_logits))
     ref = reference_train(kd.params, data, m0, teacher=teacher)
     assert np.abs(fast.test_logits - ref).max() <= 1e-5
@@ -161,7 +159,7 @@ def test_bf16_channels_last_cnn_trains_and_stays_close_to_fp32():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_job_resumed_from_its_checkpoint_ends_bit_identical(setup, tmp_path, optimizer):
     spec, plan, data, m0 = setup
-    job = _job(plan, "kd-a0.5-s01")
+    job = job_named(plan, "kd-a0.5-s01")
     params = {**job.params, "train": {**job.params["train"], "epochs": 4, "optimizer": optimizer, "lr": 0.01}}
     target = torch.randn(len(data.x_train), 10, generator=torch.Generator().manual_seed(1))
     ref = train_model(params, data, m0, target_logits=target)
@@ -186,7 +184,7 @@ def test_a_job_resumed_from_its_checkpoint_ends_bit_identical(setup, tmp_path, o
 
 def test_a_corrupt_checkpoint_is_ignored_and_the_job_starts_afresh(setup, tmp_path):
     spec, plan, data, m0 = setup
-    job = _job(plan, "siddo-s01")
+    job = job_named(plan, "siddo-s01")
     ck = Checkpointer(tmp_path / "ck.safetensors", every=1)
     ck.path.write_bytes(b"not a checkpoint")
     out = train_model(job.params, data, m0, checkpoint=ck)
@@ -194,6 +192,7 @@ def test_a_corrupt_checkpoint_is_ignored_and_the_job_starts_afresh(setup, tmp_pa
     assert np.array_equal(out.test_logits, train_model(job.params, data, m0).test_logits)
 
 
+@pytest.mark.slow  # a whole audit, killed and resumed
 def test_killed_job_resumes_from_checkpoint_through_the_cli(tmp_path):
     args = [
         sys.executable,

@@ -7,20 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from kdaudit.analysis.design import Design, design_notes, family_bound, seeds_needed, smallest_adjusted_p
 from kdaudit.analysis.effects import bootstrap_mean_diff
-from kdaudit.analysis.hypotheses import (
-    Design,
-    Group,
-    Unit,
-    asymmetry_scores,
-    decide,
-    design_notes,
-    family_bound,
-    seeds_needed,
-    smallest_adjusted_p,
-)
+from kdaudit.analysis.hypotheses import Group, Unit, asymmetry_scores, decide
 from kdaudit.audit import planned_notes
-from kdaudit.config.spec import resolve_spec
+from kdaudit.config.loader import resolve_spec
 from kdaudit.errors import InputError
 
 

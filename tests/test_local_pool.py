@@ -14,22 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import cli_env, kdaudit, kdaudit_popen, outputs_by_key, records
+from helpers import TINY2, as_sets, cli_env, kdaudit, kdaudit_popen, outputs_by_key, records
 from kdaudit.audit import run_audit
-from kdaudit.config.spec import resolve_spec
+from kdaudit.config.loader import resolve_spec
 from kdaudit.errors import KdauditError, TrainingError
 from kdaudit.execute import pool as pool_mod
 from kdaudit.execute import runner
 from kdaudit.execute.runner import job_threads, load_data
 from kdaudit.plan import build_plan
 
-GRID = [
-    "protocol.seeds=2",
-    "train.epochs=2",
-    "model.kwargs.hidden=[16]",
-    "train.threads=1",
-    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
-]
+GRID = TINY2
 
 
 class Events:
@@ -59,6 +53,7 @@ def one_process(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # two audits of 21 models, one in worker processes
 def test_worker_processes_give_the_numbers_of_one_process(one_process, tmp_path, monkeypatch):
     def not_here(*a, **k):
         raise AssertionError("a job trained in the kdaudit process")
@@ -138,12 +133,13 @@ def test_a_failing_job_raises_its_own_error_and_keeps_what_finished(tmp_path):
     assert not list((tmp_path / "pool" / "jobs").glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_loses_nothing(one_process, tmp_path):
     out = tmp_path / "killed"
     args = [
         "run",
         "digits-mlp",
-        *[x for s in GRID for x in ("--set", s)],
+        *as_sets(GRID),
         "--workers",
         "2",
         "--out",
@@ -189,14 +185,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_workers_end_with_the_kdaudit_process(tmp_path, sig):
     out = tmp_path / "run"
     sets = ["protocol.seeds=3", "train.epochs=30", "model.kwargs.hidden=[64]", "train.threads=1"]
-    proc = kdaudit_popen(
-        "run", "digits-mlp", *[x for s in sets for x in ("--set", s)], "--workers", "2", "--out", str(out), "--quiet"
-    )
+    proc = kdaudit_popen("run", "digits-mlp", *as_sets(sets), "--workers", "2", "--out", str(out), "--quiet")
     try:
         deadline = time.monotonic() + 120
         while len(records(out)) < 3 and time.monotonic() < deadline:  # M0 and two trained models

@@ -14,6 +14,7 @@ from scipy.special import rel_entr
 from scipy.special import softmax as sp_softmax
 
 from kdaudit.analysis import metrics as M
+from kdaudit.analysis.catalogue import metric_keys, student_metric_keys
 from kdaudit.errors import InputError
 
 TOL = 1e-9
@@ -127,7 +128,7 @@ def test_single_metrics_match_references(c: int) -> None:
 def test_functional_metrics_matches_single_functions(c: int) -> None:
     t, s, y = _case(c, n=60)
     res = M.functional_metrics(t, s, y)
-    assert list(res) == M.METRIC_KEYS
+    assert list(res) == metric_keys()
     ac, aw, nc, nw = M.conditional_agreement(t, s, y)
     expected = {
         "teacher_accuracy": M.accuracy(t, y),
@@ -146,11 +147,11 @@ def test_functional_metrics_matches_single_functions(c: int) -> None:
         assert res[k] == pytest.approx(v, abs=TOL), k
     assert res["n_teacher_correct"] == nc and res["n_teacher_wrong"] == nw
     assert isinstance(res["n_teacher_correct"], int) and isinstance(res["n_teacher_wrong"], int)
-    assert all(isinstance(res[k], float) for k in M.METRIC_KEYS if not k.startswith("n_"))
+    assert all(isinstance(res[k], float) for k in metric_keys() if not k.startswith("n_"))
 
 
 def test_metric_key_lists() -> None:
-    assert M.METRIC_KEYS == [
+    assert metric_keys() == [
         "teacher_accuracy",
         "student_accuracy",
         "student_loss",
@@ -166,8 +167,8 @@ def test_metric_key_lists() -> None:
         "n_teacher_wrong",
     ]
     assert [
-        k for k in M.METRIC_KEYS if k not in ("teacher_accuracy", "n_teacher_correct", "n_teacher_wrong")
-    ] == M.STUDENT_METRIC_KEYS
+        k for k in metric_keys() if k not in ("teacher_accuracy", "n_teacher_correct", "n_teacher_wrong")
+    ] == student_metric_keys()
 
 
 # --- closed forms -----------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def test_sample_permutation_invariance(c: int) -> None:
     perm = np.random.default_rng(1).permutation(len(y))
     a = M.functional_metrics(t, s, y)
     b = M.functional_metrics(t[perm], s[perm], y[perm])
-    for k in M.METRIC_KEYS:
+    for k in metric_keys():
         assert a[k] == pytest.approx(b[k], abs=1e-12), k
 
 
@@ -253,7 +254,7 @@ def test_row_shift_invariance(c: int) -> None:
     rng = np.random.default_rng(2)
     a = M.functional_metrics(t, s, y)
     b = M.functional_metrics(t + rng.normal(scale=5, size=(50, 1)), s + rng.normal(scale=5, size=(50, 1)), y)
-    for k in M.METRIC_KEYS:
+    for k in metric_keys():
         if k == "logit_cosine":  # depends on the raw logits, not on the softmax
             continue
         assert a[k] == pytest.approx(b[k], abs=1e-10), k
@@ -270,10 +271,10 @@ def test_many_equals_loop(c: int) -> None:
     students = 0.5 * t + _logits(rng, r * n, c).reshape(r, n, c)
     y = rng.integers(0, c, size=n)
     many = M.functional_metrics_many(t, students, y)
-    assert list(many) == M.METRIC_KEYS
+    assert list(many) == metric_keys()
     for i in range(r):
         one = M.functional_metrics(t, students[i], y)
-        for k in M.METRIC_KEYS:
+        for k in metric_keys():
             assert many[k].shape == (r,)
             assert many[k][i] == pytest.approx(one[k], abs=1e-12), k
     assert many["n_teacher_correct"].dtype == np.int64
@@ -287,7 +288,7 @@ def test_many_spans_several_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(M, "_BLOCK_ELEMENTS", 64)
     monkeypatch.setattr(M, "_MIN_PAIR_ELEMENTS", 1)
     blocked = M.functional_metrics_many(t, s[None], y)
-    for k in M.METRIC_KEYS:
+    for k in metric_keys():
         assert blocked[k][0] == pytest.approx(ref[k], abs=1e-12), k
     assert M.rank_disagreement(t, s) == pytest.approx(ref["rank_disagreement"], abs=1e-12)
 
@@ -301,8 +302,8 @@ def test_accumulator_equals_one_shot(c: int) -> None:
         acc.update(t[lo:hi], s[lo:hi], y[lo:hi])
     assert acc.n_samples == 157
     got, ref = acc.compute(), M.functional_metrics(t, s, y)
-    assert list(got) == M.METRIC_KEYS
-    for k in M.METRIC_KEYS:
+    assert list(got) == metric_keys()
+    for k in metric_keys():
         assert got[k] == pytest.approx(ref[k], abs=1e-12), k
     assert type(got["n_teacher_wrong"]) is int
 

@@ -17,27 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers import kdaudit_here, records
+from helpers import TINY2, as_sets, kdaudit_here, records
 
 mlflow = pytest.importorskip("mlflow")
 
 from kdaudit import __version__  # noqa: E402
-from kdaudit.config.spec import resolve_spec  # noqa: E402
+from kdaudit.config.loader import resolve_spec  # noqa: E402
 from kdaudit.errors import KdauditError  # noqa: E402
 from kdaudit.plan.jobs import build_plan  # noqa: E402
 
-GRID = [
-    "protocol.seeds=2",
-    "train.epochs=2",
-    "model.kwargs.hidden=[16]",
-    "train.threads=1",
-    "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
-]
+GRID = TINY2
 SMALL = [*GRID, "protocol.conditions=[siddo,kd]", "protocol.alphas=[0.5]"]
-
-
-def sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
 
 
 def free_port() -> int:
@@ -50,31 +40,31 @@ def free_port() -> int:
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    log = open(root / "server.log", "wb")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=root,
-        start_new_session=True,
-    )
+    with open(root / "server.log", "wb") as log:  # the server writes to its own copy of the file
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -99,17 +89,19 @@ def mlflow_server(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        log.close()
 
 
 def job_runs(client, experiment_id):
     return client.search_runs([experiment_id], filter_string="tags.`kdaudit.kind` = 'job'", max_results=1000)
 
 
+@pytest.mark.slow  # an MLflow server, and an audit of 21 models logged to it twice
 def test_every_job_is_one_mlflow_run_on_a_tracking_server(mlflow_server, tmp_path):
     out = tmp_path / "audit"
     start = time.perf_counter()
-    assert kdaudit_here("run", "digits-mlp", *sets(GRID), "--out", str(out), "--quiet", "--mlflow", mlflow_server) == 0
+    assert (
+        kdaudit_here("run", "digits-mlp", *as_sets(GRID), "--out", str(out), "--quiet", "--mlflow", mlflow_server) == 0
+    )
     spec = resolve_spec("digits-mlp", GRID)
     plan = build_plan(spec)
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
@@ -154,7 +146,9 @@ def test_every_job_is_one_mlflow_run_on_a_tracking_server(mlflow_server, tmp_pat
     assert audit.data.metrics["n_models"] == 21
 
     # a rerun logs nothing twice
-    assert kdaudit_here("run", "digits-mlp", *sets(GRID), "--out", str(out), "--quiet", "--mlflow", mlflow_server) == 0
+    assert (
+        kdaudit_here("run", "digits-mlp", *as_sets(GRID), "--out", str(out), "--quiet", "--mlflow", mlflow_server) == 0
+    )
     after = job_runs(client, exp.experiment_id)
     assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in runs)
     assert len(client.search_runs([exp.experiment_id], filter_string="tags.`kdaudit.kind` = 'audit'")) == 1
@@ -165,7 +159,7 @@ def test_every_job_is_one_mlflow_run_on_a_tracking_server(mlflow_server, tmp_pat
 def sqlite_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sqlite") / "audit"
     # a bare --mlflow, even before the setup name, means the SQLite store in the audit directory
-    assert kdaudit_here("run", "--mlflow", "digits-mlp", *sets(SMALL), "--out", str(out), "--quiet") == 0
+    assert kdaudit_here("run", "--mlflow", "digits-mlp", *as_sets(SMALL), "--out", str(out), "--quiet") == 0
     return out
 
 
@@ -187,6 +181,7 @@ def test_bare_mlflow_flag_uses_sqlite_in_the_audit_dir(sqlite_run):
     ).is_file()
 
 
+@pytest.mark.slow
 def test_interrupted_or_deleted_job_runs_are_logged_again_once(sqlite_run):
     out = sqlite_run
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
@@ -194,7 +189,7 @@ def test_interrupted_or_deleted_job_runs_are_logged_again_once(sqlite_run):
     runs = {r.info.run_name: r for r in job_runs(client, exp.experiment_id)}
     client.update_run(runs["siddo-s01"].info.run_id, status="RUNNING")  # as if logging had been cut off
     client.delete_run(runs["kd-a0.5-s02"].info.run_id)
-    assert kdaudit_here("run", "digits-mlp", *sets(SMALL), "--out", str(out), "--quiet", "--mlflow") == 0
+    assert kdaudit_here("run", "digits-mlp", *as_sets(SMALL), "--out", str(out), "--quiet", "--mlflow") == 0
     after = job_runs(client, exp.experiment_id)
     names = sorted(r.info.run_name for r in after)
     assert names == sorted(runs) and len(set(names)) == len(names) == 6

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import n_params
 from kdaudit.errors import InputError, SpecError
 from kdaudit.models import build_model
 
@@ -277,10 +278,6 @@ def test_gpt_matches_loop_reference_with_padding():
 
 
 # ---------------------------------------------------------------- parameter counts
-
-
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("width,depth,classes", [(32, 3, 10), (6, 2, 4), (5, 4, 3)])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import n_params
 from kdaudit.errors import SpecError
 from kdaudit.models import build_model, feature_layers
 
@@ -21,10 +22,6 @@ SMALL = {
     "vit": {"dim": 16, "depth": 2, "heads": 2, "patch": 4},
 }
 SHAPES = [(1, 28, 28), (3, 32, 32)]
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def build(name: str, shape: tuple[int, ...], classes: int = 10, seed: int = 0, **kw) -> nn.Module:

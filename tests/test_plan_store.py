@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdaudit.config.spec import resolve_spec
+from kdaudit.config.loader import resolve_spec
 from kdaudit.errors import KdauditError
 from kdaudit.plan import build_plan
 from kdaudit.store import JobStore

@@ -9,10 +9,11 @@ import time
 import pandas as pd
 import pytest
 
-from helpers import kdaudit, records
+from helpers import as_sets, kdaudit, records, tiny_grid
 from kdaudit.analysis.audit import RUNS_COLUMNS, TESTS_COLUMNS, TRANSFER_COLUMNS
 
-TINY = ["--set", "protocol.seeds=2", "--set", "train.epochs=1", "--set", "model.kwargs.hidden=[16]"]
+# Every test but one trains whole audits (27 models and more): the slow tier.
+TINY = as_sets(tiny_grid())
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,7 @@ def tiny_run(tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_output_with_documented_columns(tiny_run):
     out, r = tiny_run
     for name in ("spec.yaml", "runs.csv", "tests.csv", "transfer.csv", "report.md", "report.html"):
@@ -57,6 +59,7 @@ def test_tiny_run_writes_every_output_with_documented_columns(tiny_run):
     assert rec["versions"]["torch"]
 
 
+@pytest.mark.slow
 def test_two_seeds_are_not_testable_everywhere_and_said_before_training(tiny_run):
     """2 seeds per group cannot give a "yes": the terminal says so before training, and the
     terminal, audit.json, the report and transfer.csv all say "not testable" with the seeds needed."""
@@ -99,6 +102,7 @@ def test_teacher_seed_among_student_seeds_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_rerun_trains_nothing_and_gives_the_same_tables(tiny_run):
     out, _ = tiny_run
     before = {k: v["created"] for k, v in records(out).items()}
@@ -112,6 +116,7 @@ def test_rerun_trains_nothing_and_gives_the_same_tables(tiny_run):
     assert (out / "runs.csv").read_text() == runs_before
 
 
+@pytest.mark.slow
 def test_report_reanalyses_without_training(tiny_run):
     out, _ = tiny_run
     runs_before = (out / "runs.csv").read_text()
@@ -124,18 +129,9 @@ def test_report_reanalyses_without_training(tiny_run):
     assert (out / "tests.csv").read_text() == tests_before
 
 
+@pytest.mark.slow
 def test_a_killed_audit_resumes_and_ends_with_the_same_runs_csv(tmp_path):
-    args = [
-        "run",
-        "digits-mlp",
-        "--set",
-        "protocol.seeds=2",
-        "--set",
-        "train.epochs=25",
-        "--set",
-        "model.kwargs.hidden=[16]",
-        "--quiet",
-    ]
+    args = ["run", "digits-mlp", *as_sets(tiny_grid(25)), "--quiet"]
     ref = kdaudit(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
 
@@ -164,6 +160,7 @@ def test_a_killed_audit_resumes_and_ends_with_the_same_runs_csv(tmp_path):
     assert not list((out / "jobs").glob(".tmp-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_real_report_opens_in_browser_with_verdicts_and_figures(tiny_run, tmp_path):
     from browser_check import check_in_browser, chromium_available
@@ -182,6 +179,7 @@ def test_real_report_opens_in_browser_with_verdicts_and_figures(tiny_run, tmp_pa
         assert complete is True and width > 0, f"figure {img_id} did not load"
 
 
+@pytest.mark.slow
 def test_terminal_audit_json_report_and_compare_agree_on_every_verdict(tmp_path):
     """One small audit (1 α, 6 seeds): the verdicts printed, written to audit.json, transfer.csv and
     the report, and those `kdaudit compare` gives from the students' saved test logits are the same."""
@@ -191,7 +189,7 @@ def test_terminal_audit_json_report_and_compare_agree_on_every_verdict(tmp_path)
 
     out = tmp_path / "agree"
     sets = ["protocol.seeds=6", "protocol.alphas=[0.9]", "train.epochs=2", "model.kwargs.hidden=[16]"]
-    r = kdaudit("run", "digits-mlp", *[x for s in sets for x in ("--set", s)], "--out", str(out), "--quiet")
+    r = kdaudit("run", "digits-mlp", *as_sets(sets), "--out", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     (v,) = json.loads((out / "audit.json").read_text())["verdicts"]
     keys = (

@@ -12,7 +12,7 @@ import torch
 
 from helpers import kdaudit_here
 from kdaudit.audit import run_audit
-from kdaudit.config.spec import resolve_spec
+from kdaudit.config.loader import resolve_spec
 from kdaudit.errors import SpecError
 from kdaudit.plan.jobs import build_plan
 
@@ -150,8 +150,9 @@ def test_adversarial_metrics_against_a_direct_computation(security_audit):
     from kdaudit.audit import store_for
     from kdaudit.data.base import subset_indices
     from kdaudit.execute.runner import load_data
-    from kdaudit.security.attacks import attack_batched, attack_space, pgd
     from kdaudit.security.evaluate import _load_model
+    from kdaudit.security.gradient import attack_batched, pgd
+    from kdaudit.security.space import attack_space
 
     spec, plan = security_audit.spec, security_audit.plan
     store = store_for(spec, security_audit.out_dir)

@@ -4,17 +4,14 @@ sweep then reads each point's teacher from that run instead of training one per 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import cli_env, kdaudit
-from kdaudit.config.spec import resolve_raw, resolve_spec
-from kdaudit.config.sweep import expand
+from helpers import TINY_ONE_ALPHA, as_sets, cli_env, kdaudit, store_records
+from kdaudit.config.loader import expand, resolve_raw, resolve_spec
 from kdaudit.errors import SpecError
 from kdaudit.execute.runner import load_data, plan_keys_of, run_job, snapshot_stage
 from kdaudit.plan import jobs as plan_jobs
@@ -23,18 +20,7 @@ from kdaudit.store import JobStore
 from kdaudit.sweep import run_sweep
 
 # digits, 2 seeds, KD and RCD at one α: 1 + 2 + 2 + 2 = 7 models per audit
-TINY = [
-    "protocol.seeds=2",
-    "train.epochs=1",
-    "model.kwargs.hidden=[16]",
-    "train.threads=1",
-    "protocol.alphas=[0.5]",
-    "protocol.conditions=[siddo,kd,rcd-uniform]",
-]
-
-
-def _records(store: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(store.glob("*/record.json"))]
+TINY = TINY_ONE_ALPHA
 
 
 # ------------------------------------------------------------------------------------ the plan
@@ -154,9 +140,9 @@ def _same(store: JobStore, a: str, b: str) -> bool:
 @pytest.mark.parametrize(
     "schedule, sched",
     [
-        ("constant", ["train.schedule=constant", "train.warmup_epochs=0"]),
+        pytest.param("constant", ["train.schedule=constant", "train.warmup_epochs=0"], marks=pytest.mark.slow),
         ("step", ["train.schedule=step", "train.step_epochs=[1,3]", "train.warmup_epochs=1"]),
-        ("cosine", ["train.schedule=cosine", "train.warmup_epochs=0"]),
+        pytest.param("cosine", ["train.schedule=cosine", "train.warmup_epochs=0"], marks=pytest.mark.slow),
     ],
 )
 def test_snapshot_equals_a_teacher_trained_for_its_epochs_under_a_constant_schedule(tmp_path, schedule, sched):
@@ -187,6 +173,7 @@ def test_snapshot_equals_a_teacher_trained_for_its_epochs_under_a_constant_sched
             assert rec["metrics"] == store.load_record(plain[e].teacher.key)["metrics"]
 
 
+@pytest.mark.slow
 def test_teacher_epochs_sweep_with_snapshots_trains_one_teacher(tmp_path):
     epochs = ["teacher.epochs=[1,2,3]"]
     seconds, recs, outcomes = {}, {}, {}
@@ -194,7 +181,7 @@ def test_teacher_epochs_sweep_with_snapshots_trains_one_teacher(tmp_path):
         start = time.perf_counter()
         outcomes[name] = run_sweep(expand(resolve_raw("digits-mlp", TINY + epochs + extra)), tmp_path / name)
         seconds[name] = time.perf_counter() - start
-        recs[name] = _records(tmp_path / name / "jobs")
+        recs[name] = store_records(tmp_path / name / "jobs")
     print(f"tiny teacher.epochs sweep: {seconds['plain']:.1f} s without snapshots, {seconds['snapshots']:.1f} s with")
 
     def trained_teachers(rs):  # teachers that ran gradient steps (a snapshot job reads a run)
@@ -218,13 +205,14 @@ def test_teacher_epochs_sweep_with_snapshots_trains_one_teacher(tmp_path):
     assert [o.meta["trained_now"] for o in again.outcomes] == [0, 0, 0]
 
 
+@pytest.mark.slow
 def test_a_killed_teacher_run_leaves_nothing_and_resumes(tmp_path):
     """Killed after its second epoch (snapshots 1 and 2 staged, checkpoint at 1), the run has no job
     directory; the rerun resumes and saves the same snapshots as a run never killed."""
     args = [
         "run",
         "digits-mlp",
-        *[x for s in TINY for x in ("--set", s)],
+        *as_sets(TINY),
         "--set",
         "train.epochs=3",
         "--set",

@@ -1,19 +1,11 @@
 """Spec validation and the run/setups CLI error paths: one line on stderr, exit code 2."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
-from kdaudit.config.spec import apply_overrides, load_setup_raw, resolve_spec, setup_names, validate_spec
+from helpers import kdaudit
+from kdaudit.config.loader import apply_overrides, load_setup_raw, resolve_spec, setup_names, validate_spec
 from kdaudit.errors import SpecError
-
-
-def kdaudit(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "kdaudit.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
 
 
 @pytest.mark.parametrize(
@@ -63,6 +55,7 @@ def test_overrides_parse_yaml_values_and_files_can_extend_a_setup(tmp_path):
     assert (s.name, s.data.name, s.train.epochs, s.protocol.seeds, s.train.batch_size) == ("mine", "digits", 2, 4, 64)
 
 
+@pytest.mark.slow  # six fresh `python -m kdaudit.cli` processes
 def test_cli_bad_inputs_one_line_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")
@@ -95,3 +88,22 @@ def test_cli_setups_lists_every_setup():
     assert r.returncode == 0
     for n in setup_names():
         assert n in r.stdout
+
+
+def test_the_cli_exits_with_the_exit_code_of_the_error(monkeypatch, capsys):
+    from kdaudit.cli import main as cli
+    from kdaudit.errors import KdauditError
+
+    class Unusual(KdauditError):
+        exit_code = 3
+
+    def boom(*args, **kwargs):
+        raise Unusual("the problem\n  in two lines")
+
+    cli._register_commands()
+    monkeypatch.setattr(cli, "app", boom)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["setups"])
+    assert exc.value.code == 3
+    assert capsys.readouterr().err == "kdaudit: error: the problem in two lines\n"
+    assert SpecError("x").exit_code == 2

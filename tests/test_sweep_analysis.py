@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from kdaudit.analysis.audit import TEST_METRICS, build_audit_tables
+from kdaudit.analysis import catalogue
+from kdaudit.analysis.audit import build_audit_tables
 from kdaudit.analysis.exact import spearman_test
 from kdaudit.analysis.sweep import (
     TREND_SEED,
@@ -159,12 +160,12 @@ def make_point(
             "seed": 0,
             "accuracy": 0.8,
             "loss": teacher_loss,
-            **{m: np.nan for m in TEST_METRICS[2:]},
+            **{m: np.nan for m in catalogue.tested_metrics()[2:]},
         }
     ]
     for cond, alpha in GROUPS:
         for seed in range(1, SEEDS + 1):
-            m = {k: float(rng.uniform(0.2, 0.8)) for k in TEST_METRICS}
+            m = {k: float(rng.uniform(0.2, 0.8)) for k in catalogue.tested_metrics()}
             m["loss"] = float(2.0 * params**-0.3 * math.exp(rng.normal(0, 0.02)))
             gain = amp * alpha * teacher_loss if cond == "kd" else 0.0
             m["agreement_teacher_wrong"] = 0.3 + gain + float(rng.normal(0, 0.01))
@@ -197,11 +198,11 @@ def test_metrics_equal_a_plain_loop() -> None:
     points = sweep()
     tables = build_sweep_tables(points)
     m = tables.metrics
-    assert len(m) == len(points) * (2 + len(GROUPS) * len(TEST_METRICS))
+    assert len(m) == len(points) * (2 + len(GROUPS) * len(catalogue.tested_metrics()))
     assert list(m.columns) == ["point", "protocol.temperature", "condition", "alpha", "metric", "n", "mean", "sem"]
     for p in points:
         for cond, alpha in GROUPS:
-            for metric in TEST_METRICS:
+            for metric in catalogue.tested_metrics():
                 vals = [r[metric] for _, r in p.runs.iterrows() if r["condition"] == cond and r["alpha"] == alpha]
                 row = m[
                     (m["point"] == p.label) & (m["condition"] == cond) & (m["alpha"] == alpha) & (m["metric"] == metric)

@@ -3,10 +3,12 @@ import pytest
 import torch
 
 import kdaudit.execute.train as train_mod
-from kdaudit.config.spec import resolve_spec
+from helpers import job_named
+from kdaudit.config.loader import resolve_spec
 from kdaudit.errors import TrainingError
 from kdaudit.execute.runner import load_data
 from kdaudit.execute.train import init_weights, noise_table, train_model
+from kdaudit.objectives import OBJECTIVES
 from kdaudit.plan import build_plan
 
 
@@ -27,22 +29,23 @@ def setup():
     return spec, plan, data, init_weights(plan.init.params, data)
 
 
-def _job(plan, run_id):
-    return next(j for j in plan.jobs if j.run_id == run_id)
-
-
 def _spy_batches(monkeypatch):
     """Record, for every step, the batch indices (via the inputs) and the soft targets σ(z_t; T)
     (training indexes a table of them computed once per job)."""
     seen = []
-    real = train_mod.distillation_loss
+    real_get = OBJECTIVES.get
 
-    def spy(logits, labels, target, **kw):
-        soft = kw.get("soft_targets")
-        seen.append((labels.clone(), None if soft is None else soft[-1].clone(), logits.detach().clone()))
-        return real(logits, labels, target, **kw)
+    def get(name):
+        real = real_get(name)
 
-    monkeypatch.setattr(train_mod, "distillation_loss", spy)
+        def spy(logits, labels, target, **kw):
+            soft = kw.get("soft_targets")
+            seen.append((labels.clone(), None if soft is None else soft[-1].clone(), logits.detach().clone()))
+            return real(logits, labels, target, **kw)
+
+        return spy
+
+    monkeypatch.setattr(OBJECTIVES, "get", get)
     return seen
 
 
@@ -51,12 +54,12 @@ def test_students_with_the_same_seed_see_identical_batches(setup, monkeypatch):
     captured = {}
     real_forward = torch.nn.Module.__call__
     for run_id in ("siddo-s01", "kd-a0.5-s01", "rcd-uniform-a0.9-s01", "siddo-s02"):
-        job = _job(plan, run_id)
+        job = job_named(plan, run_id)
         inputs = []
         model_cls = train_mod.make_model(job.params, data).__class__
 
-        def record(self, x, *a, _inputs=inputs, **k):
-            if isinstance(self, model_cls) and self.training:
+        def record(self, x, *a, _inputs=inputs, _cls=model_cls, **k):
+            if isinstance(self, _cls) and self.training:
                 _inputs.append(x.clone())
             return real_forward(self, x, *a, **k)
 
@@ -85,7 +88,7 @@ def test_rcd_noise_is_fixed_per_sample_across_epochs_and_differs_across_seeds(se
     assert abs(float(g.mean())) < 0.05 and abs(float(g.std()) - 1) < 0.05
 
     seen = _spy_batches(monkeypatch)
-    job = _job(plan, "rcd-gaussian-a0.5-s01")
+    job = job_named(plan, "rcd-gaussian-a0.5-s01")
     train_model(job.params, data, m0, target_logits=z1)
     # map each training sample to the target row it received; every epoch must agree with Z
     y_all = data.y_train
@@ -101,7 +104,7 @@ def test_rcd_noise_is_fixed_per_sample_across_epochs_and_differs_across_seeds(se
 
 def test_training_is_deterministic_and_starts_from_m0(setup):
     spec, plan, data, m0 = setup
-    job = _job(plan, "kd-a0.9-s02")
+    job = job_named(plan, "kd-a0.9-s02")
     target = torch.randn(len(data.x_train), data.num_classes, generator=torch.Generator().manual_seed(0))
     a = train_model(job.params, data, m0, target_logits=target)
     b = train_model(job.params, data, m0, target_logits=target)
@@ -115,7 +118,7 @@ def test_training_is_deterministic_and_starts_from_m0(setup):
 
 def test_non_finite_loss_stops_the_job_with_its_name(setup):
     spec, plan, data, m0 = setup
-    job = _job(plan, "siddo-s01")
+    job = job_named(plan, "siddo-s01")
     params = {**job.params, "train": {**job.params["train"], "lr": 1e30}}
     with pytest.raises(TrainingError, match="siddo-s01.*training loss became"):
         train_model(params, data, m0, name="siddo-s01")
@@ -123,7 +126,7 @@ def test_non_finite_loss_stops_the_job_with_its_name(setup):
 
 def test_target_shape_mismatch_is_rejected(setup):
     spec, plan, data, m0 = setup
-    job = _job(plan, "kd-a0.5-s01")
+    job = job_named(plan, "kd-a0.5-s01")
     with pytest.raises(ValueError, match="target logits have shape"):
         train_model(job.params, data, m0, target_logits=torch.zeros(3, 10))
 

@@ -14,13 +14,14 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import kdaudit_here, records
-from kdaudit.config.spec import resolve_spec
+from helpers import ONE_THREAD, as_sets, kdaudit_here, records, tiny_grid
+from kdaudit.config.loader import resolve_spec
 from kdaudit.data.base import DataBundle
 from kdaudit.errors import SpecError
 from kdaudit.plan.jobs import build_plan
-from kdaudit.security.backdoor import make_trigger, poison, poison_transfer, transfer_indices
+from kdaudit.security.backdoor import poison, poison_transfer, transfer_indices
 from kdaudit.security.poisoning import teacher_train_logits, transfer_bundle
+from kdaudit.security.triggers import make_trigger
 
 MEAN, STD = 0.3, 0.4
 IMAGE_INFO = {"modality": "image", "raw_range": [0.0, 1.0], "normalization": {"mean": MEAN, "std": STD}}
@@ -189,16 +190,10 @@ def test_tiny_audit_with_a_poisoned_transfer_set(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "train_model", spy)
     out = tmp_path / "audit"
-    sets = [
-        "protocol.seeds=2",
-        "train.epochs=2",
-        "model.kwargs.hidden=[16]",
-        "train.threads=1",
-        "execution.workers=1",
-        "security.backdoor.enabled=true",
-        "security.backdoor.transfer_poison=0.1",
-    ]
-    code = kdaudit_here("run", "digits-mlp", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), []))
+    sets = tiny_grid(
+        2, ONE_THREAD, "execution.workers=1", "security.backdoor.enabled=true", "security.backdoor.transfer_poison=0.1"
+    )
+    code = kdaudit_here("run", "digits-mlp", "--out", str(out), "--quiet", *as_sets(sets))
     assert code == 0
 
     runs = pd.read_csv(out / "security_runs.csv")

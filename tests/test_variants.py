@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -13,9 +12,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from helpers import TINY_ONE_ALPHA, as_sets, store_records
 from kdaudit.audit import run_audit
-from kdaudit.config.spec import resolve_raw, resolve_spec, validate_spec
-from kdaudit.config.sweep import expand, find_axes
+from kdaudit.config.loader import expand, resolve_raw, resolve_spec, validate_spec
+from kdaudit.config.sweep import find_axes
 from kdaudit.errors import SpecError
 from kdaudit.execute.train import init_weights, train_model
 from kdaudit.models import build_model
@@ -33,14 +33,7 @@ from kdaudit.store import JobStore
 from kdaudit.sweep import reanalyse_sweep, run_sweep
 
 # digits, 2 seeds, 1 epoch, KD and RCD at one α: 1 + 2 + 2 + 2 = 7 models per audit
-TINY = [
-    "protocol.seeds=2",
-    "train.epochs=1",
-    "model.kwargs.hidden=[16]",
-    "train.threads=1",
-    "protocol.alphas=[0.5]",
-    "protocol.conditions=[siddo,kd,rcd-uniform]",
-]
+TINY = TINY_ONE_ALPHA
 
 
 class TinyNet(nn.Module):
@@ -53,10 +46,6 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.out(self.body(x))
-
-
-def _records(store: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(store.glob("*/record.json"))]
 
 
 # ----------------------------------------------------------------------------------- the plan
@@ -189,7 +178,7 @@ def test_hint_training_pulls_the_layer_towards_its_targets(tmp_path):
 def test_hint_audit_runs_kd_and_rcd_with_hints(tmp_path):
     spec = resolve_spec("digits-mlp", TINY + ["protocol.hint={weight: 1.0, student_layer: features.2}"])
     out = run_audit(spec, tmp_path / "a")
-    recs = _records(tmp_path / "a" / "jobs")
+    recs = store_records(tmp_path / "a" / "jobs")
     hinted = [r for r in recs if "hint" in r["params"]]
     assert sorted(r["condition"] for r in hinted) == ["kd"] * 2 + ["rcd-uniform"] * 2
     assert "features.2" in out.meta["hint"]
@@ -245,10 +234,11 @@ def test_resolve_spec_refuses_a_sweep():
         resolve_spec("digits-mlp", ["protocol.temperature=[1,2]"])
 
 
+@pytest.mark.slow
 def test_temperature_sweep_trains_one_teacher(tmp_path):
     sweep = expand(resolve_raw("digits-mlp", TINY + ["protocol.temperature=[1,4]"]))
     outcome = run_sweep(sweep, tmp_path / "sw")
-    recs = _records(tmp_path / "sw" / "jobs")
+    recs = store_records(tmp_path / "sw" / "jobs")
     kinds = [r["kind"] for r in recs]
     assert kinds.count("teacher") == 1 and kinds.count("init") == 1
     # siddo shared; kd and rcd differ per temperature: 2 + 2 × (2 + 2)
@@ -267,7 +257,7 @@ def test_temperature_sweep_trains_one_teacher(tmp_path):
 def test_teacher_epochs_sweep_shares_the_controls(tmp_path):
     sweep = expand(resolve_raw("digits-mlp", TINY + ["teacher.epochs=[1,2,3]"]))
     outcome = run_sweep(sweep, tmp_path / "sw")
-    recs = _records(tmp_path / "sw" / "jobs")
+    recs = store_records(tmp_path / "sw" / "jobs")
     assert [r["kind"] for r in recs].count("teacher") == 3
     assert len([r for r in recs if r["condition"] in ("siddo", "rcd-uniform")]) == 4  # shared by all points
     losses = [o.meta["teacher_loss"] for o in outcome.outcomes]
@@ -358,10 +348,11 @@ def test_bring_your_own_errors(tmp_path):
     assert not (tmp_path / "x" / "jobs").exists()
 
 
+@pytest.mark.slow
 def test_cli_runs_and_reports_a_sweep(tmp_path):
     from helpers import kdaudit
 
-    sets = [a for s in TINY for a in ("--set", s)]
+    sets = as_sets(TINY)
     res = kdaudit(
         "run", "digits-mlp", *sets, "--set", "protocol.temperature=[1,3]", "--out", str(tmp_path / "sw"), "--quiet"
     )

@@ -2,7 +2,7 @@
 
 This module ties the stages together for the CLI and for library users::
 
-    from kdaudit.config.spec import resolve_spec
+    from kdaudit.config.loader import resolve_spec
     from kdaudit.audit import run_audit
     outcome = run_audit(resolve_spec("digits-mlp", ["protocol.seeds=3"]), "out/digits")
     print(outcome.tables.verdicts)
@@ -10,6 +10,7 @@ This module ties the stages together for the CLI and for library users::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,26 +25,20 @@ from . import __version__
 from .analysis.audit import AuditTables, build_audit_tables
 from .analysis.collect import collect_runs
 from .analysis.hypotheses import Design, design_notes, is_regularisation_control
-from .config.spec import AuditSpec, dump_spec, read_yaml, validate_spec
+from .analysis.security import SecurityTables, build_security_tables
+from .config.loader import dump_spec, read_yaml, validate_spec
+from .config.schema import AuditSpec
+from .data.base import DataBundle
 from .errors import KdauditError
 from .execute.runner import ExecutionStats, Progress, load_data, set_threads
 from .faults import failpoint
+from .io import write_text
 from .models import build_model
 from .plan.jobs import Plan, build_plan
+from .security.evaluate import evaluate_security
+from .security.poisoning import check_security
 from .store import JobStore
 from .tracking import open_tracker
-
-OUTPUT_FILES = (
-    "spec.yaml",
-    "data.json",
-    "runs.csv",
-    "tests.csv",
-    "transfer.csv",
-    "summary.csv",
-    "audit.json",
-    "report.md",
-    "report.html",
-)
 
 
 @dataclass
@@ -55,7 +50,7 @@ class AuditOutcome:
     meta: dict
     stats: ExecutionStats | None
     paths: dict[str, Path]
-    security: object | None = None  # SecurityTables when spec.security is enabled
+    security: SecurityTables | None = None  # when spec.security is enabled
 
 
 def default_out_dir(spec: AuditSpec) -> Path:
@@ -82,11 +77,11 @@ def prepare_out_dir(out_dir: Path) -> Path:
 def write_spec(spec: AuditSpec, out_dir: Path) -> Path:
     path = out_dir / "spec.yaml"
     extra = {"versions": {"kdaudit": __version__, "torch": str(torch.__version__)}}
-    _atomic_write(path, dump_spec(spec, extra))
+    write_text(path, dump_spec(spec, extra))
     return path
 
 
-def write_data_info(data, out_dir: Path) -> Path:
+def write_data_info(data: DataBundle, out_dir: Path) -> Path:
     """``data.json``: what the audit trained on — sizes, classes, the content fingerprint, the
     standardisation, and for text the tokenizer and its vocabulary, so outputs can be reproduced."""
     path = out_dir / "data.json"
@@ -97,7 +92,7 @@ def write_data_info(data, out_dir: Path) -> Path:
         "input_dtype": str(data.x_train.dtype).replace("torch.", ""),
         **data.info,
     }
-    _atomic_write(path, json.dumps(info, indent=1, default=_json_default, ensure_ascii=False))
+    write_text(path, json.dumps(info, indent=1, default=_json_default, ensure_ascii=False))
     return path
 
 
@@ -119,8 +114,6 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
     data = load_data(spec)
     preflight(spec, data)  # bad models, checkpoints and hint layers fail before anything is written
     if spec.security.enabled:
-        from .security.poisoning import check_security
-
         check_security(spec, data)
     write_spec(spec, out)
     write_data_info(data, out)
@@ -133,10 +126,8 @@ def run_audit(spec: AuditSpec, out_dir: str | Path | None = None, progress: Prog
         stats = execute(spec, plan, store, data, progress)
     except BaseException:
         if tracker is not None:  # log what did finish, without hiding the failure
-            try:
+            with contextlib.suppress(Exception):
                 tracker.log_jobs(plan, store)
-            except Exception:
-                pass
         raise
     outcome = analyse(spec, out, plan, store, stats, data_info=data.info, started=start, data=data, progress=progress)
     if tracker is not None:
@@ -308,32 +299,33 @@ def analyse(
     summary = {"meta": meta, "statistics": tables.statistics, "verdicts": [asdict(v) for v in tables.verdicts]}
     if security is not None:
         summary["security"] = security.sentences
-    _atomic_write(out / "audit.json", json.dumps(summary, indent=2, default=_json_default))
+    write_text(out / "audit.json", json.dumps(summary, indent=2, default=_json_default))
     paths["audit.json"] = out / "audit.json"
     return AuditOutcome(out, spec, plan, tables, meta, stats, paths, security)
 
 
-def analyse_security(spec: AuditSpec, out: Path, plan: Plan, store: JobStore, data, progress=None):
+def analyse_security(
+    spec: AuditSpec, out: Path, plan: Plan, store: JobStore, data: DataBundle, progress: Progress | None = None
+) -> SecurityTables:
     """Security metrics of every model (cached per model under ``out/security``) and their tests."""
-    from .analysis.security import build_security_tables
-    from .security.evaluate import evaluate_security
-
     on_model = getattr(progress, "security_model", None)
     result = evaluate_security(spec, plan, store, data, out, on_model)
-    tables = build_security_tables(
+    if result is None:
+        raise KdauditError("the spec enables no security audit (security.adversarial or security.backdoor)")
+    return build_security_tables(
         result.runs, result.metrics, result.meta, level=spec.analysis.level, correction=spec.analysis.correction
     )
-    return tables
 
 
-def write_security_tables(out: Path, security) -> dict[str, Path]:
+def write_security_tables(out: Path, security: SecurityTables) -> dict[str, Path]:
+    """``security_runs.csv``, ``security_tests.csv`` and ``security_summary.csv``."""
     paths = {}
     for name, df in (
         ("security_runs.csv", security.runs),
         ("security_tests.csv", security.tests),
         ("security_summary.csv", security.summary),
     ):
-        _atomic_write(out / name, df.to_csv(index=False))
+        write_text(out / name, df.to_csv(index=False))
         paths[name] = out / name
     return paths
 
@@ -346,27 +338,10 @@ def write_tables(out: Path, tables: AuditTables) -> dict[str, Path]:
         ("transfer.csv", tables.transfer),
         ("summary.csv", tables.summary),
     ):
-        _atomic_write(out / name, df.to_csv(index=False))
+        write_text(out / name, df.to_csv(index=False))
         paths[name] = out / name
         failpoint("analysis.tables")
     return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer that was killed
-        try:
-            os.kill(int(stale.name.rsplit("-", 1)[1]), 0)
-        except ProcessLookupError:
-            stale.unlink(missing_ok=True)
-        except (ValueError, OSError):
-            pass
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:  # e.g. a full disk: one line, and no temporary left behind
-        tmp.unlink(missing_ok=True)
-        raise KdauditError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _json_default(o):

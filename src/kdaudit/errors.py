@@ -1,10 +1,10 @@
-"""Errors that reach the user as one line on stderr and exit code 2."""
+"""Errors that reach the user as one line on stderr and their exit code (2)."""
 
 
 class KdauditError(Exception):
     """A problem the user can fix (bad input, bad spec, missing data).
 
-    The CLI prints ``str(error)`` as one line and exits with code 2; no traceback.
+    The CLI prints ``str(error)`` as one line and exits with ``exit_code``; no traceback.
     """
 
     exit_code = 2

@@ -1,13 +1,17 @@
-"""Decorator-based registries for datasets, models and objectives, and import paths.
+"""Registries for datasets, models and objectives, and import paths.
 
-A user's own model or dataset is named by an import path ``package.module:Name``
-(:func:`is_import_path`, :func:`import_object`) instead of a registered name.
+A registry maps names to factories. Its built-ins are registered by decorators in the modules
+it is given, imported on the first lookup, so no caller has to load anything first. A user's
+own model or dataset is named by an import path ``package.module:Name`` instead of a registered
+name (:func:`is_import_path`, :func:`import_object`); :meth:`Registry.resolve` accepts both.
 
 >>> MODELS = Registry("model")
 >>> @MODELS.register("mlp")
 ... def build_mlp(**kw): ...
 >>> MODELS.get("mlp")  # doctest: +ELLIPSIS
 <function build_mlp at ...>
+>>> MODELS.resolve("json:dumps", field="model.name")  # doctest: +ELLIPSIS
+<function dumps at ...>
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 from .errors import SpecError
 
@@ -24,11 +29,19 @@ T = TypeVar("T", bound=Callable[..., Any])
 
 
 class Registry(Generic[T]):
-    """A named mapping from string keys to factories, filled by decorators."""
+    """A named mapping from string keys to factories, filled by decorators.
 
-    def __init__(self, kind: str) -> None:
+    ``builtins`` are the modules whose import registers the built-in entries; they are imported
+    once, on the first lookup (:meth:`get`, :meth:`resolve`, :meth:`names`, ``in``, iteration).
+    """
+
+    def __init__(self, kind: str, builtins: Sequence[str] = ()) -> None:
         self.kind = kind
+        self.builtins = tuple(builtins)
         self._entries: dict[str, T] = {}
+        self._loaded = False
+        self._loading = False
+        self._lock = threading.RLock()
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -39,26 +52,59 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def load(self) -> None:
+        """Import the built-in modules, once. A lookup made by one of them while it is being
+        imported sees the entries registered so far; other threads wait for the import."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded or self._loading:
+                return
+            self._loading = True
+            try:
+                for module in self.builtins:
+                    importlib.import_module(module)
+                self._loaded = True
+            finally:
+                self._loading = False
+
     def get(self, name: str) -> T:
+        self.load()
         try:
             return self._entries[name]
         except KeyError:
             raise SpecError(self.unknown_message(name)) from None
 
+    def resolve(self, name: str, *, field: str) -> T:
+        """The factory registered as ``name``, or the callable that the import path ``name`` names.
+
+        A name with a colon that is not registered is an import path; ``field`` (e.g.
+        ``"model.name"``) starts the one-line :class:`SpecError` of a path that does not import
+        or names something that is not callable.
+        """
+        if name in self or not (isinstance(name, str) and ":" in name):
+            return self.get(name)
+        obj = import_object(name, field)
+        if not callable(obj):
+            raise SpecError(f"{field} {name!r}: {name!r} is not callable")
+        return cast(T, obj)
+
     def unknown_message(self, name: str) -> str:
-        known = sorted(self._entries)
+        known = self.names()
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown {self.kind} {name!r}{hint}; known: {', '.join(known)}"
 
     def names(self) -> list[str]:
+        self.load()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self.load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._entries))
+        return iter(self.names())
 
 
 _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

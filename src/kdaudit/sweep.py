@@ -1,7 +1,6 @@
 """A sweep end to end: one audit per point, one shared job store, one sweep report.
 
-    from kdaudit.config.spec import resolve_raw
-    from kdaudit.config.sweep import expand
+    from kdaudit.config.loader import expand, resolve_raw
     from kdaudit.sweep import run_sweep
     outcome = run_sweep(expand(resolve_raw("digits-mlp", ["protocol.temperature=[1,4]"])), "out/t")
 
@@ -21,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .audit import AuditOutcome, default_out_dir, prepare_out_dir, reanalyse, run_audit
-from .config.spec import validate_spec
+from .config.loader import validate_spec
 from .config.sweep import Sweep
 from .errors import KdauditError
 from .execute.runner import Progress

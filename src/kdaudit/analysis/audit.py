@@ -8,8 +8,8 @@ returns :class:`AuditTables`:
   :mod:`kdaudit.analysis.hypotheses` (H1 transfer, H2 beyond regularisation, H3 negative
   transfer, H4 asymmetry, corrected together), with plain-word sentences.
 - ``tests`` (:data:`TESTS_COLUMNS`): for every condition X other than ``siddo``, every α of X
-  and every per-student metric of :data:`TEST_METRICS` (plus the asymmetry scores
-  :data:`DERIVED_METRICS`), X's students against all ``siddo`` students (comparison
+  and every per-student metric of :func:`~kdaudit.analysis.catalogue.tested_metrics` (plus the
+  asymmetry scores :data:`DERIVED_METRICS`), X's students against all ``siddo`` students (comparison
   ``vs_siddo``) and, for conditions that are not controls, against each RCD condition at the same
   α (``vs_<rcd name>``): Mann–Whitney U, or with ``paired`` the Wilcoxon signed-rank test by seed
   (suffix ``_paired``; then the unpaired rows are kept as their own exploratory family).
@@ -19,7 +19,8 @@ returns :class:`AuditTables`:
   ``ci_low`` / ``ci_high`` is the difference of means and its seeded 95 % bootstrap interval.
 - ``transfer`` (:data:`TRANSFER_COLUMNS`): Δ± with intervals, h±, the asymmetry h− − h+ (and
   Δ− − Δ+ in points) and their tests, and the verdicts that rest on them, per non-siddo
-  condition and α — see :mod:`kdaudit.analysis.transfer`.
+  condition and α — see :mod:`kdaudit.analysis.transfer`; the ``verdict`` sentence is that of
+  :func:`~kdaudit.analysis.verdicts.payoff_verdict`.
 - ``summary`` (:data:`SUMMARY_COLUMNS`): per-seed means and SEMs per student group, ``siddo``
   first, then the other conditions sorted by name and α.
 
@@ -39,7 +40,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .catalogue import runs_columns, summary_metrics, tested_metrics
 from .hypotheses import (
+    CONTROL,
     Decision,
     Design,
     Group,
@@ -51,29 +54,28 @@ from .hypotheses import (
     is_regularisation_control,
     stream_seed,
 )
-from .stats import TestResult, adjust_pvalues, compression_bar, mean_sem
-from .transfer import format_p, p_equals, payoff_sentence, transfer_effects
+from .stats import TestResult, adjust_pvalues, mean_sem
+from .transfer import transfer_effects
+from .verdicts import Verdict, display_name, payoff_verdict, verdict_of
 
-RUNS_COLUMNS = [
-    "run_id",
-    "role",
-    "condition",
-    "alpha",
-    "temperature",
-    "seed",
-    "accuracy",
-    "loss",
-    "activation_distance",
-    "js_divergence",
-    "prediction_disagreement",
-    "agreement",
-    "logit_cosine",
-    "rank_disagreement",
-    "agreement_teacher_correct",
-    "agreement_teacher_wrong",
-    "n_teacher_correct",
-    "n_teacher_wrong",
+__all__ = [
+    "CONTROL",
+    "DERIVED_METRICS",
+    "REQUIRED_COLUMNS",
+    "RUNS_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "TESTS_COLUMNS",
+    "TRANSFER_COLUMNS",
+    "AuditTables",
+    "Verdict",
+    "build_audit_tables",
+    "display_name",
+    "is_rcd",
 ]
+
+RUNS_COLUMNS = runs_columns()
+"""The columns of runs.csv: which model a row is, then its metrics (see :mod:`kdaudit.analysis.catalogue`)."""
+
 TESTS_COLUMNS = [
     "comparison",
     "condition",
@@ -99,24 +101,7 @@ TESTS_COLUMNS = [
     "significant",
 ]
 
-CONTROL = "siddo"
-"""The name of the control condition (Same Initialisation, Different Data Order)."""
-
-TEST_METRICS = [
-    "accuracy",
-    "loss",
-    "activation_distance",
-    "js_divergence",
-    "prediction_disagreement",
-    "agreement",
-    "logit_cosine",
-    "rank_disagreement",
-    "agreement_teacher_correct",
-    "agreement_teacher_wrong",
-]
-"""The per-student metrics tested in tests.csv (columns of runs.csv)."""
-
-REQUIRED_COLUMNS = ["role", "condition", "alpha", "seed", *TEST_METRICS]
+REQUIRED_COLUMNS = ["role", "condition", "alpha", "seed", *tested_metrics()]
 """Columns :func:`build_audit_tables` needs; the other RUNS_COLUMNS are optional."""
 
 TRANSFER_COLUMNS = [
@@ -145,37 +130,31 @@ TRANSFER_COLUMNS = [
     "negative_asymmetric_payoff",
     "verdict",
 ]
-SUMMARY_METRICS = [
-    "accuracy",
+
+SUMMARY_COLUMNS = ["condition", "alpha", "n"] + [f"{m}_{stat}" for m in summary_metrics() for stat in ("mean", "sem")]
+
+DERIVED_METRICS = ("asymmetry", "asymmetry_points")
+"""Per-student quantities tested against SIDDO beside the runs' metrics (see hypotheses)."""
+
+_GROUP_METRICS = (
     "agreement",
-    "js_divergence",
-    "activation_distance",
     "agreement_teacher_correct",
     "agreement_teacher_wrong",
-]
-SUMMARY_COLUMNS = ["condition", "alpha", "n"] + [f"{m}_{stat}" for m in SUMMARY_METRICS for stat in ("mean", "sem")]
+    "js_divergence",
+    "activation_distance",
+)
+"""The per-student values the decision and the verdict sentences read."""
 
+_TRANSFER_TESTS = (
+    ("delta_pos", "agreement_teacher_correct", "p_pos"),
+    ("delta_neg", "agreement_teacher_wrong", "p_neg"),
+    ("asymmetry", "asymmetry", "p_asymmetry"),
+    ("asymmetry_points", "asymmetry_points", "p_asymmetry_points"),
+)
+"""transfer.csv quantity, the tests.csv metric it comes from and the column of its p."""
 
-@dataclass
-class Verdict:
-    """The plain-word answer for one distillation condition at one α (PROTOCOL §5).
-
-    Each verdict is ``"yes"``, ``"no"`` or ``"not testable"``; ``reasons`` says why, per verdict;
-    ``tests`` holds the primary tests that decided them (H1–H4), ``standard`` the rule set.
-    """
-
-    condition: str
-    alpha: float
-    knowledge_transfer: str  # "yes" | "no" | "not testable"
-    beyond_regularisation: str
-    negative_asymmetric_payoff: str
-    compression: str
-    negative_transfer: str = "not testable"
-    asymmetry: str = "not testable"
-    standard: str = "kdaudit"
-    reasons: dict[str, str] = field(default_factory=dict)
-    tests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    sentences: list[str] = field(default_factory=list)
+_Key = tuple[str, float]
+"""(condition, α) of a group of students."""
 
 
 @dataclass
@@ -198,29 +177,6 @@ def is_rcd(condition: str) -> bool:
     return is_regularisation_control(condition)
 
 
-def display_name(condition: str) -> str:
-    """A condition's name for sentences: ``KD``, ``SIDDO``, ``RCD-uniform``; others unchanged."""
-    c = str(condition)
-    low = c.lower()
-    if low in ("kd", "siddo", "ls"):
-        return low.upper()
-    if low.startswith("rcd"):
-        return "RCD" + c[3:]
-    return c
-
-
-def _fmt_alpha(alpha: float) -> str:
-    return "n/a" if not math.isfinite(alpha) else f"{alpha:g}"
-
-
-def _pct(mean: float, sem: float) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    if not math.isfinite(sem):
-        return f"{100 * mean:.1f} %"
-    return f"{100 * mean:.1f} % ± {100 * sem:.1f}"
-
-
 def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
     """Check the columns and return the student rows with numeric metric columns."""
     if not isinstance(runs, pd.DataFrame):
@@ -230,7 +186,7 @@ def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
         raise InputError(f"runs: missing required column(s): {', '.join(missing)}")
     students = runs.loc[runs["role"].astype(str) == "student"].copy()
     students["condition"] = students["condition"].astype(str)
-    for col in ["alpha", "seed", *TEST_METRICS]:
+    for col in ["alpha", "seed", *tested_metrics()]:
         try:
             students[col] = pd.to_numeric(students[col]).astype(np.float64)
         except (ValueError, TypeError):
@@ -275,17 +231,22 @@ def _test_row(
     }
 
 
+def _group(df: pd.DataFrame) -> Group:
+    return Group.of(df["seed"].to_numpy(), **{m: _values(df, m) for m in _GROUP_METRICS})
+
+
+def _effects(g: pd.DataFrame, control: pd.DataFrame) -> dict[str, float]:
+    return transfer_effects(
+        _values(g, "agreement_teacher_correct"),
+        _values(g, "agreement_teacher_wrong"),
+        _values(control, "agreement_teacher_correct"),
+        _values(control, "agreement_teacher_wrong"),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The tables
 # ---------------------------------------------------------------------------------------------
-
-_VERDICT_METRICS = ("agreement", "agreement_teacher_correct", "agreement_teacher_wrong")
-DERIVED_METRICS = ("asymmetry", "asymmetry_points")
-"""Per-student quantities tested against SIDDO beside the runs' metrics (see hypotheses)."""
-
-
-def _group(df: pd.DataFrame) -> Group:
-    return Group.of(df["seed"].to_numpy(), **{m: _values(df, m) for m in _VERDICT_METRICS})
 
 
 def build_audit_tables(
@@ -307,152 +268,28 @@ def build_audit_tables(
     students = _prepare(runs)
     control = students.loc[students["condition"] == CONTROL]
     others = students.loc[students["condition"] != CONTROL]
-    groups: dict[tuple[str, float], pd.DataFrame] = {
+    groups: dict[_Key, pd.DataFrame] = {
         (str(c), float(a)): g for (c, a), g in others.groupby(["condition", "alpha"], sort=True)
     }
     reg_at: dict[float, list[str]] = {}
     for cond, alpha in groups:
         if is_regularisation_control(cond):
             reg_at.setdefault(alpha, []).append(cond)
-    control_group = _group(control) if len(control) else None
+    control_group = _group(control)
 
-    # the primary family -----------------------------------------------------------------------
-    unit_keys = [(c, a) for (c, a) in groups if not is_regularisation_control(c)]
     units = [
-        Unit(c, a, _group(groups[(c, a)]), {r: _group(groups[(r, a)]) for r in reg_at.get(a, [])}) for c, a in unit_keys
+        Unit(c, a, _group(g), {r: _group(groups[(r, a)]) for r in reg_at.get(a, [])})
+        for (c, a), g in groups.items()
+        if not is_regularisation_control(c)
     ]
-    decisions = decide(units, control_group, design)
-    primary: dict[tuple[str, str, float, str], dict[str, Any]] = {}
-    for d in decisions:
-        for h, row in d.tests.items():
-            if h != "H2":
-                primary[(row["comparison"], d.condition, d.alpha, row["metric"])] = row
-        for c in d.h2_components:
-            primary[(c["comparison"], d.condition, d.alpha, "agreement")] = c
-
-    # tests.csv --------------------------------------------------------------------------------
-    kinds = [design.primary_paired] + ([not design.primary_paired] if design.paired else [])
-    rows: list[dict[str, Any]] = []
-    for (cond, alpha), g in groups.items():
-        opponents: list[tuple[str, pd.DataFrame]] = [(CONTROL, control)]
-        if not is_regularisation_control(cond):
-            opponents += [(r, groups[(r, alpha)]) for r in sorted(reg_at.get(alpha, []))]
-        for kind in kinds:
-            suffix = "_paired" if kind else ""
-            family = (
-                "secondary" if kind == design.primary_paired else ("secondary-paired" if kind else "secondary-unpaired")
-            )
-            for opponent, b in opponents:
-                comparison = f"vs_{opponent}{suffix}"
-                values = {m: (_values(g, m), _values(b, m)) for m in TEST_METRICS}
-                if opponent == CONTROL and len(b):
-                    ga, gb = _group(g), _group(b)
-                    values["asymmetry"] = asymmetry_scores(ga, gb)
-                    values["asymmetry_points"] = asymmetry_scores(ga, gb, headroom=False)
-                for metric, (va, vb) in values.items():
-                    hit = primary.get((comparison, cond, alpha, metric)) if kind == design.primary_paired else None
-                    if hit is not None:
-                        rows.append(_test_row(comparison, cond, alpha, metric, hit, "primary", hit["hypothesis"]))
-                        continue
-                    res = compare_groups(
-                        va,
-                        vb,
-                        seeds_a=g["seed"].to_numpy(),
-                        seeds_b=b["seed"].to_numpy(),
-                        paired=kind,
-                        method=design.method,
-                        bootstrap=design.bootstrap,
-                        seed=stream_seed(design.seed, f"vs_{opponent}", cond, alpha, metric),
-                        permutations=design.permutations,
-                    )
-                    rows.append(_test_row(comparison, cond, alpha, metric, res, family))
-    tests = pd.DataFrame(rows, columns=TESTS_COLUMNS)
-    if len(tests):
-        for family in tests["family"].unique():
-            if family == "primary":
-                continue
-            sel = tests["family"] == family
-            tests.loc[sel, "p_adjusted"] = adjust_pvalues(
-                tests.loc[sel, "p_value"].to_numpy(np.float64), design.secondary_correction
-            )
-        tests["significant"] = (tests["p_adjusted"] < design.level).astype(bool)
-    tests = tests.astype({"n_a": "int64", "n_b": "int64", "significant": "bool"})
-
-    def row_of(comparison: str, cond: str, alpha: float, metric: str) -> pd.Series | None:
-        hit = tests.loc[
-            (tests["comparison"] == comparison)
-            & (tests["condition"] == cond)
-            & (tests["alpha"] == alpha)
-            & (tests["metric"] == metric)
-        ]
-        return None if hit.empty else hit.iloc[0]
-
-    # transfer.csv -----------------------------------------------------------------------------
-    by_unit = {(d.condition, d.alpha): d for d in decisions}
-    suffix = "_paired" if design.primary_paired else ""
-    transfer_rows: list[dict[str, Any]] = []
-    for (cond, alpha), g in groups.items():
-        eff = transfer_effects(
-            _values(g, "agreement_teacher_correct"),
-            _values(g, "agreement_teacher_wrong"),
-            _values(control, "agreement_teacher_correct"),
-            _values(control, "agreement_teacher_wrong"),
-        )
-        row: dict[str, Any] = {"condition": cond, "alpha": alpha, **eff}
-        for key, metric in (
-            ("delta_pos", "agreement_teacher_correct"),
-            ("delta_neg", "agreement_teacher_wrong"),
-            ("asymmetry", "asymmetry"),
-            ("asymmetry_points", "asymmetry_points"),
-        ):
-            r = row_of(f"vs_{CONTROL}{suffix}", cond, alpha, metric)
-            if key in ("asymmetry", "asymmetry_points"):
-                row[key] = math.nan if r is None else float(r["mean_diff"])
-            if key != "asymmetry_points":
-                row[f"{key}_ci_low"] = math.nan if r is None else float(r["ci_low"])
-                row[f"{key}_ci_high"] = math.nan if r is None else float(r["ci_high"])
-            p_key = {
-                "delta_pos": "p_pos",
-                "delta_neg": "p_neg",
-                "asymmetry": "p_asymmetry",
-                "asymmetry_points": "p_asymmetry_points",
-            }[key]
-            row[p_key] = math.nan if r is None else float(r["p_value"])
-        d = by_unit.get((cond, alpha))
-        if d is not None:
-            row["p_neg_adjusted"] = d.tests["H3"]["p_adjusted"] if "H3" in d.tests else math.nan
-            row["p_asymmetry_adjusted"] = d.tests["H4"]["p_adjusted"] if "H4" in d.tests else math.nan
-            row["negative_transfer"] = d.verdicts["negative_transfer"]
-            row["asymmetry_verdict"] = d.verdicts["asymmetry"]
-            row["negative_asymmetric_payoff"] = d.verdicts["negative_asymmetric_payoff"]
-            row["verdict"] = f"At α = {_fmt_alpha(alpha)}, " + _lower_first(_payoff_text(d, eff))
-        else:  # a regularisation control: described, not judged
-            row.update(
-                p_neg_adjusted=math.nan,
-                p_asymmetry_adjusted=math.nan,
-                negative_transfer="control",
-                asymmetry_verdict="control",
-                negative_asymmetric_payoff="control",
-                verdict=f"{display_name(cond)} is a control: its Δ± describe regularisation without knowledge.",
-            )
-        transfer_rows.append(row)
-    transfer = pd.DataFrame(transfer_rows, columns=TRANSFER_COLUMNS)
-
-    # summary ---------------------------------------------------------------------------------
-    summary_rows: list[dict[str, Any]] = []
-    summary_groups: list[tuple[str, float, pd.DataFrame]] = [
-        (CONTROL, float(a), g) for a, g in control.groupby("alpha", sort=True, dropna=False)
-    ] + [(c, a, g) for (c, a), g in groups.items()]
-    for cond, alpha, g in summary_groups:
-        srow: dict[str, Any] = {"condition": cond, "alpha": alpha, "n": int(len(g))}
-        for m in SUMMARY_METRICS:
-            srow[f"{m}_mean"], srow[f"{m}_sem"] = mean_sem(_values(g, m))
-        summary_rows.append(srow)
-    summary = pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS).astype({"n": "int64"})
-
-    # verdicts --------------------------------------------------------------------------------
-    verdicts = [_verdict(d, groups[(d.condition, d.alpha)], control, groups, design) for d in decisions]
-    m = sum(len(d.tests) for d in decisions)
+    decisions = decide(units, control_group if len(control) else None, design)
+    effects = {key: _effects(g, control) for key, g in groups.items()}
+    tests = _tests_table(groups, control, reg_at, _primary_rows(decisions), design)
+    transfer = _transfer_table(effects, tests, {(d.condition, d.alpha): d for d in decisions}, design)
+    verdicts = [
+        verdict_of(d, u, control_group, effects[(d.condition, d.alpha)], design)
+        for d, u in zip(decisions, units, strict=True)
+    ]
     n_seeds = int(students["seed"].nunique()) if len(students) else 0
     statistics = {
         "standard": design.standard,
@@ -463,182 +300,166 @@ def build_audit_tables(
         "method": design.method,
         "bootstrap": design.bootstrap,
         "seed": design.seed,
-        "primary_family_size": m,
+        "primary_family_size": sum(len(d.tests) for d in decisions),
         "notes": design_notes(n_seeds, len(units), bool(reg_at), len(control) > 0, design) if units else [],
     }
     return AuditTables(
-        runs=runs.copy(), tests=tests, transfer=transfer, summary=summary, verdicts=verdicts, statistics=statistics
-    )
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:] if text else text
-
-
-def _payoff_text(d: Decision, eff: dict[str, Any]) -> str:
-    p_neg = d.tests["H3"]["p_adjusted"] if "H3" in d.tests else math.nan
-    p_asym = d.tests["H4"]["p_adjusted"] if "H4" in d.tests else math.nan
-    text = payoff_sentence(
-        display_name(d.condition),
-        display_name(CONTROL),
-        eff,
-        d.verdicts["negative_asymmetric_payoff"],
-        d.reasons["negative_asymmetric_payoff"],
-        p_neg,
-        p_asym,
-    )
-    pts = d.asymmetry_points
-    if pts is not None and math.isfinite(pts["mean_diff"]):
-        text += (
-            f" Raw-points reading: Δ− − Δ+ = {100 * pts['mean_diff']:+.1f} points "
-            f"(unadjusted {p_equals(pts['p_value'])})."
-        )
-    return text
-
-
-def _diff_text(row: Mapping[str, Any], points: bool = True, correction: str = "holm") -> str:
-    scale, unit = (100.0, " points") if points else (1.0, "")
-    parts = []
-    if math.isfinite(row.get("mean_diff", math.nan)):
-        parts.append(f"difference {scale * row['mean_diff']:+.2f}{unit}")
-        if math.isfinite(row.get("ci_low", math.nan)):
-            parts[-1] += f", 95 % CI [{scale * row['ci_low']:+.2f}, {scale * row['ci_high']:+.2f}]"
-    if math.isfinite(row.get("effect_size", math.nan)):
-        parts.append(f"r = {row['effect_size']:+.2f}")
-    test = "Wilcoxon" if row.get("paired") else "Mann–Whitney"
-    method = f" ({row['method']})" if row.get("method") else ""
-    ptxt = f"{test}{method} {p_equals(row.get('p_value', math.nan))}"
-    if correction != "none" and math.isfinite(row.get("p_adjusted", math.nan)):
-        ptxt += f", {correction}-adjusted {format_p(row['p_adjusted'])}"
-    parts.append(ptxt)
-    return "; ".join(parts)
-
-
-_OUTCOME_WORDS = {
-    "knowledge_transfer": (
-        "significant knowledge transfer",
-        "no significant knowledge transfer",
-        "knowledge transfer not testable",
-    ),
-    "beyond_regularisation": (
-        "transfer beyond regularisation",
-        "no evidence of transfer beyond regularisation",
-        "beyond regularisation not testable",
-    ),
-}
-
-
-def _words(key: str, outcome: str, reason: str) -> str:
-    yes, no, nt = _OUTCOME_WORDS[key]
-    if outcome == "yes":
-        return f"{yes}."
-    return f"{no} ({reason})." if outcome == "no" else f"{nt} ({reason})."
-
-
-def _verdict(
-    d: Decision,
-    g: pd.DataFrame,
-    control: pd.DataFrame,
-    groups: dict[tuple[str, float], pd.DataFrame],
-    design: Design,
-) -> Verdict:
-    cond, alpha = d.condition, d.alpha
-    name = display_name(cond)
-    at = f"At α = {_fmt_alpha(alpha)}"
-    corr = design.primary_correction
-    sentences: list[str] = []
-    mx, sx = mean_sem(_values(g, "agreement"))
-    mc, sc = mean_sem(_values(control, "agreement"))
-
-    # H1: knowledge transfer
-    kt = _words("knowledge_transfer", d.verdicts["knowledge_transfer"], d.reasons["knowledge_transfer"])
-    if len(control) == 0:
-        sentences.append(f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples; {kt}")
-    else:
-        head = (
-            f"{at}, {name} students agree with the teacher on {_pct(mx, sx)} of test samples vs "
-            f"{_pct(mc, sc)} for {display_name(CONTROL)}"
-        )
-        sentences.append(f"{head} ({_diff_text(d.tests.get('H1', {}), correction=corr)}): {kt}")
-
-    # H2: beyond regularisation
-    row2 = d.tests.get("H2")
-    if row2 is None:
-        sentences.append(
-            f"{at}, "
-            + _words("beyond_regularisation", d.verdicts["beyond_regularisation"], d.reasons["beyond_regularisation"])
-        )
-    else:
-        hard = row2["control"]
-        mr, sr = mean_sem(_values(groups[(hard, alpha)], "agreement"))
-        others = len(d.h2_components) - 1
-        which = "the hardest regularisation control" if others else "the regularisation control"
-        sentences.append(
-            f"{at}, against {which} {display_name(hard)} ({_pct(mr, sr)}), {name} agreement is {_pct(mx, sx)} "
-            f"({_diff_text(row2, correction=corr)}): "
-            + _words("beyond_regularisation", d.verdicts["beyond_regularisation"], d.reasons["beyond_regularisation"])
-        )
-
-    # H3 + H4: the negative asymmetric payoff
-    eff = transfer_effects(
-        _values(g, "agreement_teacher_correct"),
-        _values(g, "agreement_teacher_wrong"),
-        _values(control, "agreement_teacher_correct"),
-        _values(control, "agreement_teacher_wrong"),
-    )
-    sentences.append(f"{at}, " + _lower_first(_payoff_text(d, eff)))
-
-    # compression bar
-    bar = compression_bar(_values(g, "agreement"), _values(g, "js_divergence"), _values(g, "activation_distance"))
-    if not bar["testable"]:
-        comp = "not testable"
-        sentences.append(f"{at}, the compression bar is not testable (missing metric values).")
-    else:
-        comp = "yes" if bar["compresses"] else "no"
-        scores = (
-            f"agreement {bar['agreement_score']:.3f}, 1 − JS/ln 2 = {bar['js_score']:.3f}, "
-            f"1 − AD/√2 = {bar['ad_score']:.3f} (bar: {bar['threshold']:g} each)"
-        )
-        if comp == "yes":
-            sentences.append(f"{at}, {name} compresses the teacher: {scores}.")
-        else:
-            sentences.append(f"{at}, {name} does not compress the teacher: {scores}.")
-
-    tests = {h: {k: r.get(k) for k in _VERDICT_TEST_KEYS if k in r} for h, r in d.tests.items()}
-    return Verdict(
-        condition=cond,
-        alpha=alpha,
-        knowledge_transfer=d.verdicts["knowledge_transfer"],
-        beyond_regularisation=d.verdicts["beyond_regularisation"],
-        negative_asymmetric_payoff=d.verdicts["negative_asymmetric_payoff"],
-        compression=comp,
-        negative_transfer=d.verdicts["negative_transfer"],
-        asymmetry=d.verdicts["asymmetry"],
-        standard=d.standard,
-        reasons=dict(d.reasons),
+        runs=runs.copy(),
         tests=tests,
-        sentences=sentences,
+        transfer=transfer,
+        summary=_summary_table(control, groups),
+        verdicts=verdicts,
+        statistics=statistics,
     )
 
 
-_VERDICT_TEST_KEYS = (
-    "hypothesis",
-    "comparison",
-    "metric",
-    "n_a",
-    "n_b",
-    "mean_a",
-    "mean_b",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "statistic",
-    "effect_size",
-    "p_value",
-    "method",
-    "p_se",
-    "p_adjusted",
-    "smallest_p_adjusted",
-    "outcome",
-    "why",
-)
+def _primary_rows(decisions: list[Decision]) -> dict[tuple[str, str, float, str], dict[str, Any]]:
+    """The primary tests by (comparison, condition, α, metric); H2 by each of its comparisons."""
+    primary: dict[tuple[str, str, float, str], dict[str, Any]] = {}
+    for d in decisions:
+        for h, row in d.tests.items():
+            if h != "H2":
+                primary[(row["comparison"], d.condition, d.alpha, row["metric"])] = row
+        for c in d.h2_components:
+            primary[(c["comparison"], d.condition, d.alpha, "agreement")] = c
+    return primary
+
+
+def _tests_table(
+    groups: dict[_Key, pd.DataFrame],
+    control: pd.DataFrame,
+    reg_at: dict[float, list[str]],
+    primary: dict[tuple[str, str, float, str], dict[str, Any]],
+    design: Design,
+) -> pd.DataFrame:
+    """tests.csv: every group against SIDDO and, if judged, against each regularisation control."""
+    kinds = [design.primary_paired] + ([not design.primary_paired] if design.paired else [])
+    rows: list[dict[str, Any]] = []
+    for (cond, alpha), g in groups.items():
+        opponents: list[tuple[str, pd.DataFrame]] = [(CONTROL, control)]
+        if not is_regularisation_control(cond):
+            opponents += [(r, groups[(r, alpha)]) for r in sorted(reg_at.get(alpha, []))]
+        for kind in kinds:
+            for opponent, b in opponents:
+                rows += _comparison_rows((cond, alpha), g, opponent, b, kind, primary, design)
+    tests = pd.DataFrame(rows, columns=TESTS_COLUMNS)
+    if len(tests):
+        for family in tests["family"].unique():
+            if family == "primary":
+                continue
+            sel = tests["family"] == family
+            tests.loc[sel, "p_adjusted"] = adjust_pvalues(
+                tests.loc[sel, "p_value"].to_numpy(np.float64), design.secondary_correction
+            )
+        tests["significant"] = (tests["p_adjusted"] < design.level).astype(bool)
+    return tests.astype({"n_a": "int64", "n_b": "int64", "significant": "bool"})
+
+
+def _comparison_rows(
+    key: _Key,
+    g: pd.DataFrame,
+    opponent: str,
+    b: pd.DataFrame,
+    paired: bool,
+    primary: dict[tuple[str, str, float, str], dict[str, Any]],
+    design: Design,
+) -> list[dict[str, Any]]:
+    """The rows of one comparison of group ``key`` with ``opponent``: one per tested metric."""
+    cond, alpha = key
+    comparison = f"vs_{opponent}{'_paired' if paired else ''}"
+    in_primary = paired == design.primary_paired
+    family = "secondary" if in_primary else ("secondary-paired" if paired else "secondary-unpaired")
+    values = {m: (_values(g, m), _values(b, m)) for m in tested_metrics()}
+    if opponent == CONTROL and len(b):
+        ga, gb = _group(g), _group(b)
+        values["asymmetry"] = asymmetry_scores(ga, gb)
+        values["asymmetry_points"] = asymmetry_scores(ga, gb, headroom=False)
+    rows: list[dict[str, Any]] = []
+    for metric, (va, vb) in values.items():
+        hit = primary.get((comparison, cond, alpha, metric)) if in_primary else None
+        if hit is not None:
+            rows.append(_test_row(comparison, cond, alpha, metric, hit, "primary", hit["hypothesis"]))
+            continue
+        res = compare_groups(
+            va,
+            vb,
+            seeds_a=g["seed"].to_numpy(),
+            seeds_b=b["seed"].to_numpy(),
+            paired=paired,
+            method=design.method,
+            bootstrap=design.bootstrap,
+            seed=stream_seed(design.seed, f"vs_{opponent}", cond, alpha, metric),
+            permutations=design.permutations,
+        )
+        rows.append(_test_row(comparison, cond, alpha, metric, res, family))
+    return rows
+
+
+def _find_test(tests: pd.DataFrame, comparison: str, cond: str, alpha: float, metric: str) -> pd.Series | None:
+    hit = tests.loc[
+        (tests["comparison"] == comparison)
+        & (tests["condition"] == cond)
+        & (tests["alpha"] == alpha)
+        & (tests["metric"] == metric)
+    ]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _transfer_table(
+    effects: dict[_Key, dict[str, float]],
+    tests: pd.DataFrame,
+    decisions: Mapping[_Key, Decision],
+    design: Design,
+) -> pd.DataFrame:
+    """transfer.csv: Δ±, h± and the asymmetry with their tests and verdicts, per group."""
+    comparison = f"vs_{CONTROL}{'_paired' if design.primary_paired else ''}"
+    rows: list[dict[str, Any]] = []
+    for (cond, alpha), eff in effects.items():
+        row: dict[str, Any] = {"condition": cond, "alpha": alpha, **eff}
+        for key, metric, p_key in _TRANSFER_TESTS:
+            r = _find_test(tests, comparison, cond, alpha, metric)
+            if key in ("asymmetry", "asymmetry_points"):
+                row[key] = math.nan if r is None else float(r["mean_diff"])
+            if key != "asymmetry_points":
+                row[f"{key}_ci_low"] = math.nan if r is None else float(r["ci_low"])
+                row[f"{key}_ci_high"] = math.nan if r is None else float(r["ci_high"])
+            row[p_key] = math.nan if r is None else float(r["p_value"])
+        d = decisions.get((cond, alpha))
+        row.update(_transfer_verdicts(cond, d, eff))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
+
+
+def _transfer_verdicts(cond: str, d: Decision | None, eff: dict[str, float]) -> dict[str, Any]:
+    """The adjusted p and verdicts of a judged group; a regularisation control is described, not judged."""
+    if d is None:
+        return {
+            "p_neg_adjusted": math.nan,
+            "p_asymmetry_adjusted": math.nan,
+            "negative_transfer": "control",
+            "asymmetry_verdict": "control",
+            "negative_asymmetric_payoff": "control",
+            "verdict": f"{display_name(cond)} is a control: its Δ± describe regularisation without knowledge.",
+        }
+    return {
+        "p_neg_adjusted": d.tests["H3"]["p_adjusted"] if "H3" in d.tests else math.nan,
+        "p_asymmetry_adjusted": d.tests["H4"]["p_adjusted"] if "H4" in d.tests else math.nan,
+        "negative_transfer": d.verdicts["negative_transfer"],
+        "asymmetry_verdict": d.verdicts["asymmetry"],
+        "negative_asymmetric_payoff": d.verdicts["negative_asymmetric_payoff"],
+        "verdict": payoff_verdict(d, eff),
+    }
+
+
+def _summary_table(control: pd.DataFrame, groups: dict[_Key, pd.DataFrame]) -> pd.DataFrame:
+    """summary.csv: per-seed mean and SEM of the summary metrics, SIDDO first."""
+    summary_groups: list[tuple[str, float, pd.DataFrame]] = [
+        (CONTROL, float(a), g) for a, g in control.groupby("alpha", sort=True, dropna=False)
+    ] + [(c, a, g) for (c, a), g in groups.items()]
+    rows: list[dict[str, Any]] = []
+    for cond, alpha, g in summary_groups:
+        row: dict[str, Any] = {"condition": cond, "alpha": alpha, "n": int(len(g))}
+        for m in summary_metrics():
+            row[f"{m}_mean"], row[f"{m}_sem"] = mean_sem(_values(g, m))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"n": "int64"})

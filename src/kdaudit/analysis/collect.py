@@ -9,20 +9,8 @@ from ..errors import KdauditError
 from ..plan.jobs import Plan
 from ..store import JobStore
 from .audit import RUNS_COLUMNS
+from .catalogue import runs_metrics
 from .metrics import accuracy, cross_entropy, functional_metrics_many
-
-_COMPARISON_KEYS = [
-    "activation_distance",
-    "js_divergence",
-    "prediction_disagreement",
-    "agreement",
-    "logit_cosine",
-    "rank_disagreement",
-    "agreement_teacher_correct",
-    "agreement_teacher_wrong",
-    "n_teacher_correct",
-    "n_teacher_wrong",
-]
 
 
 def collect_runs(plan: Plan, store: JobStore, temperature: float) -> pd.DataFrame:
@@ -67,10 +55,8 @@ def collect_runs(plan: Plan, store: JobStore, temperature: float) -> pd.DataFram
                 "alpha": job.alpha,
                 "temperature": np.nan if job.condition == "siddo" else temperature,
                 "seed": job.seed,
-                "accuracy": m["student_accuracy"][i],
-                "loss": m["student_loss"][i],
             }
-            row.update({k: m[k][i] for k in _COMPARISON_KEYS})
+            row.update({metric.name: m[metric.key][i] for metric in runs_metrics()})
             rows.append(row)
     df = pd.DataFrame(rows)
     for col in RUNS_COLUMNS:

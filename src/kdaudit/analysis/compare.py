@@ -21,15 +21,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from .catalogue import student_metric_keys
 from .hypotheses import Design, Group, Unit, compare_groups, decide, stream_seed
-from .metrics import (
-    STUDENT_METRIC_KEYS,
-    functional_metrics_many,
-    validate_labels,
-    validate_logits,
-)
+from .metrics import functional_metrics_many
 from .stats import CORRECTIONS, adjust_pvalues
 from .transfer import TRANSFER_KEYS, transfer_effects
+from .validation import validate_labels, validate_logits
 
 __all__ = ["METRIC_RESULT_KEYS", "compare_logits", "json_safe"]
 
@@ -98,7 +95,7 @@ def compare_logits(
     Returns ``{"control": {"n"}, "rcd": {NAME: {"n"}}, "statistics": {...}, "groups": {NAME:
     {"n", "metrics": {METRIC: {...}}, "transfer": {...}, "verdicts": {...}, "reasons": {...},
     "asymmetry": {...}, "beyond_regularisation": {...} | None}}}`` with METRIC over
-    :data:`~kdaudit.analysis.metrics.STUDENT_METRIC_KEYS` and the metric fields
+    :func:`~kdaudit.analysis.catalogue.student_metric_keys` and the metric fields
     :data:`METRIC_RESULT_KEYS` (``mean``/``sem`` of the group, ``control_mean``/``control_sem``,
     Mann–Whitney U of the group, raw and adjusted p, rank-biserial effect size, ``significant``,
     plus ``family``, ``mean_diff``, ``ci_low``, ``ci_high``, ``method``). ``rcd`` adds random-control
@@ -140,7 +137,7 @@ def compare_logits(
 
     secondary: dict[tuple[str, str], dict[str, Any]] = {}
     for name, values in group_metrics.items():
-        for key in STUDENT_METRIC_KEYS:
+        for key in student_metric_keys():
             if key in primary_metric:
                 continue
             secondary[(name, key)] = compare_groups(
@@ -172,7 +169,7 @@ def compare_logits(
     for name, values in group_metrics.items():
         d = decisions[name]
         metrics: dict[str, Any] = {}
-        for key in STUDENT_METRIC_KEYS:
+        for key in student_metric_keys():
             h = primary_metric.get(key)
             r = d.tests[h] if h else secondary[(name, key)]
             padj = r["p_adjusted"]

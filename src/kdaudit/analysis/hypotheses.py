@@ -37,7 +37,7 @@ only (conditions, α), never on the data: a test whose p cannot be computed coun
 level **and** the rank-biserial effect is positive (X ranks above the control; for H2 against
 every control); *no* otherwise; *not testable* when the p cannot be computed, or when even
 perfectly separated samples of these sizes could not reach the level after the correction
-(:func:`smallest_adjusted_p`; the reason names the seeds that would make it testable).
+(:func:`~kdaudit.analysis.design.smallest_adjusted_p`; the reason names the seeds that would make it testable).
 
 **Verdicts.** knowledge transfer = H1; beyond regularisation = H1 and H2 (claimed only with
 transfer); negative transfer = H3; asymmetry = H4; negative asymmetric payoff = H3 and H4.
@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +59,22 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
+from .design import (
+    STANDARDS,
+    Design,
+    correction_label,
+    design_notes,
+    family_bound,
+    family_size,
+    seeds_needed,
+    smallest_adjusted_p,
+)
 from .effects import bootstrap_mean_diff
-from .exact import min_pvalue_rank_sum, min_pvalue_signed_rank
-from .stats import CORRECTIONS, METHODS, TestResult, adjust_pvalues, mann_whitney, wilcoxon_paired
+from .stats import TestResult, adjust_pvalues, mann_whitney, wilcoxon_paired
 from .transfer import p_equals, transfer_effects
 
 __all__ = [
+    "CONTROL",
     "Decision",
     "Design",
     "Group",
@@ -75,6 +85,8 @@ __all__ = [
     "asymmetry_scores",
     "compare_groups",
     "decide",
+    "design_notes",
+    "family_bound",
     "family_size",
     "is_regularisation_control",
     "seeds_needed",
@@ -82,7 +94,6 @@ __all__ = [
 ]
 
 YES, NO, NOT_TESTABLE = "yes", "no", "not testable"
-STANDARDS = ("kdaudit", "paper")
 VERDICT_KEYS = (
     "knowledge_transfer",
     "beyond_regularisation",
@@ -99,6 +110,7 @@ HYPOTHESES: dict[str, tuple[str, str]] = {
 """Primary hypothesis → (the verdict it decides, the per-student quantity it tests)."""
 
 CONTROL = "siddo"
+"""The name of the control condition (Same Initialisation, Different Data Order)."""
 
 
 def is_regularisation_control(condition: str) -> bool:
@@ -106,49 +118,6 @@ def is_regularisation_control(condition: str) -> bool:
     the label-smoothing virtual teacher (``ls``)."""
     c = str(condition).lower()
     return c.startswith("rcd") or c == "ls"
-
-
-@dataclass(frozen=True)
-class Design:
-    """How the primary family is tested and corrected (the spec's ``analysis`` section)."""
-
-    level: float = 0.05
-    correction: str = "holm"
-    secondary_correction: str = "bh"
-    paired: bool = False
-    method: str = "auto"
-    standard: str = "kdaudit"
-    bootstrap: int = 10_000
-    seed: int = 0
-    permutations: int = 100_000
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.level, (int, float)) and 0.0 < self.level < 1.0):
-            raise InputError(f"significance level must lie in (0, 1), got {self.level}")
-        for name in ("correction", "secondary_correction"):
-            if getattr(self, name) not in CORRECTIONS:
-                raise InputError(f"unknown {name} {getattr(self, name)!r} (choose one of {', '.join(CORRECTIONS)})")
-        if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r} (choose one of {', '.join(METHODS)})")
-        if self.standard not in STANDARDS:
-            raise InputError(f"unknown standard {self.standard!r} (choose one of {', '.join(STANDARDS)})")
-
-    @classmethod
-    def from_spec(cls, analysis: Any) -> Design:
-        """The design of a spec's ``analysis`` section (an :class:`AnalysisSpec` or a dict)."""
-        get = analysis.get if isinstance(analysis, Mapping) else lambda k, d=None: getattr(analysis, k, d)
-        kw: dict[str, Any] = {k: get(k) for k in cls.__dataclass_fields__ if get(k) is not None}
-        return cls(**kw)
-
-    @property
-    def primary_correction(self) -> str:
-        """The paper's standard corrects nothing."""
-        return "none" if self.standard == "paper" else self.correction
-
-    @property
-    def primary_paired(self) -> bool:
-        """The paper's standard always uses Mann–Whitney."""
-        return self.paired and self.standard != "paper"
 
 
 @dataclass
@@ -275,81 +244,6 @@ def compare_groups(
         res = mann_whitney(va, vb, method=method, seed=seed, n_resamples=permutations)
     diff, lo, hi = bootstrap_mean_diff(va, vb, paired=paired, n_boot=bootstrap, seed=seed)
     return {**res.to_dict(), "paired": paired, "mean_diff": diff, "ci_low": lo, "ci_high": hi}
-
-
-# ---------------------------------------------------------------------------------------------
-# Power: what the design can decide at all
-# ---------------------------------------------------------------------------------------------
-
-
-def family_bound(p_min: float, m: int, correction: str) -> float:
-    """The smallest adjusted p a test with raw p ≥ ``p_min`` can get in a family of ``m``.
-
-    Holm's first step multiplies the smallest p by m, and every adjusted p is at least that;
-    Benjamini–Hochberg can leave the smallest p as it is (when all m tests reach it).
-    """
-    if not math.isfinite(p_min):
-        return math.nan
-    return min(1.0, m * p_min) if correction == "holm" else p_min
-
-
-def smallest_adjusted_p(n_a: int, n_b: int, m: int, design: Design, paired: bool | None = None) -> float:
-    """The smallest adjusted p attainable with groups of n_a and n_b students in a primary family
-    of ``m`` tests: that of perfectly separated samples (no ties). Paired: n = min(n_a, n_b)."""
-    paired = design.primary_paired if paired is None else paired
-    if min(n_a, n_b) < 2:
-        return math.nan
-    method = "asymptotic" if design.method == "asymptotic" else "exact"
-    p = min_pvalue_signed_rank(min(n_a, n_b), method) if paired else min_pvalue_rank_sum(n_a, n_b, method)
-    return family_bound(p, m, design.primary_correction)
-
-
-def seeds_needed(m: int, design: Design, limit: int = 1000) -> int | None:
-    """The fewest seeds per group with which a primary test in a family of ``m`` can reach the level."""
-    for n in range(2, limit + 1):
-        bound = smallest_adjusted_p(n, n, m, design)
-        if math.isfinite(bound) and bound < design.level:
-            return n
-    return None
-
-
-def family_size(n_units: int, with_regularisers: bool, with_control: bool = True) -> int:
-    """The number of primary tests: H1, H3, H4 (with a SIDDO control) and H2 (with regularisation
-    controls) per verdict unit."""
-    return n_units * ((3 if with_control else 0) + (1 if with_regularisers else 0))
-
-
-def design_notes(n_seeds: int, n_units: int, with_regularisers: bool, with_control: bool, design: Design) -> list[str]:
-    """What a planned audit will not be able to decide, before anything trains."""
-    notes: list[str] = []
-    if n_units == 0:
-        return ["no distillation condition (kd) to give verdicts for"]
-    if not with_control:
-        notes.append(
-            "there are no SIDDO students, so knowledge transfer, negative transfer, asymmetry, the "
-            "negative asymmetric payoff (and beyond regularisation, which needs transfer) are not testable"
-        )
-        return notes
-    m = family_size(n_units, with_regularisers, with_control)
-    bound = smallest_adjusted_p(n_seeds, n_seeds, m, design)
-    if not (math.isfinite(bound) and bound < design.level):
-        need = seeds_needed(m, design)
-        kind = "paired Wilcoxon" if design.primary_paired else "Mann–Whitney"
-        got = (
-            "no p-value at all"
-            if not math.isfinite(bound)
-            else (f"a smallest attainable {_corr_label(design)} p of {bound:.3g} ≥ {design.level:g}")
-        )
-        notes.append(
-            f"with {n_seeds} seed(s) per group, a {kind} test in the primary family of {m} has {got}: every "
-            f"verdict will be not testable" + (f"; {need} seeds per group would make them testable" if need else "")
-        )
-    return notes
-
-
-def _corr_label(design: Design) -> str:
-    c = design.primary_correction
-    return "unadjusted" if c == "none" else f"{c}-adjusted"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +381,7 @@ def _kdaudit_outcomes(
     rows: dict[str, dict[str, Any]], comps: list[dict[str, Any]], m: int, design: Design
 ) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
-    corr = _corr_label(design)
+    corr = correction_label(design)
     for h, row in rows.items():
         bound = row["smallest_p_adjusted"]
         if not (math.isfinite(bound) and bound < design.level):

@@ -16,8 +16,9 @@ Everything is computed in float64 with numpy, vectorised over samples (and over 
 Argmax ties take the lowest class index (``np.argmax``), and the argmax is taken on the
 probabilities, as the protocol defines it.
 
-Labels: integer arrays are accepted; floating-point labels are accepted only when every value
-is a finite whole number (they are converted to int64); booleans are rejected.
+The metrics are named in :mod:`kdaudit.analysis.catalogue`: :func:`functional_metrics` returns
+exactly the keys of :func:`~kdaudit.analysis.catalogue.metric_keys`, in that order. The logits
+and labels are checked by :mod:`kdaudit.analysis.validation`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from .catalogue import METRICS, metric_keys
+from .validation import (
+    FloatArray,
+    IntArray,
+    validate_labels,
+    validate_logits,
+    validate_logits_stack,
+    validate_pair,
+)
 
 __all__ = [
-    "METRIC_KEYS",
-    "STUDENT_METRIC_KEYS",
     "EmptySubsetWarning",
     "MetricAccumulator",
     "accuracy",
@@ -52,32 +60,7 @@ __all__ = [
     "validate_logits",
 ]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
-
-METRIC_KEYS: list[str] = [
-    "teacher_accuracy",
-    "student_accuracy",
-    "student_loss",
-    "activation_distance",
-    "js_divergence",
-    "prediction_disagreement",
-    "agreement",
-    "logit_cosine",
-    "rank_disagreement",
-    "agreement_teacher_correct",
-    "agreement_teacher_wrong",
-    "n_teacher_correct",
-    "n_teacher_wrong",
-]
-"""The keys of ``kdaudit metrics --json`` (PROTOCOL §7), in order."""
-
-_TEACHER_ONLY_KEYS = ("teacher_accuracy", "n_teacher_correct", "n_teacher_wrong")
-
-STUDENT_METRIC_KEYS: list[str] = [k for k in METRIC_KEYS if k not in _TEACHER_ONLY_KEYS]
-"""The metric keys that vary from one student to another."""
-
-_INT_KEYS = ("n_teacher_correct", "n_teacher_wrong")
+_INT_KEYS = frozenset(m.key for m in METRICS if m.integer)
 
 # Samples are processed in blocks of about _BLOCK_ELEMENTS float64 values per temporary
 # (cache-sized), but with at least _MIN_PAIR_ELEMENTS values per class-pair operation of the
@@ -93,115 +76,6 @@ def _block_size(runs: int, classes: int) -> int:
 
 class EmptySubsetWarning(RuntimeWarning):
     """The teacher-correct or teacher-wrong set is empty: its conditional agreement is NaN."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_finite(arr: np.ndarray, name: str) -> None:
-    finite = np.isfinite(arr)
-    if not finite.all():
-        n_nan = int(np.isnan(arr).sum())
-        n_inf = int(arr.size - finite.sum()) - n_nan
-        raise InputError(f"{name}: {n_nan + n_inf} non-finite value(s) in the logits ({n_nan} NaN, {n_inf} Inf)")
-
-
-def _check_float_dtype(arr: object, name: str) -> np.ndarray:
-    if not isinstance(arr, np.ndarray):
-        raise InputError(f"{name}: expected a numpy array, got {type(arr).__name__}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise InputError(f"{name}: logits must be floating point, got dtype {arr.dtype}")
-    return arr
-
-
-def validate_logits(arr: object, name: str = "logits") -> FloatArray:
-    """Check a logits array (N samples × C classes) and return it as float64.
-
-    Raises :class:`~kdaudit.errors.InputError` (one-line message naming ``name``) for a
-    non-array, a non-floating dtype (integer, bool, object, complex), a shape that is not 2-D,
-    N = 0, C < 2, or NaN/Inf values (the message says how many).
-    """
-    a = _check_float_dtype(arr, name)
-    if a.ndim != 2:
-        raise InputError(f"{name}: logits must be 2-D (N samples × C classes), got shape {tuple(a.shape)}")
-    n, c = a.shape
-    if n == 0:
-        raise InputError(f"{name}: logits have no samples (shape {tuple(a.shape)})")
-    if c < 2:
-        raise InputError(f"{name}: logits need at least 2 classes, got C = {c}")
-    _check_finite(a, name)
-    return a.astype(np.float64, copy=False)
-
-
-def _validate_logits_stack(arr: object, name: str) -> NDArray[np.floating]:
-    """Like :func:`validate_logits` for a stack of runs (R × N × C).
-
-    The stack keeps its floating dtype (it is converted to float64 block by block).
-    """
-    if isinstance(arr, (list, tuple)):
-        if len(arr) == 0:
-            raise InputError(f"{name}: no student logits given")
-        parts = [validate_logits(x, f"{name}[{i}]") for i, x in enumerate(arr)]
-        shapes = {p.shape for p in parts}
-        if len(shapes) != 1:
-            raise InputError(f"{name}: the student arrays have different shapes {sorted(shapes)}")
-        return np.stack(parts)
-    a = _check_float_dtype(arr, name)
-    if a.ndim != 3:
-        raise InputError(
-            f"{name}: expected a stack of logits (R runs × N samples × C classes), got shape {tuple(a.shape)}"
-        )
-    r, n, c = a.shape
-    if r == 0:
-        raise InputError(f"{name}: no student logits given (R = 0)")
-    if n == 0:
-        raise InputError(f"{name}: logits have no samples (shape {tuple(a.shape)})")
-    if c < 2:
-        raise InputError(f"{name}: logits need at least 2 classes, got C = {c}")
-    _check_finite(a, name)
-    return a
-
-
-def validate_labels(labels: object, n: int, c: int, name: str = "labels") -> IntArray:
-    """Check a label vector for ``n`` samples and ``c`` classes and return it as int64.
-
-    Integer dtypes are accepted. Floating-point labels are accepted when every value is a
-    finite whole number (e.g. ``3.0``); bool and other dtypes are rejected. Raises
-    :class:`~kdaudit.errors.InputError` for a non-array, a shape that is not 1-D, a length
-    other than ``n``, non-integer values, or values outside ``[0, c)``.
-    """
-    if not isinstance(labels, np.ndarray):
-        raise InputError(f"{name}: expected a numpy array, got {type(labels).__name__}")
-    if labels.ndim != 1:
-        raise InputError(f"{name}: labels must be 1-D (one class index per sample), got shape {tuple(labels.shape)}")
-    if labels.dtype == np.bool_ or not (
-        np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
-    ):
-        raise InputError(f"{name}: labels must be integers, got dtype {labels.dtype}")
-    if labels.shape[0] != n:
-        raise InputError(f"{name}: {labels.shape[0]} labels for {n} samples (lengths differ)")
-    if np.issubdtype(labels.dtype, np.floating):
-        bad = ~np.isfinite(labels) | (labels != np.floor(np.where(np.isfinite(labels), labels, 0)))
-        n_bad = int(bad.sum())
-        if n_bad:
-            raise InputError(f"{name}: labels must be integers, {n_bad} value(s) are not whole numbers")
-        out_range = (labels < 0) | (labels >= c)
-    else:
-        out_range = (labels < 0) | (labels >= c)
-    n_out = int(out_range.sum())
-    if n_out:
-        raise InputError(f"{name}: {n_out} label(s) outside [0, {c}) (min {labels.min():g}, max {labels.max():g})")
-    return labels.astype(np.int64, copy=False)
-
-
-def _validate_pair(t: object, s: object) -> tuple[FloatArray, FloatArray]:
-    tt = validate_logits(t, "teacher")
-    ss = validate_logits(s, "student")
-    if tt.shape != ss.shape:
-        raise InputError(f"teacher logits have shape {tt.shape} but student logits have shape {ss.shape}")
-    return tt, ss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,13 +200,13 @@ def cross_entropy(logits: NDArray[np.floating], labels: NDArray[np.integer]) -> 
 
 def activation_distance(t: NDArray[np.floating], s: NDArray[np.floating]) -> float:
     """Mean Euclidean distance between teacher and student probability vectors."""
-    tt, ss = _validate_pair(t, s)
+    tt, ss = validate_pair(t, s)
     return float(np.mean(_ad_cf(_probs(tt)[0], _probs(ss)[0])))
 
 
 def js_divergence(t: NDArray[np.floating], s: NDArray[np.floating]) -> float:
     """Mean Jensen–Shannon divergence (nats, max ln 2) between teacher and student."""
-    tt, ss = _validate_pair(t, s)
+    tt, ss = validate_pair(t, s)
     p, _ = _probs(tt)
     q, _ = _probs(ss)
     return float(np.mean(_js_cf(p, _xlogx_sum(p), q, _xlogx_sum(q))))
@@ -340,7 +214,7 @@ def js_divergence(t: NDArray[np.floating], s: NDArray[np.floating]) -> float:
 
 def prediction_disagreement(t: NDArray[np.floating], s: NDArray[np.floating]) -> float:
     """Fraction of samples whose teacher and student argmax classes differ."""
-    tt, ss = _validate_pair(t, s)
+    tt, ss = validate_pair(t, s)
     return float(np.mean(np.argmax(_probs(tt)[0], 0) != np.argmax(_probs(ss)[0], 0)))
 
 
@@ -351,13 +225,13 @@ def agreement(t: NDArray[np.floating], s: NDArray[np.floating]) -> float:
 
 def logit_cosine(t: NDArray[np.floating], s: NDArray[np.floating]) -> float:
     """Mean cosine similarity of the raw logit vectors (0 for a sample with a zero logit row)."""
-    tt, ss = _validate_pair(t, s)
+    tt, ss = validate_pair(t, s)
     return float(np.mean(_cosine_cf(_class_first(tt), _class_first(ss))))
 
 
 def rank_disagreement(t: NDArray[np.floating], s: NDArray[np.floating]) -> float:
     """Mean fraction of class pairs the two probability vectors order oppositely."""
-    tt, ss = _validate_pair(t, s)
+    tt, ss = validate_pair(t, s)
     n, c = tt.shape
     step = _block_size(1, c)
     total = 0.0
@@ -385,7 +259,7 @@ def conditional_agreement(
     fraction of teacher-wrong samples on which the student predicts the teacher's wrong label.
     An empty set gives NaN and an :class:`EmptySubsetWarning`.
     """
-    tt, ss = _validate_pair(t, s)
+    tt, ss = validate_pair(t, s)
     y = validate_labels(labels, tt.shape[0], tt.shape[1])
     pt = np.argmax(_probs(tt)[0], 0)
     agree = pt == np.argmax(_probs(ss)[0], 0)
@@ -418,7 +292,7 @@ _SUM_KEYS = (
 )
 
 
-def _block_sums(zt: FloatArray, zs: FloatArray, y: IntArray) -> dict[str, np.ndarray | int]:
+def _block_sums(zt: FloatArray, zs: NDArray[np.floating], y: IntArray) -> dict[str, np.ndarray | int]:
     """Per-run sums over one block of samples.
 
     ``zt``: teacher logits (n × C); ``zs``: student logits (R × n × C); ``y``: labels (n).
@@ -450,7 +324,7 @@ def _block_sums(zt: FloatArray, zs: FloatArray, y: IntArray) -> dict[str, np.nda
     }
 
 
-def _stack_sums(zt: FloatArray, zs: FloatArray, y: IntArray) -> dict[str, np.ndarray | int]:
+def _stack_sums(zt: FloatArray, zs: NDArray[np.floating], y: IntArray) -> dict[str, np.ndarray | int]:
     """Per-run sums over all samples, processed in sample blocks of bounded memory."""
     r, n, c = zs.shape
     step = _block_size(r, c)
@@ -465,7 +339,7 @@ def _stack_sums(zt: FloatArray, zs: FloatArray, y: IntArray) -> dict[str, np.nda
 
 
 def _finalise(sums: dict[str, np.ndarray | int]) -> dict[str, np.ndarray]:
-    """Turn per-run sums into the METRIC_KEYS arrays (length R)."""
+    """Turn per-run sums into the arrays of every metric key (length R), in catalogue order."""
     n = int(sums["n"])
     n_c = int(sums["teacher_correct"])
     n_w = n - n_c
@@ -493,7 +367,7 @@ def _finalise(sums: dict[str, np.ndarray | int]) -> dict[str, np.ndarray]:
 
 
 def _to_scalars(arrays: dict[str, np.ndarray], i: int = 0) -> dict[str, float | int]:
-    return {k: (int(arrays[k][i]) if k in _INT_KEYS else float(arrays[k][i])) for k in METRIC_KEYS}
+    return {k: (int(arrays[k][i]) if k in _INT_KEYS else float(arrays[k][i])) for k in metric_keys()}
 
 
 def functional_metrics(
@@ -501,12 +375,12 @@ def functional_metrics(
     student_logits: NDArray[np.floating],
     labels: NDArray[np.integer],
 ) -> dict[str, float | int]:
-    """All §3 metrics of one student against the teacher: a dict with exactly METRIC_KEYS.
+    """All §3 metrics of one student against the teacher: a dict with exactly the metric keys.
 
     ``n_teacher_correct`` and ``n_teacher_wrong`` are ints, everything else floats (NaN for
     the conditional agreement on an empty set, with an :class:`EmptySubsetWarning`).
     """
-    zt, zs = _validate_pair(teacher_logits, student_logits)
+    zt, zs = validate_pair(teacher_logits, student_logits)
     y = validate_labels(labels, zt.shape[0], zt.shape[1])
     return _to_scalars(_finalise(_stack_sums(zt, zs[None], y)))
 
@@ -519,11 +393,11 @@ def functional_metrics_many(
     """All §3 metrics for R students at once.
 
     ``students`` is an R × N × C array (or a sequence of N × C arrays). Returns a dict with
-    exactly METRIC_KEYS, each an array of length R (float64; int64 for the ``n_*`` keys;
+    exactly the metric keys, each an array of length R (float64; int64 for the ``n_*`` keys;
     teacher-only keys repeated). The teacher's softmax/argmax are computed once.
     """
     zt = validate_logits(teacher_logits, "teacher")
-    zs = _validate_logits_stack(students, "students")
+    zs = validate_logits_stack(students, "students")
     if zs.shape[1:] != zt.shape:
         raise InputError(f"teacher logits have shape {zt.shape} but student logits have shape {zs.shape[1:]}")
     y = validate_labels(labels, zt.shape[0], zt.shape[1])
@@ -547,7 +421,7 @@ class MetricAccumulator:
         labels_batch: NDArray[np.integer],
     ) -> None:
         """Add one batch (n × C teacher and student logits, n labels)."""
-        zt, zs = _validate_pair(teacher_logits_batch, student_logits_batch)
+        zt, zs = validate_pair(teacher_logits_batch, student_logits_batch)
         if self._n_classes is not None and zt.shape[1] != self._n_classes:
             raise InputError(f"batch has {zt.shape[1]} classes but earlier batches had {self._n_classes}")
         y = validate_labels(labels_batch, zt.shape[0], zt.shape[1])

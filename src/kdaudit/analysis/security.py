@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .audit import CONTROL, TESTS_COLUMNS, _fmt_alpha, _test_row, _values, display_name, is_rcd
+from .audit import CONTROL, TESTS_COLUMNS, _test_row, _values, display_name, is_rcd
 from .stats import adjust_pvalues, mann_whitney, mean_sem
 from .transfer import format_p, p_equals
-
-SUMMARY_KEYS = ["condition", "alpha", "n"]
+from .verdicts import fmt_alpha
 
 
 @dataclass
@@ -132,9 +131,8 @@ def _sentences(
     tests: pd.DataFrame, summary: pd.DataFrame, metrics: list[str], meta: dict, correction: str
 ) -> list[str]:
     out: list[str] = []
-    pairs = sorted(
-        {(c, a) for c, a in zip(tests["condition"], tests["alpha"]) if not is_rcd(c)}, key=lambda p: (p[0], p[1])
-    )
+    tested = list(zip(tests["condition"], tests["alpha"], strict=True))
+    pairs = sorted({(c, a) for c, a in tested if not is_rcd(c)}, key=lambda p: (p[0], p[1]))
     if "backdoor_asr" in metrics:
         bd = meta.get("backdoor", {})
         out.append(
@@ -150,11 +148,11 @@ def _sentences(
             name = display_name(cond)
             said = "inherit" if _higher(r) == "yes" else "do not significantly inherit"
             s = (
-                f"{name} students at α = {_fmt_alpha(alpha)} {said} the teacher's backdoor: ASR "
+                f"{name} students at α = {fmt_alpha(alpha)} {said} the teacher's backdoor: ASR "
                 f"{_ms(r['mean_a'], r['sem_a'])} vs SIDDO {_ms(r['mean_b'], r['sem_b'])} ({_p(r, correction)})"
             )
             beyond = []
-            for rc in sorted({c for c, a in zip(tests["condition"], tests["alpha"]) if is_rcd(c) and a == alpha}):
+            for rc in sorted({c for c, a in tested if is_rcd(c) and a == alpha}):
                 rr = _row(tests, f"vs_{rc}", cond, alpha, "backdoor_asr")
                 if rr is not None:
                     s += f"; vs {display_name(rc)} {_ms(rr['mean_b'], rr['sem_b'])} ({_p(rr, correction)})"
@@ -195,7 +193,7 @@ def _sentences(
                 else "at no ε significantly more than SIDDO"
             )
             out.append(
-                f"{name} students at α = {_fmt_alpha(alpha)} {said} (ε = {lab}): they output the "
+                f"{name} students at α = {fmt_alpha(alpha)} {said} (ε = {lab}): they output the "
                 f"teacher's adversarial label on {_ms(r['mean_a'], r['sem_a'])} of its transferable examples "
                 f"vs SIDDO {_ms(r['mean_b'], r['sem_b'])} ({_p(r, correction)}); {where} "
                 f"(of ε = {', '.join(levels)})."

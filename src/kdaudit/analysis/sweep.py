@@ -4,7 +4,7 @@
 :class:`SweepTables`:
 
 - ``metrics``: per (point, condition, α, metric) the number of finite per-seed values, their mean
-  and SEM, for every per-student metric of :data:`~kdaudit.analysis.audit.TEST_METRICS`; plus
+  and SEM, for every per-student metric of :func:`~kdaudit.analysis.catalogue.tested_metrics`; plus
   ``teacher`` rows (accuracy and loss, n = 1, SEM NaN). One column per swept path holds the
   point's value of that path.
 - ``transfer``: each point's transfer.csv (conditions other than siddo) with the SEM of Δ±,
@@ -30,7 +30,8 @@ from numpy.typing import ArrayLike
 from scipy import stats as sps
 
 from ..errors import InputError
-from .audit import CONTROL, TEST_METRICS, TRANSFER_COLUMNS, _prepare, display_name, is_rcd
+from .audit import CONTROL, TRANSFER_COLUMNS, _prepare, display_name, is_rcd
+from .catalogue import tested_metrics
 from .exact import spearman_test
 from .stats import mean_sem
 from .transfer import format_p
@@ -261,7 +262,7 @@ def build_sweep_tables(points: Sequence[SweepPoint], level: float = 0.05) -> Swe
             )
         st = students[p.label]
         for (cond, alpha), g in _groups(st):
-            for metric in TEST_METRICS:
+            for metric in tested_metrics():
                 v = g[metric].to_numpy(np.float64)
                 mean, sem = mean_sem(v)
                 metric_rows.append(
@@ -344,7 +345,10 @@ def _scaling(points: Sequence[SweepPoint], students: dict[str, pd.DataFrame]) ->
     for r in table.itertuples():
         if r.condition == CONTROL or is_rcd(r.condition) or not math.isfinite(r.exponent):
             continue
-        text = f"Scaling: {group_name(r.condition, r.alpha)} student {r.quantity} ∝ N^{_sig(r.exponent)} ± {_sig(r.exponent_se)}"
+        text = (
+            f"Scaling: {group_name(r.condition, r.alpha)} student {r.quantity} "
+            f"∝ N^{_sig(r.exponent)} ± {_sig(r.exponent_se)}"
+        )
         ref = [f for (c, _, q), f in fits.items() if c == CONTROL and q == r.quantity]
         if ref and math.isfinite(ref[0].exponent):
             text += f" (SIDDO {_sig(ref[0].exponent)} ± {_sig(ref[0].exponent_se)})"

@@ -23,17 +23,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..analysis.catalogue import metric_keys, student_metric_keys
 from ..analysis.compare import compare_logits, json_safe
-from ..analysis.hypotheses import STANDARDS, Design
-from ..analysis.metrics import (
-    METRIC_KEYS,
-    STUDENT_METRIC_KEYS,
-    functional_metrics,
-    validate_labels,
-    validate_logits,
-)
+from ..analysis.design import STANDARDS, Design
+from ..analysis.metrics import functional_metrics
 from ..analysis.stats import CORRECTIONS, METHODS
 from ..analysis.transfer import format_p, payoff_sentence
+from ..analysis.validation import validate_labels, validate_logits
 from ..errors import InputError
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -179,7 +175,7 @@ def _print_compare(result: dict[str, Any]) -> None:
         table = Table(title=f"{name} ({g['n']} students) vs control ({result['control']['n']})")
         for col in ("metric", "group mean ± SEM", "control mean ± SEM", "U", "p", "p adj.", "family", "r", "sig."):
             table.add_column(col, justify="left" if col in ("metric", "family") else "right")
-        for key in STUDENT_METRIC_KEYS:
+        for key in student_metric_keys():
             m = g["metrics"][key]
             table.add_row(
                 key,
@@ -307,12 +303,12 @@ def metrics_command(
     with _one_line_warnings():
         result = functional_metrics(zt, zs, y)
     if as_json:
-        typer.echo(_dumps({k: result[k] for k in METRIC_KEYS}))
+        typer.echo(_dumps({k: result[k] for k in metric_keys()}))
         return
     table = Table(title=f"{s_path} vs teacher {t_path}", caption=f"{zt.shape[0]} samples, {zt.shape[1]} classes")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in METRIC_KEYS:
+    for key in metric_keys():
         table.add_row(key, _fmt(result[key]))
     _console().print(table)
 

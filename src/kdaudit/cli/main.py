@@ -1,7 +1,7 @@
 """The ``kdaudit`` command line (typer + rich).
 
 Every user-fixable problem is a :class:`kdaudit.errors.KdauditError`: it is printed as one
-line on stderr and the process exits with code 2, never with a traceback.
+line on stderr and the process exits with the error's ``exit_code`` (2), never with a traceback.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def _register_commands() -> None:
     _registered = True
 
 
-def fail(message: str) -> None:
-    """Print one clear line on stderr and exit 2."""
+def fail(message: str, exit_code: int = KdauditError.exit_code) -> None:
+    """Print one clear line on stderr and exit with ``exit_code``."""
     first = " ".join(str(message).split())
     sys.stderr.write(f"kdaudit: error: {first}\n")
-    raise SystemExit(2)
+    raise SystemExit(exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=args, standalone_mode=True)
     except KdauditError as exc:
-        fail(str(exc))
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("kdaudit: interrupted; finished jobs are kept, rerun to resume\n")
         raise SystemExit(130) from None

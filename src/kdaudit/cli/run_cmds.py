@@ -20,6 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..analysis.catalogue import metric, summary_metrics
+
 # A pipe or a log file gets a fixed, wide layout instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -127,30 +129,12 @@ def print_summary(outcome, out: Console = console) -> None:
         f"({meta['n_teacher_wrong']} of {meta['n_test']} test samples wrong), {meta['n_models']} models"
     )
     table = Table(title="Students vs teacher (mean ± SEM over seeds)")
-    for col in (
-        "condition",
-        "α",
-        "n",
-        "accuracy %",
-        "agreement %",
-        "JS ×10³ nats",
-        "AD ×10²",
-        "agree | teacher right %",
-        "agree | teacher wrong %",
-    ):
+    shown = [metric(name) for name in summary_metrics()]
+    for col in ("condition", "α", "n", *(m.terminal for m in shown)):
         table.add_column(col, justify="left" if col == "condition" else "right", no_wrap=col == "condition")
     for _, r in t.summary.iterrows():
-        table.add_row(
-            str(r["condition"]),
-            f"{r['alpha']:g}",
-            str(int(r["n"])),
-            _pct(r["accuracy_mean"], r["accuracy_sem"]),
-            _pct(r["agreement_mean"], r["agreement_sem"]),
-            _pct(r["js_divergence_mean"], r["js_divergence_sem"], 1e3, 2),
-            _pct(r["activation_distance_mean"], r["activation_distance_sem"], 1e2, 2),
-            _pct(r["agreement_teacher_correct_mean"], r["agreement_teacher_correct_sem"]),
-            _pct(r["agreement_teacher_wrong_mean"], r["agreement_teacher_wrong_sem"]),
-        )
+        cells = [_pct(r[f"{m.name}_mean"], r[f"{m.name}_sem"], m.scale, m.digits) for m in shown]
+        table.add_row(str(r["condition"]), f"{r['alpha']:g}", str(int(r["n"])), *cells)
     out.print(table)
     st = getattr(t, "statistics", {}) or {}
     out.print(f"[bold]Verdicts[/] ({standard_line(st)})", highlight=False)
@@ -229,7 +213,7 @@ def apply_run_options(
 ):
     """The spec with the ``kdaudit run`` flags that override its execution and tracking sections."""
     from ..audit import default_out_dir
-    from ..config.spec import validate_spec
+    from ..config.loader import validate_spec
     from ..errors import KdauditError
     from ..tracking import default_mlflow_uri
 
@@ -307,8 +291,7 @@ def register(app: typer.Typer) -> None:
         A spec whose fields take lists (e.g. --set 'protocol.temperature=[1,2,4,8]') runs one audit
         per value, sharing identical jobs, and writes a sweep report next to them."""
         from ..audit import run_audit
-        from ..config.spec import resolve_raw
-        from ..config.sweep import expand
+        from ..config.loader import expand, resolve_raw
 
         sweep = expand(resolve_raw(spec, set_, preset))
         ex = executor and executor.value
@@ -330,7 +313,8 @@ def register(app: typer.Typer) -> None:
     @app.command("setups")
     def setups() -> None:
         """List the named setups (run one with `kdaudit run NAME [--preset cpu|paper]`)."""
-        from ..config.spec import DEFAULT_SETUP, load_setup_raw, setup_file_raw, setup_names, validate_spec
+        from ..config.loader import load_setup_raw, setup_file_raw, setup_names, validate_spec
+        from ..config.schema import DEFAULT_SETUP
 
         table = Table(title="kdaudit setups")
         for col in ("name", "modality", "dataset", "model", "models", "presets", "description"):

@@ -20,13 +20,14 @@ import inspect
 import itertools
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from ..errors import SpecError
-from .spec import AuditSpec, ModelSpec, validate_spec
+from .schema import AuditSpec, ModelSpec
 
 MAX_POINTS = 256
 
@@ -138,8 +139,9 @@ def _fmt(value: Any) -> str:
     return str(value).replace("/", "_").replace(",", "_")
 
 
-def expand(raw: dict) -> Sweep:
-    """The sweep of a raw (unvalidated) spec: its axes and one validated spec per point."""
+def build_sweep(raw: dict, validate: Callable[[dict], AuditSpec]) -> Sweep:
+    """The sweep of a raw (unvalidated) spec: its axes and one spec per point, each made by ``validate``
+    (see :func:`kdaudit.config.loader.expand`)."""
     raw = copy.deepcopy(raw)
     explicit = raw.pop("sweep", None) or {}
     if not isinstance(explicit, dict):
@@ -157,7 +159,7 @@ def expand(raw: dict) -> Sweep:
         if len({repr(v) for v in values}) != len(values):
             raise SpecError(f"spec: {path}: lists a value twice ({values})")
     if not axes:
-        return Sweep({}, [SweepPoint("", {}, validate_spec(raw))])
+        return Sweep({}, [SweepPoint("", {}, validate(raw))])
     n = 1
     for values in axes.values():
         n *= len(values)
@@ -165,13 +167,13 @@ def expand(raw: dict) -> Sweep:
         raise SpecError(f"spec: the sweep has {n} points, more than {MAX_POINTS}; sweep fewer values")
     points = []
     for combo in itertools.product(*axes.values()):
-        values = dict(zip(axes, combo))
+        values = dict(zip(axes, combo, strict=True))
         point_raw = copy.deepcopy(raw)
         for path, value in values.items():
             _set(point_raw, path, value)
         label = ",".join(f"{path}={_fmt(v)}" for path, v in values.items())
         try:
-            spec = validate_spec(point_raw)
+            spec = validate(point_raw)
         except SpecError as exc:
             raise SpecError(f"{exc} [sweep point {label}]") from None
         points.append(SweepPoint(label, values, spec))

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -251,6 +252,7 @@ def recipe_jobs(n_speakers: int | None, takes: int, seed: int) -> list[dict]:
     sounds the same whichever other speakers a smaller recipe keeps.
     """
     total = len(ESPEAK_SPEAKERS)
+    keep: Sequence[int]
     if n_speakers is None:
         keep = range(total)
     else:
@@ -293,7 +295,7 @@ def recipe_jobs(n_speakers: int | None, takes: int, seed: int) -> list[dict]:
                     )
                 )
     for job in jobs:
-        job["file"] = f"{job['word']}_{_slug(job['speaker'])}_{job['take']}.wav"
+        job["file"] = f"{job['word']}_{_slug(str(job['speaker']))}_{job['take']}.wav"
     return jobs
 
 
@@ -358,10 +360,10 @@ def generate(root: Path, key: str, jobs: list[dict], sample_rate: int) -> float:
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             futures = [pool.submit(_synthesise, job, tmp, sample_rate) for job in jobs]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in done if f.exception() is not None), None)
-            if failed is not None:
+            error = next((e for f in done if (e := f.exception()) is not None), None)
+            if error is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-                raise failed.exception()
+                raise error
         _write_manifest(tmp / "manifest.csv", jobs)
         try:
             os.rename(tmp, root / key)

@@ -16,8 +16,6 @@ cannot run code.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import pickle
 import tarfile
 import urllib.request
@@ -28,7 +26,9 @@ from typing import IO
 import numpy as np
 
 from ..errors import InputError, SpecError
-from .base import DATASETS, DataBundle, to_bundle
+from ..io import file_digest
+from .base import DATASETS, DataBundle
+from .images import cache_dir, image_bundle, locate, search_dirs
 
 PIXELS = 3 * 32 * 32
 
@@ -114,7 +114,7 @@ class Layout:
         return "https://www.cs.toronto.edu/~kriz/" + self.tarball
 
     def cache_dir(self) -> Path:
-        return Path.home() / ".cache" / "kdaudit" / self.name
+        return cache_dir(self.name)
 
 
 CIFAR10 = Layout(
@@ -160,14 +160,6 @@ def resolve(layout: Layout, d: Path) -> Path | None:
     return None
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(layout: Layout) -> Path:
     """Fetch the official tarball into the cache and check its md5."""
     target = layout.cache_dir()
@@ -181,7 +173,7 @@ def download(layout: Layout) -> Path:
         raise InputError(
             f"{layout.title} download from {layout.url} failed ({exc}); fetch it by hand into {target}"
         ) from None
-    digest = md5sum(part)
+    digest = file_digest(part, "md5")
     if digest != layout.md5:
         part.unlink(missing_ok=True)
         raise InputError(f"{layout.title} download from {layout.url} has md5 {digest}, expected {layout.md5}")
@@ -191,27 +183,15 @@ def download(layout: Layout) -> Path:
 
 def find_source(layout: Layout, data_dir: str | None, fetch: bool = False) -> Path:
     """The batches folder or tarball to read, following the documented lookup order."""
-    if data_dir:  # an explicit location is never silently replaced by another copy
-        given = Path(data_dir).expanduser()
-        found = resolve(layout, given)
-        if found is None:
-            what = "does not exist" if not given.exists() else f"holds neither {layout.folder}/ nor {layout.tarball}"
-            raise InputError(f"{layout.title}: data.data_dir {data_dir} {what}")
-        return found
-    tried = []
-    if os.environ.get("KDAUDIT_DATA"):
-        tried.append(Path(os.environ["KDAUDIT_DATA"]) / layout.name)
-    tried.append(layout.cache_dir())
-    for d in tried:
-        found = resolve(layout, d)
-        if found is not None:
-            return found
-    if fetch:
-        return download(layout)
-    raise InputError(
-        f"{layout.title} not found (looked in " + ", ".join(str(d) for d in tried) + f"); "
-        f"put {layout.tarball} from {layout.url} into {layout.cache_dir()}, set data.data_dir, "
-        "or set data.options.download=true when online"
+    return locate(
+        data_dir,
+        lambda d: resolve(layout, d),
+        search_dirs(layout.name),
+        (lambda: download(layout)) if fetch else None,
+        title=layout.title,
+        expected=f"{layout.folder}/ nor {layout.tarball}",
+        what=layout.title,
+        how=f"put {layout.tarball} from {layout.url} into {layout.cache_dir()}",
     )
 
 
@@ -230,9 +210,9 @@ def read_files(layout: Layout, source: Path) -> dict[str, dict[bytes, object]]:
                 parts = member.name.removeprefix("./").split("/")
                 if len(parts) != 2 or parts[0] != layout.folder or parts[1] not in layout.files:
                     continue
-                fh = tf.extractfile(member) if member.isfile() else None
-                if fh is not None and parts[1] not in out:
-                    out[parts[1]] = read_pickle(fh, f"{source}:{member.name}")
+                stream = tf.extractfile(member) if member.isfile() else None
+                if stream is not None and parts[1] not in out:
+                    out[parts[1]] = read_pickle(stream, f"{source}:{member.name}")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InputError(f"{layout.title}: cannot read the tarball {source} ({exc})") from None
     missing = [f"{layout.folder}/{f}" for f in layout.files if f not in out]
@@ -292,24 +272,21 @@ def build(
         parts = [batch_arrays(files[f], label_key, num_classes, where(f)) for f in names]
         x = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
-        x = x.reshape(len(x), PIXELS) if flatten else x
         splits[split] = (np.divide(x, 255, dtype=np.float32), y)
     classes = class_names(files[layout.meta], names_key, num_classes, where(layout.meta))
-    return to_bundle(
+    return image_bundle(
         layout.name,
         *splits["train"],
         *splits["test"],
         num_classes,
+        chw=(3, 32, 32),
+        flatten=flatten,
+        source=f"{layout.url} ({source})",
+        classes=classes,
         train_subset=train_subset,
         test_subset=test_subset,
         subset_seed=subset_seed,
-        info={
-            "source": f"{layout.url} ({source})",
-            "classes": classes,
-            "modality": "image",
-            "raw_range": [0.0, 1.0],
-            **(extra_info or {}),
-        },
+        **(extra_info or {}),
     )
 
 

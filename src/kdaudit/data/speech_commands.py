@@ -53,7 +53,8 @@ def load_clip(path: Path, sample_rate: int) -> np.ndarray:
             from scipy.signal import resample_poly
         except ImportError:
             raise InputError(
-                f"speech-commands: {path} is at {rate} Hz, not {sample_rate} Hz; resampling needs scipy: pip install scipy"
+                f"speech-commands: {path} is at {rate} Hz, not {sample_rate} Hz; "
+                "resampling needs scipy: pip install scipy"
             ) from None
         g = gcd(rate, sample_rate)
         wave = resample_poly(wave, sample_rate // g, rate // g).astype(np.float32)

@@ -15,11 +15,11 @@ the vocabulary (index = id), the tokenizer settings and ``model_args`` (``vocab_
 
 from __future__ import annotations
 
+import inspect
 import re
 import unicodedata
 import zlib
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,128 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, SpecError
-from .base import DATASETS, DataBundle, to_bundle
-
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
-SPECIALS = (PAD, UNK)
-WORD_PATTERN = r"[a-z0-9]+"
-
-
-# --------------------------------------------------------------------------- tokenizers
-
-
-class _Tokenizer:
-    """Shared vocabulary logic: fit on texts, encode to padded ids, save/restore as a dict."""
-
-    kind = ""
-
-    def __init__(self, max_len: int, lowercase: bool = True, vocab: Sequence[str] | None = None) -> None:
-        if int(max_len) < 1:
-            raise SpecError(f"{self.kind} tokenizer: max_len must be at least 1, got {max_len}")
-        self.max_len = int(max_len)
-        self.lowercase = bool(lowercase)
-        self.vocab: list[str] = []
-        self.index: dict[str, int] = {}
-        if vocab is not None:
-            self._set_vocab(list(vocab))
-
-    def split(self, text: str) -> list[str]:
-        raise NotImplementedError
-
-    def _set_vocab(self, vocab: list[str]) -> None:
-        if tuple(vocab[:2]) != SPECIALS:
-            raise InputError(f"{self.kind} tokenizer: a vocabulary must start with {PAD!r}, {UNK!r}")
-        if len(set(vocab)) != len(vocab):
-            raise InputError(f"{self.kind} tokenizer: the vocabulary has duplicate tokens")
-        self.vocab = vocab
-        self.index = {t: i for i, t in enumerate(vocab)}
-
-    def fit(self, texts: Iterable[str], min_count: int = 1, max_vocab: int | None = None) -> _Tokenizer:
-        """Build the vocabulary from ``texts``: tokens seen at least ``min_count`` times, most
-        frequent first (ties by token), at most ``max_vocab`` entries including the two specials."""
-        if max_vocab is not None and max_vocab < 3:
-            raise SpecError(f"{self.kind} tokenizer: max_vocab must be at least 3, got {max_vocab}")
-        counts: Counter[str] = Counter()
-        for text in texts:
-            counts.update(self.split(text))
-        for special in SPECIALS:
-            counts.pop(special, None)
-        kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-        if max_vocab is not None:
-            kept = kept[: max_vocab - len(SPECIALS)]
-        self._set_vocab([*SPECIALS, *kept])
-        return self
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Token ids, N×max_len int64: truncated to ``max_len`` tokens, padded with ``PAD_ID``."""
-        if not self.vocab:
-            raise InputError(f"{self.kind} tokenizer: fit it (or load a vocabulary) before encoding")
-        out = np.zeros((len(texts), self.max_len), dtype=np.int64)
-        get = self.index.get
-        for row, text in enumerate(texts):
-            ids = [get(t, UNK_ID) for t in self.split(text)[: self.max_len]]
-            out[row, : len(ids)] = ids
-        return out
-
-    def decode(self, ids: np.ndarray) -> list[list[str]]:
-        """The tokens of each row, padding removed (unknown tokens come back as ``<unk>``)."""
-        return [[self.vocab[i] for i in row if i != PAD_ID] for row in np.asarray(ids).tolist()]
-
-    def settings(self) -> dict[str, Any]:
-        """The tokenizer without its vocabulary (what ``info["tokenizer"]`` records)."""
-        return {"kind": self.kind, "max_len": self.max_len, "lowercase": self.lowercase}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.settings(), "vocab": list(self.vocab)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> _Tokenizer:
-        if d.get("kind") != cls.kind:
-            raise InputError(f"tokenizer kind is {d.get('kind')!r}, expected {cls.kind!r}")
-        return cls(**{k: v for k, v in d.items() if k != "kind"})
-
-
-class CharTokenizer(_Tokenizer):
-    """One token per character (after optional lowercasing and NFC normalisation)."""
-
-    kind = "char"
-
-    def split(self, text: str) -> list[str]:
-        text = unicodedata.normalize("NFC", text)
-        return list(text.lower() if self.lowercase else text)
-
-
-class WordTokenizer(_Tokenizer):
-    """Words are the matches of a regex (default ``[a-z0-9]+`` on lowercased text)."""
-
-    kind = "word"
-
-    def __init__(
-        self,
-        max_len: int,
-        lowercase: bool = True,
-        vocab: Sequence[str] | None = None,
-        pattern: str = WORD_PATTERN,
-    ) -> None:
-        super().__init__(max_len, lowercase, vocab)
-        self.pattern = pattern
-        self._regex = re.compile(pattern)
-
-    def split(self, text: str) -> list[str]:
-        return self._regex.findall(text.lower() if self.lowercase else text)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "pattern": self.pattern}
-
-
-def tokenizer_from_dict(d: dict[str, Any]) -> _Tokenizer:
-    """Restore a tokenizer saved with ``to_dict`` (char or word, by its ``kind``)."""
-    kinds = {CharTokenizer.kind: CharTokenizer, WordTokenizer.kind: WordTokenizer}
-    if d.get("kind") not in kinds:
-        raise InputError(f"unknown tokenizer kind {d.get('kind')!r}; known: {', '.join(kinds)}")
-    return kinds[d["kind"]].from_dict(d)
-
+from .base import DATASETS
+from .bundle import DataBundle, to_bundle
+from .tokenize import PAD_ID, WORD_PATTERN, CharTokenizer, Tokenizer, WordTokenizer
+from .tokenize import tokenizer_from_dict as tokenizer_from_dict
 
 # --------------------------------------------------------------------------- shared helpers
 
@@ -192,9 +74,14 @@ def _balanced_split(
     )
 
 
+def _name_list(value: list[str] | str) -> list[str]:
+    """An option naming several things: a list, or one string of comma-separated names."""
+    return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+
+
 @dataclass
 class TextSplits:
-    """Texts and labels of a balanced train/test split, before tokenisation."""
+    """Texts and labels of a balanced train/test split, and the tokenizer fitted on the train texts."""
 
     train: list[str]
     y_train: np.ndarray
@@ -202,12 +89,14 @@ class TextSplits:
     y_test: np.ndarray
     classes: list[str]
     source: str
+    tokenizer: Tokenizer
     extra: dict[str, Any] = field(default_factory=dict)
 
     def bundle(
-        self, name: str, tok: _Tokenizer, train_subset: int | None, test_subset: int | None, subset_seed: int
+        self, name: str, train_subset: int | None = None, test_subset: int | None = None, subset_seed: int = 0
     ) -> DataBundle:
-        """Encode both splits with ``tok`` (fitted on the train texts) into a DataBundle."""
+        """Both splits encoded with the tokenizer, as a DataBundle."""
+        tok = self.tokenizer
         info = {
             "source": self.source,
             "classes": self.classes,
@@ -229,6 +118,32 @@ class TextSplits:
             subset_seed=subset_seed,
             info=info,
         )
+
+
+_SUBSET_OPTIONS = [
+    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+    for name, default, annotation in (
+        ("train_subset", None, "int | None"),
+        ("test_subset", None, "int | None"),
+        ("subset_seed", 0, "int"),
+    )
+]
+
+
+def _text_dataset(name: str, texts: Callable[..., TextSplits]) -> Callable[..., DataBundle]:
+    """The dataset factory ``name``: ``texts(**options)`` encoded as a DataBundle. Its options
+    (its signature, which :func:`~kdaudit.data.base.load_dataset` checks) are those of ``texts``,
+    then ``train_subset``, ``test_subset`` and ``subset_seed``."""
+
+    def factory(**options: Any) -> DataBundle:
+        subsets = {p.name: options.pop(p.name) for p in _SUBSET_OPTIONS if p.name in options}
+        return texts(**options).bundle(name, **subsets)
+
+    params = [*inspect.signature(texts).parameters.values(), *_SUBSET_OPTIONS]
+    factory.__signature__ = inspect.Signature(params, return_annotation="DataBundle")  # type: ignore[attr-defined]
+    factory.__name__ = factory.__qualname__ = name.replace("-", "_")
+    factory.__doc__ = texts.__doc__
+    return factory
 
 
 # --------------------------------------------------------------------------- word-language
@@ -313,9 +228,7 @@ def draw_words(
 def _languages(languages: list[str] | str | None) -> list[str]:
     if languages is None:
         return list(DEFAULT_LANGUAGES)
-    if isinstance(languages, str):
-        languages = [s.strip() for s in languages.split(",") if s.strip()]
-    langs = [str(lang).lower() for lang in languages]
+    langs = [str(lang).lower() for lang in _name_list(languages)]
     unknown = [lang for lang in langs if lang not in WORD_LISTS]
     if unknown:
         raise SpecError(f"word-language: unknown language(s) {', '.join(unknown)}; known: {', '.join(WORD_LISTS)}")
@@ -333,7 +246,13 @@ def word_language_texts(
     seed: int = 0,
     data_dir: str | None = None,
 ) -> TextSplits:
-    """The words and labels of ``word-language`` before tokenisation (options as there)."""
+    """Which language is a word from? Character ids of single lowercase words, one class per
+    language, ``per_class`` words each (train + test, balanced in both splits).
+
+    Every word that appears (lowercased, in any form) in more than one of the selected lists is
+    dropped from all of them, so each input has exactly one right answer. ``data_dir`` replaces
+    ``/usr/share/dict``; ``seed`` fixes the sample and the split.
+    """
     name = "word-language"
     langs = _languages(languages)
     if min_len < 1 or max_len < min_len:
@@ -360,38 +279,20 @@ def word_language_texts(
             )
         picked.append(words)
     files = ", ".join(WORD_LISTS[lang][0] for lang in langs)
+    train, y_train, test, y_test = _balanced_split(picked, n_test, seed)
     return TextSplits(
-        *_balanced_split(picked, n_test, seed),
+        train,
+        y_train,
+        test,
+        y_test,
         classes=langs,
         source=f"Debian word lists in {root} ({files})",
+        tokenizer=CharTokenizer(max_len=max_len).fit(train),
         extra={"encodings": encodings},
     )
 
 
-@DATASETS.register("word-language")
-def word_language(
-    languages: list[str] | str | None = None,
-    per_class: int = 3000,
-    test_fraction: float = 0.2,
-    min_len: int = 3,
-    max_len: int = 16,
-    seed: int = 0,
-    data_dir: str | None = None,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
-    subset_seed: int = 0,
-) -> DataBundle:
-    """Which language is a word from? Character ids of single lowercase words, one class per
-    language, ``per_class`` words each (train + test, balanced in both splits).
-
-    Every word that appears (lowercased, in any form) in more than one of the selected lists is
-    dropped from all of them, so each input has exactly one right answer. ``data_dir`` replaces
-    ``/usr/share/dict``; ``seed`` fixes the sample and the split.
-    """
-    splits = word_language_texts(languages, per_class, test_fraction, min_len, max_len, seed, data_dir)
-    return splits.bundle(
-        "word-language", CharTokenizer(max_len=max_len).fit(splits.train), train_subset, test_subset, subset_seed
-    )
+word_language = DATASETS.register("word-language")(_text_dataset("word-language", word_language_texts))
 
 
 # --------------------------------------------------------------------------- wordnet-supersense
@@ -495,15 +396,28 @@ def wordnet_supersense_texts(
     classes: int = 8,
     per_class: int = 1500,
     test_fraction: float = 0.2,
+    max_len: int = 24,
+    min_count: int = 2,
+    max_vocab: int = 8000,
     pos: list[str] | str | None = None,
     seed: int = 0,
     data_dir: str | None = None,
 ) -> TextSplits:
-    """The definitions and labels of ``wordnet-supersense`` before tokenisation."""
+    """Which lexicographer file (supersense, e.g. ``noun.animal``) does a WordNet definition
+    belong to? Word ids of the definition (first ``max_len`` words), ``per_class`` synsets of
+    each of the ``classes`` largest lexicographer files (size counted after the deduplication
+    below, ties by file number; labels ordered by file number).
+
+    A definition whose words occur in more than one lexicographer file is dropped, and repeats
+    within one file are kept once, so identical inputs never carry different labels or sit in
+    both splits. The vocabulary: train words seen at least ``min_count`` times, at most
+    ``max_vocab`` ids including ``<pad>`` and ``<unk>``. ``pos`` picks the ``data.*`` files
+    (default all four); ``data_dir`` replaces ``/usr/share/wordnet``.
+    """
     name = "wordnet-supersense"
-    if isinstance(pos, str):
-        pos = [s.strip() for s in pos.split(",") if s.strip()]
-    pos = list(pos) if pos is not None else list(WORDNET_POS)
+    if max_len < 1 or min_count < 1 or max_vocab < 3:
+        raise SpecError(f"{name}: need max_len >= 1, min_count >= 1, max_vocab >= 3")
+    pos = _name_list(pos) if pos is not None else list(WORDNET_POS)
     bad = [p for p in pos if p not in WORDNET_POS]
     if bad or not pos or len(set(pos)) != len(pos):
         raise SpecError(f"{name}: pos must be distinct names among {', '.join(WORDNET_POS)}, got {pos}")
@@ -537,45 +451,22 @@ def wordnet_supersense_texts(
         )
     names = [LEXNAMES[k] for k in chosen]
     picked = []
-    for k, cname in zip(chosen, names):
+    for k, cname in zip(chosen, names, strict=True):
         pool = per_lex[k]
         picked.append([pool[i] for i in _class_rng(seed, cname).choice(len(pool), per_class, replace=False)])
+    train, y_train, test, y_test = _balanced_split(picked, n_test, seed)
     return TextSplits(
-        *_balanced_split(picked, n_test, seed),
+        train,
+        y_train,
+        test,
+        y_test,
         classes=names,
         source=f"WordNet 3.0 definitions in {root} (data.{', data.'.join(pos)})",
+        tokenizer=WordTokenizer(max_len=max_len).fit(train, min_count=min_count, max_vocab=max_vocab),
         extra={"lexfile_ids": chosen, "synsets_available": {LEXNAMES[k]: len(per_lex[k]) for k in chosen}},
     )
 
 
-@DATASETS.register("wordnet-supersense")
-def wordnet_supersense(
-    classes: int = 8,
-    per_class: int = 1500,
-    test_fraction: float = 0.2,
-    max_len: int = 24,
-    min_count: int = 2,
-    max_vocab: int = 8000,
-    pos: list[str] | str | None = None,
-    seed: int = 0,
-    data_dir: str | None = None,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
-    subset_seed: int = 0,
-) -> DataBundle:
-    """Which lexicographer file (supersense, e.g. ``noun.animal``) does a WordNet definition
-    belong to? Word ids of the definition (first ``max_len`` words), ``per_class`` synsets of
-    each of the ``classes`` largest lexicographer files (size counted after the deduplication
-    below, ties by file number; labels ordered by file number).
-
-    A definition whose words occur in more than one lexicographer file is dropped, and repeats
-    within one file are kept once, so identical inputs never carry different labels or sit in
-    both splits. The vocabulary: train words seen at least ``min_count`` times, at most
-    ``max_vocab`` ids including ``<pad>`` and ``<unk>``. ``pos`` picks the ``data.*`` files
-    (default all four); ``data_dir`` replaces ``/usr/share/wordnet``.
-    """
-    if max_len < 1 or min_count < 1 or max_vocab < 3:
-        raise SpecError("wordnet-supersense: need max_len >= 1, min_count >= 1, max_vocab >= 3")
-    splits = wordnet_supersense_texts(classes, per_class, test_fraction, pos, seed, data_dir)
-    tok = WordTokenizer(max_len=max_len).fit(splits.train, min_count=min_count, max_vocab=max_vocab)
-    return splits.bundle("wordnet-supersense", tok, train_subset, test_subset, subset_seed)
+wordnet_supersense = DATASETS.register("wordnet-supersense")(
+    _text_dataset("wordnet-supersense", wordnet_supersense_texts)
+)

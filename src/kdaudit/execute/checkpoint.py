@@ -1,7 +1,7 @@
 """Mid-run checkpoints: a killed job resumes from its last finished epoch, with the same result.
 
-A checkpoint is ONE safetensors file (written to a temporary name and renamed into place, so it
-is either the old or the new one, never half of each) holding the model weights, the optimiser
+A checkpoint is ONE safetensors file (written atomically by :func:`kdaudit.io.save_safetensors`, so
+it is either the old or the new one, never half of each) holding the model weights, the optimiser
 state tensors and the global torch RNG state (dropout); its metadata holds the number of
 finished epochs, the loss history and the optimiser's non-tensor state. The data order needs no
 saving: every epoch's batches derive from the job's seed, so a resumed job simply continues at
@@ -11,17 +11,18 @@ the next epoch's batches. No pickles are involved.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
-from ..faults import failpoint
+from ..io import save_safetensors
 
 
 class Checkpointer:
+    """The mid-run checkpoint of one job at ``path``, saved every ``every`` epochs."""
+
     def __init__(self, path: str | Path, every: int) -> None:
         if every < 1:
             raise ValueError("checkpoint interval must be ≥ 1 epoch")
@@ -33,6 +34,7 @@ class Checkpointer:
         return epoch % self.every == 0 and epoch < epochs
 
     def save(self, epoch: int, model: torch.nn.Module, opt: torch.optim.Optimizer, history: list[dict]) -> None:
+        """Save the state after ``epoch`` finished epochs (failpoint ``checkpoint.write`` before the rename)."""
         tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         opt_state = opt.state_dict()
         scalars: dict[str, dict] = {}
@@ -49,19 +51,13 @@ class Checkpointer:
             "opt_scalars": json.dumps(scalars),
             "param_groups": json.dumps(opt_state["param_groups"]),
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
-        save_file(tensors, str(tmp), metadata=meta)
-        failpoint("checkpoint.write")
-        os.replace(tmp, self.path)
+        save_safetensors(self.path, tensors, meta, fail="checkpoint.write")
 
     def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict]] | None:
         """Restore model, optimiser and RNG state; returns (finished epochs, history) or None."""
         if not self.path.exists():
             return None
         try:
-            from safetensors import safe_open
-
             with safe_open(str(self.path), framework="pt") as fh:
                 meta = fh.metadata()
             tensors = load_file(str(self.path))
@@ -85,5 +81,7 @@ class Checkpointer:
         return epoch, history
 
     def clear(self) -> None:
-        for p in self.path.parent.glob(self.path.name + "*"):
+        """Remove the checkpoint and the temporaries of writes to it that were cut short."""
+        folder, name = self.path.parent, self.path.name
+        for p in [*folder.glob(name + "*"), *folder.glob(f".{name}.tmp-*")]:
             p.unlink(missing_ok=True)

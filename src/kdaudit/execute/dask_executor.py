@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config.spec import AuditSpec
+from ..config.schema import AuditSpec
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan
 from ..store import JobStore

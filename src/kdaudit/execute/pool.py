@@ -37,7 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from ..config.spec import AuditSpec
+from ..config.schema import AuditSpec
 from ..data.base import DataBundle
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan

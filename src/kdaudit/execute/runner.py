@@ -3,8 +3,8 @@
 :func:`run_job` is the unit of work: it trains one job from its spec slice and the artifacts of
 the jobs it depends on, and writes its own job directory atomically. It is a plain function of
 its arguments, so an executor can run it in this process (:func:`execute_plan`), in local worker
-processes (:mod:`kdaudit.execute.pool`, which chooses between the two) or on a Dask worker. An interrupted audit resumes where it stopped and a rerun of
-a finished audit trains nothing.
+processes (:mod:`kdaudit.execute.pool`, which chooses between the two) or on a Dask worker. An
+interrupted audit resumes where it stopped and a rerun of a finished audit trains nothing.
 """
 
 from __future__ import annotations
@@ -22,12 +22,21 @@ from typing import Protocol
 
 import torch
 
-from ..config.spec import AuditSpec
+from ..config.schema import AuditSpec
 from ..data.base import DataBundle, load_dataset
 from ..plan.jobs import Job, Plan, versions
+from ..security.poisoning import poisoned_bundle, teacher_train_logits, transfer_bundle
 from ..store import JobStore
 from .checkpoint import Checkpointer
-from .train import init_weights, label_smoothing_table, load_teacher, noise_table, teacher_top_probability, train_model
+from .train import (
+    TrainResult,
+    init_weights,
+    label_smoothing_table,
+    load_teacher,
+    noise_table,
+    teacher_top_probability,
+    train_model,
+)
 
 
 class Progress(Protocol):
@@ -151,13 +160,14 @@ def run_job(
     if job.kind == "init":
         store.save(job.key, {**base_record, "metrics": {}}, init_weights(job.params, data))
         return "trained"
+    checkpoint: Checkpointer | None = None
+    extra: dict = {}
     if "checkpoint" in job.params:  # a teacher given as trained weights: evaluated, not trained
         progress.job_started(job, 0)
-        result, checkpoint, extra = load_teacher(job.params, data, spec.train.eval_batch_size), None, {}
+        result = load_teacher(job.params, data, spec.train.eval_batch_size)
     elif "snapshot_of" in job.params:  # teacher.snapshots: read from the teacher run, not trained
         progress.job_started(job, 0)
         result, extra = read_snapshot(job, store)
-        checkpoint = None
     else:
         result, checkpoint, extra = _train_job(job, spec, store, plan_keys, data, progress)
     outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels}
@@ -186,12 +196,10 @@ def run_job(
 
 def _train_job(
     job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, str], data: DataBundle, progress: Progress
-):
+) -> tuple[TrainResult, Checkpointer | None, dict]:
     init_state = store.load_weights(job.deps[0])  # the job's M0 (the students' or the teacher's own)
     target = None
     extra: dict = {}
-    from ..security.poisoning import teacher_train_logits, transfer_bundle
-
     # security.backdoor.transfer_poison: a share of every student's inputs carry the trigger, and
     # the KD targets there are the teacher's outputs on the triggered inputs
     transfer = job.params.get("transfer_poison")
@@ -217,8 +225,6 @@ def _train_job(
         checkpoint = Checkpointer(store.root / ".checkpoints" / f"{job.key}.safetensors", spec.train.checkpoint_every)
     train_data, clean_inputs = data, None
     if "backdoor" in job.params:
-        from ..security.poisoning import poisoned_bundle
-
         train_data = poisoned_bundle(data, job.params["backdoor"])
         clean_inputs = data.x_train  # students distil the teacher's outputs on the clean data
     if transfer is not None:  # labels untouched; the record states the count
@@ -230,7 +236,7 @@ def _train_job(
             job,
             data,
             store,
-            plan_keys.get("teacher"),
+            plan_keys["teacher"],
             spec.protocol.hint.max_table_mb if spec.protocol.hint is not None else 2048.0,
         )
     progress.job_started(job, job.params["train"]["epochs"])
@@ -281,7 +287,7 @@ def snapshot_args(job: Job, store: JobStore) -> dict:
     for p in stage.glob(".tmp-*"):  # a write cut short by a kill
         shutil.rmtree(p, ignore_errors=True)
 
-    def save(epoch: int, result) -> None:
+    def save(epoch: int, result: TrainResult) -> None:
         outputs = {
             "test_logits": result.test_logits,
             "test_labels": result.test_labels,
@@ -335,11 +341,11 @@ def staged_snapshots(job: Job, store: JobStore) -> dict[str, Path]:
     return files
 
 
-def read_snapshot(job: Job, store: JobStore):
+def read_snapshot(job: Job, store: JobStore) -> tuple[TrainResult, dict]:
     """A snapshot job: the teacher run's state at ``snapshot_of.at`` epochs, as a TrainResult, and
     what its record states about it."""
     from ..errors import KdauditError
-    from .train import TrainResult, _lr_factor
+    from .train import _lr_factor
 
     start = time.perf_counter()
     run_key = job.deps[0]
@@ -383,7 +389,7 @@ def noise_seed(job: Job) -> int:
 _FEATURE_CACHE: dict[tuple, torch.Tensor] = {}
 
 
-def hint_table(job: Job, data: DataBundle, store: JobStore, teacher_key: str | None, max_mb: float) -> torch.Tensor:
+def hint_table(job: Job, data: DataBundle, store: JobStore, teacher_key: str, max_mb: float) -> torch.Tensor:
     """The fixed per-sample hint targets of a KD / RCD job: the teacher's features at the hint
     layer (computed once per teacher and layer in this process) or an RCD noise feature table."""
     from ..models.base import resolve_module

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from ..errors import SpecError, TrainingError
 from ..faults import failpoint
 from ..models import build_model
 from ..models.base import resolve_module
-from ..objectives import distillation_loss
+from ..objectives import OBJECTIVES
 from ..objectives.hints import NOISE_CODES, HintRegressor, capture, feature_shape, hint_loss
 from ..objectives.losses import soft_target_table
 from .checkpoint import Checkpointer
@@ -172,6 +172,65 @@ def train_model(
     train = params["train"]
     alpha = float(params.get("alpha", 0.0))
     seed = int(params["seed"])
+    _check_targets(name, alpha, target_logits, data)
+    torch.manual_seed(seed)
+    model = make_model(params, data)
+    model.load_state_dict(init_state)
+    channels_last = bool(train.get("channels_last", False)) and data.x_train.dim() == 4
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    hint = params.get("hint") if hint_targets is not None else None
+    regressor, s_layer = None, None
+    if hint is not None and hint_targets is not None:
+        s_layer, regressor = _hint_regressor(model, hint["student_layer"], hint_targets, data, seed, channels_last)
+    trainable = list(model.parameters()) + (list(regressor.parameters()) if regressor is not None else [])
+    opt = _optimizer(train, trainable)
+    # what a mid-run checkpoint holds: the model, and the hint regressor when there is one
+    saved = nn.ModuleDict({"model": model, "hint": regressor}) if regressor is not None else model
+    history: list[dict] = []
+    first_epoch = 0
+    if checkpoint is not None:
+        resumed = checkpoint.load(saved, opt)
+        if resumed is not None:
+            first_epoch, history = resumed
+    batches = batch_order(seed, len(data.x_train), train["epochs"], train["batch_size"])
+    step = _Step(
+        forward=torch.compile(model) if train.get("compile", False) else model,
+        opt=opt,
+        saved=saved,
+        x_train=data.x_train.contiguous(memory_format=torch.channels_last) if channels_last else data.x_train,
+        y_train=data.y_train,
+        loss=_batch_loss(params, alpha, target_logits),
+        autocast=train.get("precision", "fp32") == "bf16",
+        clip=train.get("grad_clip"),
+        name=name,
+    )
+    logits_on = data.x_train if train_logits_inputs is None else train_logits_inputs
+    snap_at = {int(e) for e in snapshots if int(e) < train["epochs"]}  # the last one is the result
+    hooked: AbstractContextManager[dict] = capture(s_layer) if s_layer is not None else nullcontext({})
+    with hooked as features:  # the student's hint layer, read by a forward hook
+        if hint is not None and hint_targets is not None and regressor is not None:
+            step.hint = (features, hint_targets, regressor, float(hint["weight"]))
+        for epoch in range(first_epoch, train["epochs"]):
+            for group in opt.param_groups:
+                group["lr"] = train["lr"] * _lr_factor(train, epoch)
+            model.train()
+            mean_loss = step.epoch(batches[epoch], epoch)
+            history.append({"epoch": epoch + 1, "train_loss": mean_loss})
+            if on_epoch is not None:
+                on_epoch(epoch + 1, train["epochs"], mean_loss)
+            if on_snapshot is not None and epoch + 1 in snap_at:  # before the checkpoint that passes it
+                snap = _result(
+                    model, data, logits_on, keep_train_logits, eval_batch_size, list(history), start, first_epoch, name
+                )
+                on_snapshot(epoch + 1, snap)
+            failpoint("train.epoch")
+            if checkpoint is not None and checkpoint.due(epoch + 1, train["epochs"]):
+                checkpoint.save(epoch + 1, saved, opt, history)
+    return _result(model, data, logits_on, keep_train_logits, eval_batch_size, history, start, first_epoch, name)
+
+
+def _check_targets(name: str, alpha: float, target_logits: torch.Tensor | None, data: DataBundle) -> None:
     if alpha > 0 and target_logits is None:
         raise ValueError(f"{name}: α = {alpha} needs target logits")
     if target_logits is not None and target_logits.shape != (len(data.x_train), data.num_classes):
@@ -179,108 +238,91 @@ def train_model(
             f"{name}: target logits have shape {tuple(target_logits.shape)}, expected "
             f"{(len(data.x_train), data.num_classes)}"
         )
-    torch.manual_seed(seed)
-    model = make_model(params, data)
-    model.load_state_dict(init_state)
-    channels_last = bool(train.get("channels_last", False)) and data.x_train.dim() == 4
+
+
+def _hint_regressor(
+    model: nn.Module, layer: str, hint_targets: torch.Tensor, data: DataBundle, seed: int, channels_last: bool
+) -> tuple[nn.Module, HintRegressor]:
+    """The student's hint layer and the regressor from its features to the hint targets."""
+    s_layer = resolve_module(model, layer)
+    s_shape = feature_shape(model, s_layer, data.x_train)
+    with torch.random.fork_rng(devices=[]):  # the dropout stream stays that of the paired students
+        torch.manual_seed(seed)
+        regressor = HintRegressor(s_shape, tuple(hint_targets.shape[1:]))
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    hint = params.get("hint") if hint_targets is not None else None
-    regressor, s_layer = None, None
-    if hint is not None:
-        s_layer = resolve_module(model, hint["student_layer"])
-        s_shape = feature_shape(model, s_layer, data.x_train)
-        with torch.random.fork_rng(devices=[]):  # the dropout stream stays that of the paired students
-            torch.manual_seed(seed)
-            regressor = HintRegressor(s_shape, tuple(hint_targets.shape[1:]))
-        if channels_last:
-            regressor = regressor.to(memory_format=torch.channels_last)
-    trainable = list(model.parameters()) + (list(regressor.parameters()) if regressor is not None else [])
-    opt = _optimizer(train, trainable)
-    # what a mid-run checkpoint holds: the model, and the hint regressor when there is one
-    saved = nn.ModuleDict({"model": model, "hint": regressor}) if regressor is not None else model
-    n = len(data.x_train)
-    history: list[dict] = []
-    first_epoch = 0
-    if checkpoint is not None:
-        resumed = checkpoint.load(saved, opt)
-        if resumed is not None:
-            first_epoch, history = resumed
-    batches = batch_order(seed, n, train["epochs"], train["batch_size"])
-    forward = torch.compile(model) if train.get("compile", False) else model
-    autocast = train.get("precision", "fp32") == "bf16"
-    clip = train.get("grad_clip")
-    x_train = data.x_train.contiguous(memory_format=torch.channels_last) if channels_last else data.x_train
-    y_train = data.y_train
+        regressor = regressor.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return s_layer, regressor
+
+
+BatchLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _batch_loss(params: dict, alpha: float, target_logits: torch.Tensor | None) -> BatchLoss:
+    """``loss(logits, labels, idx)``: the job's objective on one batch of training samples ``idx``."""
     temperature = float(params.get("temperature", 1.0))
     kd_loss = params.get("kd_loss", "ce")
     t2_scaling = bool(params.get("t2_scaling", False))
+    objective = OBJECTIVES.get("ce" if alpha == 0.0 else "kd")  # α = 0: the teacher and SIDDO
     # the targets' softmax at temperature T, once per job instead of once per batch (row-wise:
     # the same numbers either way)
     soft = None if target_logits is None or alpha == 0.0 else soft_target_table(target_logits, temperature, kd_loss)
-    logits_on = data.x_train if train_logits_inputs is None else train_logits_inputs
-    snap_at = {int(e) for e in snapshots if int(e) < train["epochs"]}  # the last one is the result
-    hooked = capture(s_layer) if s_layer is not None else nullcontext({})
-    with hooked as features:  # the student's hint layer, read by a forward hook
-        for epoch in range(first_epoch, train["epochs"]):
-            for group in opt.param_groups:
-                group["lr"] = train["lr"] * _lr_factor(train, epoch)
-            model.train()
-            total, count = 0.0, 0
-            for idx in batches[epoch]:
-                # index_select: the same rows as x[idx], without advanced indexing's overhead
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    logits = forward(x_train.index_select(0, idx))
-                logits = logits.float()
-                loss = distillation_loss(
-                    logits,
-                    y_train.index_select(0, idx),
-                    None,
-                    alpha=alpha,
-                    temperature=temperature,
-                    kd_loss=kd_loss,
-                    t2_scaling=t2_scaling,
-                    soft_targets=None if soft is None else tuple(t.index_select(0, idx) for t in soft),
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return objective(
+            logits,
+            labels,
+            None,
+            alpha=alpha,
+            temperature=temperature,
+            kd_loss=kd_loss,
+            t2_scaling=t2_scaling,
+            soft_targets=None if soft is None else tuple(t.index_select(0, idx) for t in soft),
+        )
+
+    return loss
+
+
+@dataclass
+class _Step:
+    """One optimisation step per batch, and one epoch of them."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    opt: torch.optim.Optimizer
+    saved: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    loss: BatchLoss
+    autocast: bool
+    clip: float | None
+    name: str
+    hint: tuple[dict, torch.Tensor, nn.Module, float] | None = None
+    """The hook's box, the hint targets, the regressor and the hint weight."""
+
+    def epoch(self, batches: list[torch.Tensor], epoch: int) -> float:
+        """Train on ``batches`` in order; the mean training loss per sample."""
+        total, count = 0.0, 0
+        for idx in batches:
+            # index_select: the same rows as x[idx], without advanced indexing's overhead
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.forward(self.x_train.index_select(0, idx))
+            loss = self.loss(logits.float(), self.y_train.index_select(0, idx), idx)
+            if self.hint is not None:
+                features, targets, regressor, weight = self.hint
+                loss = loss + hint_loss(features["out"], targets.index_select(0, idx), regressor, weight)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"{self.name}: the training loss became {value} at epoch {epoch + 1}; "
+                    "lower train.lr or check the data"
                 )
-                if hint is not None:
-                    loss = loss + hint_loss(
-                        features["out"], hint_targets.index_select(0, idx), regressor, float(hint["weight"])
-                    )
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"{name}: the training loss became {value} at epoch {epoch + 1}; "
-                        "lower train.lr or check the data"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip is not None:
-                    torch.nn.utils.clip_grad_norm_(saved.parameters(), clip)
-                opt.step()
-                total += value * len(idx)
-                count += len(idx)
-            history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1)})
-            if on_epoch is not None:
-                on_epoch(epoch + 1, train["epochs"], total / max(count, 1))
-            if on_snapshot is not None and epoch + 1 in snap_at:  # before the checkpoint that passes it
-                on_snapshot(
-                    epoch + 1,
-                    _result(
-                        model,
-                        data,
-                        logits_on,
-                        keep_train_logits,
-                        eval_batch_size,
-                        list(history),
-                        start,
-                        first_epoch,
-                        name,
-                    ),
-                )
-            failpoint("train.epoch")
-            if checkpoint is not None and checkpoint.due(epoch + 1, train["epochs"]):
-                checkpoint.save(epoch + 1, saved, opt, history)
-    return _result(model, data, logits_on, keep_train_logits, eval_batch_size, history, start, first_epoch, name)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.saved.parameters(), self.clip)
+            self.opt.step()
+            total += value * len(idx)
+            count += len(idx)
+        return total / max(count, 1)
 
 
 def _result(

@@ -58,7 +58,7 @@ class M5(nn.Module):
                 nn.MaxPool1d(POOL),
             )
         ]
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):
             blocks.append(
                 nn.Sequential(
                     nn.Conv1d(c_in, c_out, 3, padding=1, bias=False),

@@ -25,31 +25,17 @@ import torch
 from torch import nn
 
 from ..errors import KdauditError, SpecError
-from ..registry import Registry, import_object
+from ..registry import Registry
 
-MODELS: Registry = Registry("model")
-
-# Modules whose import fills MODELS with the built-in architectures.
-BUILTIN_MODULES = ("vision", "audio", "sequence")
+MODELS: Registry[Callable[..., nn.Module]] = Registry(
+    "model", builtins=tuple(f"kdaudit.models.{m}" for m in ("vision", "vit", "audio", "sequence"))
+)
 DATA_ARGS = ("vocab_size", "pad_id")
-
-
-def load_builtin() -> None:
-    import importlib
-
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(f"{__package__}.{mod}")
 
 
 def resolve_model_factory(name: str) -> Callable[..., nn.Module]:
     """The factory of a registered model, or the class/function an import path names."""
-    load_builtin()
-    if name in MODELS or not (isinstance(name, str) and ":" in name):
-        return MODELS.get(name)
-    factory = import_object(name, "model.name")
-    if not callable(factory):
-        raise SpecError(f"model.name {name!r}: {name!r} is not callable")
-    return factory
+    return MODELS.resolve(name, field="model.name")
 
 
 def _keyword_parameters(name: str, factory: Callable) -> tuple[dict[str, inspect.Parameter], bool]:
@@ -189,7 +175,7 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         prev = in_features
-        for i, width in enumerate(hidden):
+        for width in hidden:
             layers += [nn.Linear(prev, width), nn.ReLU()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))

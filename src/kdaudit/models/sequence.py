@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def _dropout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= cast(float, value) < 1.0:
         raise SpecError(f"model.kwargs.dropout: must be a number in [0, 1), got {value!r}")
     return float(value)
 
@@ -38,7 +39,8 @@ def _vocab(model: str, vocab_size: object, pad_id: object) -> tuple[int, int]:
     """Validate the data-provided vocabulary (an InputError: it comes from the dataset)."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 1:
         raise InputError(f"model {model!r}: the dataset's vocab_size must be a positive integer, got {vocab_size!r}")
-    if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral) or not 0 <= pad_id < vocab_size:
+    size = cast(int, vocab_size)
+    if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral) or not 0 <= cast(int, pad_id) < size:
         raise InputError(f"model {model!r}: the dataset's pad_id must lie in [0, {vocab_size}), got {pad_id!r}")
     return int(vocab_size), int(pad_id)
 
@@ -76,7 +78,7 @@ class LSTMClassifier(nn.Module):
         self.pad_id = pad_id
         self.n_features = n_features
         self.pool = pool
-        if self.tokens:
+        if vocab_size is not None:
             self.embed = nn.Embedding(vocab_size, embed, padding_idx=pad_id)
         else:
             self.proj = nn.Linear(n_features, embed)
@@ -243,8 +245,8 @@ class GPTClassifier(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
-        for block in self.blocks:
-            for m in (block.attn.proj, block.mlp[2]):
+        for block in cast(list[Block], list(self.blocks)):
+            for m in (block.attn.proj, cast(nn.Linear, block.mlp[2])):
                 nn.init.normal_(m.weight, std=0.02 / math.sqrt(2 * depth))
 
     def attention_mask(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Image architectures: LeNet-5, CIFAR-style ResNet-18, VGG-BN, MobileNetV2 and a small ViT.
+"""Image architectures: LeNet-5, CIFAR-style ResNet-18, VGG-BN and MobileNetV2 (a small ViT: :mod:`.vit`).
 
 All take ``N×C×H×W`` float inputs with any channel count (1×28×28 Fashion-MNIST, 3×32×32
 CIFAR, 1×32×32 log-mel spectrograms) and have width/depth knobs so that CPU presets stay
@@ -12,51 +12,16 @@ of its main blocks from input to output, the last one being the penultimate repr
 from __future__ import annotations
 
 import math
-from numbers import Real
+from typing import cast
 
 import torch
 from torch import nn
 
 from ..errors import SpecError
 from .base import MODELS
+from .checks import dropout_rate, image_dims, one_of, positive_float
 
 # --------------------------------------------------------------------------- validation
-
-
-def _image_shape(name: str, input_shape: tuple[int, ...], min_size: int = 1) -> tuple[int, int, int]:
-    """``(C, H, W)`` of an image input, or a one-line SpecError saying what is needed."""
-    if len(input_shape) != 3:
-        raise SpecError(
-            f"model {name!r} needs image inputs C×H×W, got {tuple(input_shape)}; set data.options.flatten=false"
-        )
-    c, h, w = (int(s) for s in input_shape)
-    if c < 1 or h < min_size or w < min_size:
-        raise SpecError(f"model {name!r} needs at least 1 channel and H, W >= {min_size}, got {tuple(input_shape)}")
-    return c, h, w
-
-
-def _positive_float(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
-        raise SpecError(f"model.kwargs.{key}: must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _positive_int(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SpecError(f"model.kwargs.{key}: must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _dropout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value < 1.0:
-        raise SpecError(f"model.kwargs.dropout: must lie in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _choice(key: str, value: object, allowed: tuple) -> object:
-    if value not in allowed:
-        raise SpecError(f"model.kwargs.{key}: must be one of {', '.join(map(str, allowed))}, got {value!r}")
-    return value
 
 
 def _scaled(channels: int, width: float, minimum: int) -> int:
@@ -96,10 +61,10 @@ class LeNet5(nn.Module):
         f1, f2 = _scaled(120, width, 1), _scaled(84, width, 1)
         act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
         pool_cls = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pool]
-        pad1 = tuple(2 if s < 32 else 0 for s in spatial)
-        after1 = tuple((s + 2 * p - 4) // 2 for s, p in zip(spatial, pad1))
-        pad2 = tuple(2 if s < 10 else 0 for s in after1)
-        after2 = tuple((s + 2 * p - 4) // 2 for s, p in zip(after1, pad2))
+        pad1 = cast(tuple[int, int], tuple(2 if s < 32 else 0 for s in spatial))
+        after1 = tuple((s + 2 * p - 4) // 2 for s, p in zip(spatial, pad1, strict=True))
+        pad2 = cast(tuple[int, int], tuple(2 if s < 10 else 0 for s in after1))
+        after2 = tuple((s + 2 * p - 4) // 2 for s, p in zip(after1, pad2, strict=True))
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 5, padding=pad1),
             act(),
@@ -126,10 +91,10 @@ def lenet5(
     pool: str = "max",
 ) -> nn.Module:
     """LeNet-5 (61,706 parameters at width 1 on 1×32×32 with 10 classes)."""
-    c, h, w = _image_shape("lenet5", input_shape, min_size=8)
-    width = _positive_float("width", width)
-    _choice("activation", activation, ("relu", "tanh"))
-    _choice("pool", pool, ("max", "avg"))
+    c, h, w = image_dims("lenet5", input_shape, min_size=8)
+    width = positive_float("width", width)
+    one_of("activation", activation, ("relu", "tanh"))
+    one_of("pool", pool, ("max", "avg"))
     return LeNet5(c, (h, w), num_classes, width, activation, pool)
 
 
@@ -158,6 +123,11 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR-style ResNet: 3×3 stride-1 stem without max-pool, four BasicBlock stages."""
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, in_channels: int, num_classes: int, channels: list[int], blocks: list[int]) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -166,7 +136,7 @@ class ResNet(nn.Module):
             nn.ReLU(),
         )
         cin = channels[0]
-        for i, (cout, n) in enumerate(zip(channels, blocks)):
+        for i, (cout, n) in enumerate(zip(channels, blocks, strict=False)):
             stride = 1 if i == 0 else 2
             layers = []
             for j in range(n):
@@ -195,8 +165,8 @@ def resnet18(
 ) -> nn.Module:
     """ResNet-18 for small images; ``width`` scales the 64/128/256/512 stage channels
     (each at least 4), ``blocks`` sets the BasicBlocks per stage ([1, 1, 1, 1]: ResNet-10)."""
-    c, _, _ = _image_shape("resnet18", input_shape)
-    width = _positive_float("width", width)
+    c, _, _ = image_dims("resnet18", input_shape)
+    width = positive_float("width", width)
     if (
         not isinstance(blocks, (list, tuple))
         or len(blocks) != 4
@@ -252,7 +222,8 @@ class VGG(nn.Module):
         for m in self.modules():  # as torchvision's VGG
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
@@ -264,9 +235,9 @@ class VGG(nn.Module):
 @MODELS.register("vgg16-bn")
 def vgg16_bn(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, depth: int = 16) -> nn.Module:
     """VGG-BN with the 11/13/16/19-layer configurations; ``width`` scales channels (each >= 4)."""
-    c, h, w = _image_shape("vgg16-bn", input_shape)
-    width = _positive_float("width", width)
-    _choice("depth", depth, tuple(VGG_CFGS))
+    c, h, w = image_dims("vgg16-bn", input_shape)
+    width = positive_float("width", width)
+    one_of("depth", depth, tuple(VGG_CFGS))
     return VGG(c, (h, w), num_classes, VGG_CFGS[int(depth)], width)
 
 
@@ -379,125 +350,9 @@ def mobilenetv2(
     (multiples of 8, at least 8), ``depth`` the repeats per stage (rounded up), ``dropout``
     applies before the head. ``stem_stride: 2`` (ImageNet-style stem) quarters the cost of
     every layer on small images, for CPU-sized runs; the parameters are unchanged."""
-    c, _, _ = _image_shape("mobilenetv2", input_shape)
-    width = _positive_float("width", width)
-    depth = _positive_float("depth", depth)
+    c, _, _ = image_dims("mobilenetv2", input_shape)
+    width = positive_float("width", width)
+    depth = positive_float("depth", depth)
     if stem_stride not in (1, 2):
         raise SpecError(f"model.kwargs.stem_stride: must be 1 or 2, got {stem_stride!r}")
-    return MobileNetV2(c, num_classes, width, depth, _dropout(dropout), int(stem_stride))
-
-
-# --------------------------------------------------------------------------- ViT
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention: one ``qkv`` projection, softmax(q kᵀ/√d) v, output ``proj``."""
-
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attn = self.drop(torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1))
-        out = (attn @ v).transpose(1, 2).reshape(n, t, d)
-        return self.drop(self.proj(out))
-
-
-class TransformerBlock(nn.Module):
-    """Pre-norm block: x + attn(LN(x)), then x + MLP(LN(x)) with GELU."""
-
-    def __init__(self, dim: int, heads: int, hidden: int, dropout: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class ClassToken(nn.Module):
-    """Selects the class token: the ``N×D`` penultimate feature of the ViT."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, 0]
-
-
-class ViT(nn.Module):
-    """Vision Transformer: non-overlapping patch embedding, class token, learned position
-    embedding, pre-norm blocks, final LayerNorm, linear head on the class token."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        spatial: tuple[int, int],
-        num_classes: int,
-        patch: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        hidden: int,
-        dropout: float,
-    ) -> None:
-        super().__init__()
-        tokens = (spatial[0] // patch) * (spatial[1] // patch)
-        self.patch_embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, tokens + 1, dim))
-        self.drop = nn.Dropout(dropout)
-        self.blocks = nn.Sequential(*(TransformerBlock(dim, heads, hidden, dropout) for _ in range(depth)))
-        self.norm = nn.LayerNorm(dim)
-        self.pool = ClassToken()
-        self.head = nn.Linear(dim, num_classes)
-        self.feature_layers = (*(f"blocks.{i}" for i in range(depth)), "pool")
-        # as timm's ViT: truncated normal (std 0.02) for embeddings and linear weights
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.blocks(self.drop(x + self.pos_embed))
-        return self.head(self.pool(self.norm(x)))
-
-
-@MODELS.register("vit")
-def vit(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    patch: int = 4,
-    dim: int = 64,
-    depth: int = 4,
-    heads: int = 4,
-    mlp_ratio: float = 2.0,
-    dropout: float = 0.0,
-) -> nn.Module:
-    """ViT; ``patch`` must divide H and W, ``heads`` must divide ``dim``; the MLP hidden size
-    is ``round(dim × mlp_ratio)``."""
-    c, h, w = _image_shape("vit", input_shape)
-    patch = _positive_int("patch", patch)
-    dim = _positive_int("dim", dim)
-    depth = _positive_int("depth", depth)
-    heads = _positive_int("heads", heads)
-    mlp_ratio = _positive_float("mlp_ratio", mlp_ratio)
-    dropout = _dropout(dropout)
-    if h % patch or w % patch:
-        raise SpecError(f"model.kwargs.patch: {patch} must divide the input height and width, got {h}×{w}")
-    if dim % heads:
-        raise SpecError(f"model.kwargs.dim: {dim} must be divisible by heads={heads}")
-    hidden = max(1, int(round(dim * mlp_ratio)))
-    return ViT(c, (h, w), num_classes, patch, dim, depth, heads, hidden, dropout)
+    return MobileNetV2(c, num_classes, width, depth, dropout_rate(dropout), int(stem_stride))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def target_shape(student: tuple[int, ...], teacher: tuple[int, ...]) -> tuple[in
 def pool_to(feat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Average-pool a N×C×H×W batch to ``shape``'s spatial size (no-op when it already has it)."""
     if feat.dim() == 4 and tuple(feat.shape[2:]) != tuple(shape[1:]):
-        return F.adaptive_avg_pool2d(feat, tuple(shape[1:]))
+        return F.adaptive_avg_pool2d(feat, cast(tuple[int, int], tuple(shape[1:])))
     return feat
 
 
@@ -105,12 +106,11 @@ class HintRegressor(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         if self.mode == "conv":
             f = pool_to(f, self.target)
-            return self.map(f) if self.map is not None else f
-        if self.mode == "linear":
-            return self.map(f)
+        if self.map is None:  # the identity, or a conv map between equal channel counts
+            return f
         if self.mode == "flat":
             return self.map(f.flatten(1)).view(len(f), *self.target)
-        return f
+        return self.map(f)
 
 
 def hint_loss(student_feat: torch.Tensor, target: torch.Tensor, regressor: nn.Module, weight: float) -> torch.Tensor:

@@ -9,12 +9,14 @@ loss with a fixed noise table in place of the teacher's logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from ..registry import Registry
 
-OBJECTIVES: Registry = Registry("objective")
+OBJECTIVES: Registry[Callable[..., torch.Tensor]] = Registry("objective")
 
 
 def soft_target_table(target_logits: torch.Tensor, temperature: float, kd_loss: str = "ce") -> tuple[torch.Tensor, ...]:
@@ -43,13 +45,11 @@ def soft_cross_entropy(target_logits: torch.Tensor, student_logits: torch.Tensor
     return soft_term(soft_target_table(target_logits, temperature), student_logits, temperature)
 
 
-def soft_kl(target_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean over the batch of KL(σ(z_t; T) ‖ σ(z_s; T))."""
-    return soft_term(soft_target_table(target_logits, temperature, "kl"), student_logits, temperature, "kl")
-
-
 @OBJECTIVES.register("ce")
-def cross_entropy_objective(student_logits, labels, target_logits=None, **_) -> torch.Tensor:
+def cross_entropy_objective(
+    student_logits: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor | None = None, **_: object
+) -> torch.Tensor:
+    """Plain cross-entropy (α = 0); the options of the distillation loss are accepted and ignored."""
     return F.cross_entropy(student_logits, labels)
 
 
@@ -68,9 +68,11 @@ def distillation_loss(
     """The loss above. ``soft_targets`` (rows of :func:`soft_target_table`) may replace
     ``target_logits``: the same value, without the targets' softmax at every step."""
     ce = F.cross_entropy(student_logits, labels)
-    if alpha == 0.0 or (target_logits is None and soft_targets is None):
+    if alpha == 0.0:
         return ce
     if soft_targets is None:
+        if target_logits is None:
+            return ce
         soft_targets = soft_target_table(target_logits, temperature, kd_loss)
     term = soft_term(soft_targets, student_logits, temperature, kd_loss)
     if t2_scaling:

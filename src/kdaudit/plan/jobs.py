@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..config.spec import AuditSpec
+from ..config.schema import AuditSpec
 from ..errors import SpecError
 
 # Bump when a change to training code changes numbers: old records are then never reused.

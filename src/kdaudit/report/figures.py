@@ -2,8 +2,9 @@
 
 Every function here is pure apart from the file it writes: it builds a
 :class:`matplotlib.figure.Figure` on its own :class:`FigureCanvasAgg`, so neither pyplot nor the
-global backend is touched. All functions are robust to NaN values, to a condition with a single
-seed and to missing conditions: what cannot be drawn is left out, never an exception.
+global backend is touched, and writes it atomically (:mod:`kdaudit.report.plotting`). All
+functions are robust to NaN values, to a condition with a single seed and to missing
+conditions: what cannot be drawn is left out, never an exception.
 
 Figures
 -------
@@ -24,21 +25,42 @@ Figures
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.artist import Artist
+
+from kdaudit.analysis import catalogue
+from kdaudit.report.plotting import (
+    ALPHA_MARKERS,
+    CONDITION_ORDER,
+    NEG_COLOUR,
+    POS_COLOUR,
+    alpha_key,
+    alpha_text,
+    condition_colours,
+    condition_order,
+    figure_dir,
+    finite_mean,
+    finite_values,
+    group_keys,
+    label_text,
+    new_figure,
+    save_png,
+    select_group,
+    sem,
+    student_rows,
+    teacher_value,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from kdaudit.analysis.audit import AuditTables
 
 __all__ = [
     "DIST_METRICS",
-    "METRIC_LABELS",
     "CONDITION_ORDER",
     "condition_order",
     "sem",
@@ -51,199 +73,7 @@ __all__ = [
 ]
 
 #: Metrics that get a per-seed distribution figure, in this order.
-DIST_METRICS: tuple[str, ...] = (
-    "agreement",
-    "js_divergence",
-    "activation_distance",
-    "accuracy",
-    "agreement_teacher_correct",
-    "agreement_teacher_wrong",
-)
-
-#: Human-readable labels of the metric columns.
-METRIC_LABELS: dict[str, str] = {
-    "accuracy": "Test accuracy",
-    "loss": "Test loss (CE)",
-    "agreement": "Agreement with teacher",
-    "prediction_disagreement": "Prediction disagreement",
-    "js_divergence": "JS divergence to teacher (nats)",
-    "activation_distance": "Activation distance to teacher (L2)",
-    "logit_cosine": "Logit cosine similarity",
-    "rank_disagreement": "Rank disagreement",
-    "agreement_teacher_correct": "Agreement where the teacher is right",
-    "agreement_teacher_wrong": "Agreement where the teacher is wrong",
-}
-
-#: The conditions of the protocol in display order; other names follow, sorted.
-CONDITION_ORDER: tuple[str, ...] = ("siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian")
-
-_CONDITION_COLOURS: dict[str, str] = {
-    "siddo": "#7f8792",
-    "kd": "#2f6fde",
-    "ls": "#8e5bd0",
-    "rcd-uniform": "#e08a1e",
-    "rcd-gaussian": "#2a9d6f",
-}
-_EXTRA_COLOURS = ("#d1495b", "#1b9aaa", "#a17c4b", "#c05fa8", "#5a7d2a")
-_ALPHA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-_POS_COLOUR = "#2f6fde"
-_NEG_COLOUR = "#d1495b"
-_DPI = 110
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-def condition_order(conditions: Iterable[object]) -> list[str]:
-    """Protocol conditions first (siddo, kd, ls, rcd-uniform, rcd-gaussian), then the rest sorted."""
-    names = {str(c) for c in conditions if c is not None and not _isnan(c)}
-    known = [c for c in CONDITION_ORDER if c in names]
-    return known + sorted(names - set(known))
-
-
-def sem(values: Iterable[float]) -> float:
-    """Standard error of the mean of the finite values (ddof=1); NaN for fewer than two."""
-    arr = _finite(values)
-    if arr.size < 2:
-        return float("nan")
-    return float(np.std(arr, ddof=1) / math.sqrt(arr.size))
-
-
-def figure_dir(out_dir: Path | str) -> Path:
-    """``out_dir/figures``, created if needed."""
-    path = Path(out_dir) / "figures"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _isnan(x: object) -> bool:
-    try:
-        return bool(isinstance(x, float | np.floating) and math.isnan(float(x)))
-    except (TypeError, ValueError):
-        return False
-
-
-def _finite(values: Iterable[float]) -> np.ndarray:
-    arr = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(float)
-    return arr[np.isfinite(arr)]
-
-
-def _mean(values: Iterable[float]) -> float:
-    arr = _finite(values)
-    return float(arr.mean()) if arr.size else float("nan")
-
-
-def _text(s: object, limit: int = 40) -> str:
-    """A label safe for matplotlib: no mathtext (``$`` escaped), bounded length."""
-    out = str(s).replace("\n", " ")
-    if len(out) > limit:
-        out = out[: limit - 1] + "…"
-    return out.replace("$", r"\$")
-
-
-def _fmt_alpha(alpha: object) -> str:
-    try:
-        a = float(alpha)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(alpha)
-    return "–" if math.isnan(a) else f"{a:g}"
-
-
-def _alpha_key(alpha: object) -> float:
-    try:
-        a = float(alpha)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.inf
-    return math.inf if math.isnan(a) else a
-
-
-def _colours(conditions: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    extra = 0
-    for c in conditions:
-        if c in _CONDITION_COLOURS:
-            out[c] = _CONDITION_COLOURS[c]
-        else:
-            out[c] = _EXTRA_COLOURS[extra % len(_EXTRA_COLOURS)]
-            extra += 1
-    return out
-
-
-def _students(runs: pd.DataFrame) -> pd.DataFrame:
-    """Student rows of ``runs`` (everything whose role/condition is not ``teacher``)."""
-    if runs is None or len(runs) == 0 or "condition" not in runs.columns:
-        return pd.DataFrame(columns=list(getattr(runs, "columns", [])))
-    mask = runs["condition"].astype(str) != "teacher"
-    if "role" in runs.columns:
-        mask &= runs["role"].astype(str) != "teacher"
-    out = runs.loc[mask].copy()
-    if "alpha" not in out.columns:
-        out["alpha"] = np.nan
-    out["alpha"] = pd.to_numeric(out["alpha"], errors="coerce")
-    out["condition"] = out["condition"].astype(str)
-    return out
-
-
-def _teacher_value(runs: pd.DataFrame, metric: str) -> float:
-    if runs is None or len(runs) == 0 or metric not in runs.columns:
-        return float("nan")
-    mask = pd.Series(False, index=runs.index)
-    if "role" in runs.columns:
-        mask |= runs["role"].astype(str) == "teacher"
-    if "condition" in runs.columns:
-        mask |= runs["condition"].astype(str) == "teacher"
-    return _mean(runs.loc[mask, metric])
-
-
-def _groups(students: pd.DataFrame) -> list[tuple[str, float]]:
-    """(condition, α) pairs in display order: the α = 0 / control groups first, then by α."""
-    if len(students) == 0:
-        return []
-    order = {c: i for i, c in enumerate(condition_order(students["condition"].unique()))}
-    pairs: set[tuple[str, float]] = set()
-    for cond, alpha in zip(students["condition"], students["alpha"], strict=False):
-        pairs.add((str(cond), float(alpha)))
-
-    def key(p: tuple[str, float]) -> tuple[int, float, int]:
-        cond, alpha = p
-        first = 0 if cond == "siddo" else 1
-        return (first, _alpha_key(alpha), order.get(cond, len(order)))
-
-    # NaN α values compare unequal to each other: deduplicate them
-    seen: list[tuple[str, float]] = []
-    for p in sorted(pairs, key=key):
-        if not any(p[0] == q[0] and (p[1] == q[1] or (_isnan(p[1]) and _isnan(q[1]))) for q in seen):
-            seen.append(p)
-    return seen
-
-
-def _select(students: pd.DataFrame, cond: str, alpha: float) -> pd.DataFrame:
-    m = students["condition"] == cond
-    m &= students["alpha"].isna() if _isnan(alpha) else np.isclose(students["alpha"], alpha)
-    return students.loc[m]
-
-
-def _new_figure(width: float, height: float) -> tuple[Figure, object]:
-    fig = Figure(figsize=(width, height), dpi=_DPI, facecolor="white")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    _style_axes(ax)
-    return fig, ax
-
-
-def _style_axes(ax) -> None:  # noqa: ANN001
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    for side in ("left", "bottom"):
-        ax.spines[side].set_color("#9aa1ab")
-    ax.tick_params(colors="#3b4350", labelsize=9)
-    ax.yaxis.grid(True, color="#e6e9ee", linewidth=0.8)
-    ax.set_axisbelow(True)
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, format="png", dpi=_DPI, facecolor="white", bbox_inches="tight")
-    return path
+DIST_METRICS: tuple[str, ...] = tuple(catalogue.figure_metrics())
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,15 +92,15 @@ def plot_metric_distributions(
     ``runs`` or has no finite student value is skipped. The teacher's accuracy is drawn as a
     dashed reference line on the accuracy plot. ``seed`` only fixes the horizontal jitter.
     """
-    students = _students(runs)
+    students = student_rows(runs)
     fdir = figure_dir(out_dir)
-    groups = _groups(students)
-    colours = _colours(condition_order(c for c, _ in groups))
+    groups = group_keys(students)
+    colours = condition_colours(condition_order(c for c, _ in groups))
     # x layout: one block per α (SIDDO first), one slot per condition in the block
     blocks: list[tuple[str, list[tuple[str, float, float]]]] = []
     x = 0.0
     for cond, alpha in groups:
-        label = "SIDDO (α=0)" if cond == "siddo" else f"α = {_fmt_alpha(alpha)}"
+        label = "SIDDO (α=0)" if cond == "siddo" else f"α = {alpha_text(alpha)}"
         if not blocks or blocks[-1][0] != label:
             if blocks:
                 x += 0.7  # gap between blocks
@@ -279,14 +109,14 @@ def plot_metric_distributions(
         x += 1.0
     written: list[Path] = []
     for metric in metrics:
-        if metric not in students.columns or _finite(students[metric]).size == 0:
+        if metric not in students.columns or finite_values(students[metric]).size == 0:
             continue
         rng = np.random.default_rng(seed)
-        fig, ax = _new_figure(max(6.5, 2.6 + 0.62 * len(groups)), 4.0)
-        shown: dict[str, object] = {}
+        fig, ax = new_figure(max(6.5, 2.6 + 0.62 * len(groups)), 4.0)
+        shown: dict[str, Artist] = {}
         for _, members in blocks:
             for cond, alpha, xpos in members:
-                vals = _finite(_select(students, cond, alpha)[metric])
+                vals = finite_values(select_group(students, cond, alpha)[metric])
                 colour = colours[cond]
                 if vals.size >= 2:
                     ax.boxplot(
@@ -326,7 +156,7 @@ def plot_metric_distributions(
             ax.tick_params(axis="x", length=0)
             ax.set_xlim(-0.7, x - 1.0 + 0.7)
         if metric == "accuracy":
-            t_acc = _teacher_value(runs, "accuracy")
+            t_acc = teacher_value(runs, "accuracy")
             if math.isfinite(t_acc):
                 ax.axhline(t_acc, color="#111827", linestyle="--", linewidth=1.0, zorder=1)
                 ax.annotate(
@@ -343,7 +173,7 @@ def plot_metric_distributions(
         if order:
             ax.legend(
                 [shown[c] for c in order],
-                [_text(c, 28) for c in order],
+                [label_text(c, 28) for c in order],
                 frameon=False,
                 fontsize=8.5,
                 loc="upper left",
@@ -352,10 +182,10 @@ def plot_metric_distributions(
                 title_fontsize=8.5,
                 handletextpad=0.3,
             )
-        label = METRIC_LABELS.get(metric, metric)
-        ax.set_ylabel(_text(label, 60), fontsize=9.5, color="#1f2937")
-        ax.set_title(_text(label, 60) + " — per seed", fontsize=11, color="#111827", loc="left", pad=10)
-        path = _save(fig, fdir / f"dist_{metric}.png")
+        label = catalogue.label(metric)
+        ax.set_ylabel(label_text(label, 60), fontsize=9.5, color="#1f2937")
+        ax.set_title(label_text(label, 60) + " — per seed", fontsize=11, color="#111827", loc="left", pad=10)
+        path = save_png(fig, fdir / f"dist_{metric}.png")
         written.append(path)
     return written
 
@@ -371,7 +201,7 @@ def transfer_deltas(runs: pd.DataFrame) -> pd.DataFrame:
     Empty if ``runs`` has no siddo student.
     """
     cols = ["condition", "alpha", "delta_pos", "sem_pos", "delta_neg", "sem_neg"]
-    students = _students(runs)
+    students = student_rows(runs)
     if len(students) == 0:
         return pd.DataFrame(columns=cols)
     control = students[students["condition"] == "siddo"]
@@ -381,16 +211,16 @@ def transfer_deltas(runs: pd.DataFrame) -> pd.DataFrame:
     stats = {}
     for key, metric in (("pos", "agreement_teacher_correct"), ("neg", "agreement_teacher_wrong")):
         vals = control[metric] if metric in control.columns else []
-        stats[key] = (_mean(vals), sem(vals))
-    for cond, alpha in _groups(students):
+        stats[key] = (finite_mean(vals), sem(vals))
+    for cond, alpha in group_keys(students):
         if cond == "siddo":
             continue
-        sub = _select(students, cond, alpha)
+        sub = select_group(students, cond, alpha)
         row: dict[str, object] = {"condition": cond, "alpha": alpha}
         for key, metric in (("pos", "agreement_teacher_correct"), ("neg", "agreement_teacher_wrong")):
             vals = sub[metric] if metric in sub.columns else []
             c_mean, c_sem = stats[key]
-            row[f"delta_{key}"] = _mean(vals) - c_mean
+            row[f"delta_{key}"] = finite_mean(vals) - c_mean
             row[f"sem_{key}"] = math.sqrt(sem(vals) ** 2 + c_sem**2)
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
@@ -429,12 +259,12 @@ def plot_transfer(
         return None
     order = {c: i for i, c in enumerate(condition_order(data["condition"]))}
     data = (
-        data.assign(_a=data["alpha"].map(_alpha_key), _c=data["condition"].map(order))
+        data.assign(_a=data["alpha"].map(alpha_key), _c=data["condition"].map(order))
         .sort_values(["_a", "_c"])
         .reset_index(drop=True)
     )
 
-    fig, ax = _new_figure(max(6.5, 1.5 + 0.8 * len(data)), 4.4)
+    fig, ax = new_figure(max(6.5, 1.5 + 0.8 * len(data)), 4.4)
     x = np.arange(len(data), dtype=float)
     # gaps between α blocks
     alphas = data["_a"].to_numpy()
@@ -442,8 +272,8 @@ def plot_transfer(
         x[i] = x[i - 1] + (1.0 if alphas[i] == alphas[i - 1] else 1.5)
     w = 0.36
     for offset, key, colour, name in (
-        (-w / 2, "pos", _POS_COLOUR, "Δ+  teacher right"),
-        (w / 2, "neg", _NEG_COLOUR, "Δ−  teacher wrong"),
+        (-w / 2, "pos", POS_COLOUR, "Δ+  teacher right"),
+        (w / 2, "neg", NEG_COLOUR, "Δ−  teacher wrong"),
     ):
         vals = pd.to_numeric(data[f"delta_{key}"], errors="coerce").to_numpy(float)
         errs = pd.to_numeric(data[f"sem_{key}"], errors="coerce").to_numpy(float)
@@ -467,7 +297,7 @@ def plot_transfer(
     ax.axhline(0.0, color="#374151", linewidth=0.9, zorder=1)
     ax.set_xticks(x)
     ax.set_xticklabels(
-        [f"{_text(c, 22)}, α={_fmt_alpha(a)}" for c, a in zip(data["condition"], data["alpha"], strict=False)],
+        [f"{label_text(c, 22)}, α={alpha_text(a)}" for c, a in zip(data["condition"], data["alpha"], strict=False)],
         fontsize=8.5,
         rotation=30,
         ha="right",
@@ -479,7 +309,7 @@ def plot_transfer(
         "Δ+ / Δ− — agreement gained over the SIDDO control (± SEM)", fontsize=11, color="#111827", loc="left", pad=10
     )
     ax.legend(frameon=False, fontsize=8.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, figure_dir(out_dir) / "transfer_deltas.png")
+    return save_png(fig, figure_dir(out_dir) / "transfer_deltas.png")
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,7 +320,7 @@ def plot_accuracy_vs_agreement(runs: pd.DataFrame, out_dir: Path | str) -> Path 
 
     Returns None when no student has both a finite accuracy and a finite agreement.
     """
-    students = _students(runs)
+    students = student_rows(runs)
     if len(students) == 0 or not {"accuracy", "agreement"} <= set(students.columns):
         return None
     acc = pd.to_numeric(students["accuracy"], errors="coerce")
@@ -500,15 +330,15 @@ def plot_accuracy_vs_agreement(runs: pd.DataFrame, out_dir: Path | str) -> Path 
         return None
     students = students.loc[ok].assign(accuracy=acc[ok], agreement=agr[ok])
     conditions = condition_order(students["condition"])
-    colours = _colours(conditions)
-    alphas = sorted({_alpha_key(a) for a in students["alpha"]})
-    markers = {a: _ALPHA_MARKERS[i % len(_ALPHA_MARKERS)] for i, a in enumerate(alphas)}
+    colours = condition_colours(conditions)
+    alphas = sorted({alpha_key(a) for a in students["alpha"]})
+    markers = {a: ALPHA_MARKERS[i % len(ALPHA_MARKERS)] for i, a in enumerate(alphas)}
 
-    fig, ax = _new_figure(7.2, 4.6)
+    fig, ax = new_figure(7.2, 4.6)
     ax.xaxis.grid(True, color="#e6e9ee", linewidth=0.8)
     for cond in conditions:
         for a in alphas:
-            sub = students[(students["condition"] == cond) & (students["alpha"].map(_alpha_key) == a)]
+            sub = students[(students["condition"] == cond) & (students["alpha"].map(alpha_key) == a)]
             if len(sub) == 0:
                 continue
             ax.scatter(
@@ -521,9 +351,9 @@ def plot_accuracy_vs_agreement(runs: pd.DataFrame, out_dir: Path | str) -> Path 
                 linewidths=0.6,
                 alpha=0.9,
                 zorder=3,
-                label=f"{_text(cond, 24)}, α={_fmt_alpha(a if math.isfinite(a) else np.nan)}",
+                label=f"{label_text(cond, 24)}, α={alpha_text(a if math.isfinite(a) else np.nan)}",
             )
-    t_acc = _teacher_value(runs, "accuracy")
+    t_acc = teacher_value(runs, "accuracy")
     if math.isfinite(t_acc):
         ax.axhline(t_acc, color="#111827", linestyle="--", linewidth=1.0, zorder=1)
         ax.annotate(
@@ -539,7 +369,7 @@ def plot_accuracy_vs_agreement(runs: pd.DataFrame, out_dir: Path | str) -> Path 
     ax.set_ylabel("Test accuracy", fontsize=9.5, color="#1f2937")
     ax.set_title("Accuracy vs agreement — one point per student", fontsize=11, color="#111827", loc="left", pad=10)
     ax.legend(frameon=False, fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, figure_dir(out_dir) / "accuracy_vs_agreement.png")
+    return save_png(fig, figure_dir(out_dir) / "accuracy_vs_agreement.png")
 
 
 # --------------------------------------------------------------------------------------------

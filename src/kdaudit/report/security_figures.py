@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..analysis.stats import mean_sem as _mean_sem
-from .figures import _DPI, _colours, _save, _students, _style_axes, condition_order, figure_dir
+from .plotting import DPI, condition_colours, condition_order, figure_dir, save_png, student_rows, style_axes
 
 
 def plot_adversarial(
@@ -27,7 +27,7 @@ def plot_adversarial(
     """``figures/security_<metric>.png``: mean ± SEM of ``<metric>@ε`` against ε, one panel per α,
     one line per condition (SIDDO drawn in every panel). ``y_label`` overrides the axis label
     derived from ``label`` (needed when the share is not of all transferable examples)."""
-    students = _students(runs)
+    students = student_rows(runs)
     cols = [f"{metric}@{e:g}" for e in levels]
     if students.empty or any(c not in runs for c in cols):
         return None
@@ -35,12 +35,12 @@ def plot_adversarial(
     if not alphas:
         return None
     conds = condition_order(students["condition"].unique())
-    colours = _colours(conds)
-    fig = Figure(figsize=(3.6 * len(alphas), 3.2), dpi=_DPI, facecolor="white")
+    colours = condition_colours(conds)
+    fig = Figure(figsize=(3.6 * len(alphas), 3.2), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
     for k, alpha in enumerate(alphas):
         ax = fig.add_subplot(1, len(alphas), k + 1)
-        _style_axes(ax)
+        style_axes(ax)
         for cond in conds:
             g = (
                 students.loc[students["condition"] == cond]
@@ -74,22 +74,22 @@ def plot_adversarial(
         ax.set_ylim(-0.02, 1.02)
     fig.axes[-1].legend(fontsize=8, frameon=False, loc="best")
     fig.suptitle(f"Students on the teacher's adversarial examples: {label}", fontsize=10)
-    return _save(fig, figure_dir(out_dir) / f"security_{metric}.png")
+    return save_png(fig, figure_dir(out_dir) / f"security_{metric}.png")
 
 
 def plot_backdoor(runs: pd.DataFrame, out_dir: Path | str) -> Path | None:
     """``figures/security_backdoor.png``: ASR mean ± SEM per condition and α; teacher dashed."""
-    students = _students(runs)
+    students = student_rows(runs)
     if students.empty or "backdoor_asr" not in runs:
         return None
     teacher = runs.loc[runs["role"] == "teacher", "backdoor_asr"]
     conds = [c for c in condition_order(students["condition"].unique())]
-    colours = _colours(conds)
+    colours = condition_colours(conds)
     alphas = sorted(a for a in students.loc[students["condition"] != "siddo", "alpha"].unique() if np.isfinite(a))
-    fig = Figure(figsize=(min(9.0, 2.5 + 1.6 * (len(alphas) + 1)), 3.4), dpi=_DPI, facecolor="white")
+    fig = Figure(figsize=(min(9.0, 2.5 + 1.6 * (len(alphas) + 1)), 3.4), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    _style_axes(ax)
+    style_axes(ax)
     others = [c for c in conds if c != "siddo"]
     width = 0.8 / max(1, len(others))
     m, s = _mean_sem(students.loc[students["condition"] == "siddo", "backdoor_asr"])
@@ -118,7 +118,7 @@ def plot_backdoor(runs: pd.DataFrame, out_dir: Path | str) -> Path | None:
     ax.set_ylabel("backdoor attack success rate")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, frameon=False, ncols=2)
-    return _save(fig, figure_dir(out_dir) / "security_backdoor.png")
+    return save_png(fig, figure_dir(out_dir) / "security_backdoor.png")
 
 
 def write_security_figures(runs: pd.DataFrame, meta: dict, out_dir: Path | str) -> list[Path]:

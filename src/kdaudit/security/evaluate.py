@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +47,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config.spec import AuditSpec
+from ..analysis.attack_transfer import success_rate, transfer_rates, transferable_mask
+from ..config.schema import AuditSpec
 from ..data.base import DataBundle, subset_indices
+from ..execute.train import make_model, predict
+from ..io import write_text
 from ..plan.jobs import Job, Plan, content_hash, result_versions
 from ..store import JobStore
+from .backdoor import attack_success_rate, transfer_indices, triggered_test_set
+from .gradient import attack_batched, fgsm, pgd
+from .poisoning import trigger_for
+from .space import AttackSpace, attack_space
+from .substitution import char_substitution
 
 EVAL_BATCH = 512
 
@@ -64,10 +71,12 @@ class SecurityResult:
 
 
 def eps_label(eps: float) -> str:
+    """An ε as it appears in metric names (``adv_fooled@0.1``)."""
     return f"{eps:g}"
 
 
 def adversarial_metrics(eps_list: list[float], whitebox_eps: float) -> list[str]:
+    """The adversarial metric columns for the levels ``eps_list``, in display order."""
     cols = []
     for e in eps_list:
         lab = eps_label(e)
@@ -76,16 +85,12 @@ def adversarial_metrics(eps_list: list[float], whitebox_eps: float) -> list[str]
 
 
 def _load_model(job: Job, store: JobStore, data: DataBundle) -> torch.nn.Module:
-    from ..execute.train import make_model
-
     model = make_model(job.params, data)
     model.load_state_dict(store.load_weights(job.key))
     return model.eval()
 
 
 def _logits(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    from ..execute.train import predict
-
     return predict(model, x, EVAL_BATCH)
 
 
@@ -93,24 +98,22 @@ class _Adversarial:
     """The attack of ``security.adversarial`` on one dataset: crafted on the teacher once."""
 
     def __init__(self, spec: AuditSpec, data: DataBundle, teacher: torch.nn.Module) -> None:
-        from .attacks import attack_space
-
         adv = spec.security.adversarial
         self.spec = adv
         self.seed = spec.security.seed
-        self.tokens = not torch.is_floating_point(data.x_test)
+        tokens = not torch.is_floating_point(data.x_test)
         n = len(data.x_test)
         self.idx = subset_indices(n, adv.samples, self.seed + 7, labels=data.y_test.numpy())
         self.x = data.x_test[self.idx]
         self.y = data.y_test[self.idx]
-        if self.tokens:
+        if tokens:
             vocab = int(data.model_args().get("vocab_size", int(data.x_test.max()) + 1))
             # the most frequent real tokens (ids sorted by train frequency; 0 pad, 1 unk)
             self.candidates = torch.arange(2, min(vocab, 2 + 64))
             self.pad_id = int(data.model_args().get("pad_id", 0))
             self.levels = [float(b) for b in range(1, adv.budget + 1)]
             self.whitebox = float(adv.budget)
-            self.space = None
+            self.space: AttackSpace | None = None
             self.how = (
                 f"greedy token substitution, up to {adv.budget} substitutions among the "
                 f"{len(self.candidates)} most frequent tokens (ε = number of substitutions)"
@@ -126,7 +129,7 @@ class _Adversarial:
                 f"valid range: {self.space.how}"
             )
         num_classes = data.num_classes
-        self.target = None
+        self.target: torch.Tensor | None = None
         if adv.targeted:
             t = torch.full_like(self.y, adv.target) if adv.target is not None else (self.y + 1) % num_classes
             self.target = t
@@ -139,11 +142,10 @@ class _Adversarial:
             self.teacher_adv[level] = _logits(teacher, xa)
 
     def attack(self, model: torch.nn.Module, level: float) -> torch.Tensor:
-        from .attacks import attack_batched, char_substitution, fgsm, pgd
-
+        """The adversarial versions of the attacked samples at ``level``, crafted on ``model``."""
         adv = self.spec
-        kw = {} if self.target is None else {"target": self.target}
-        if self.tokens:
+        space = self.space
+        if space is None:  # token inputs
             return char_substitution(
                 model,
                 self.x,
@@ -152,11 +154,10 @@ class _Adversarial:
                 candidates=self.candidates,
                 pad_id=self.pad_id,
                 targeted=adv.targeted,
-                **kw,
+                target=self.target,
             )
-        space = self.space
         eps = space.eps(level)
-        common = dict(norm=adv.norm, targeted=adv.targeted, lo=space.lo, hi=space.hi, **kw)
+        common = dict(norm=adv.norm, targeted=adv.targeted, lo=space.lo, hi=space.hi, target=self.target)
         if adv.attack == "fgsm":
             return attack_batched(fgsm, model, self.x, self.y, EVAL_BATCH, eps=eps, **common)
         step = space.eps(adv.step_size) if adv.step_size else None
@@ -176,8 +177,7 @@ class _Adversarial:
         )
 
     def measure(self, model: torch.nn.Module, is_teacher: bool) -> dict[str, float]:
-        from .attacks import success_rate, transfer_rates, transferable_mask
-
+        """The adversarial metrics of one model (the teacher's own adversarial examples for the teacher)."""
         y = self.y.numpy()
         row: dict[str, float] = {}
         clean = self.teacher_clean if is_teacher else _logits(model, self.x)
@@ -200,6 +200,7 @@ class _Adversarial:
         return row
 
     def facts(self) -> dict:
+        """What was attacked and how, for the report."""
         y = self.y.numpy()
         correct = self.teacher_clean.argmax(1) == y
         return {
@@ -221,10 +222,9 @@ class _Adversarial:
 
 
 class _Backdoor:
-    def __init__(self, plan: Plan, data: DataBundle) -> None:
-        from .backdoor import triggered_test_set
-        from .poisoning import trigger_for
+    """The backdoor of ``security.backdoor``: the poisoned teacher's trigger on the test inputs."""
 
+    def __init__(self, plan: Plan, data: DataBundle) -> None:
         params = plan.teacher.params["backdoor"]
         self.target = int(params["target"])
         self.trigger = trigger_for(data, params)
@@ -242,8 +242,6 @@ class _Backdoor:
             "description": "Students were distilled on the clean training data.",
         }
         if self.transfer is not None:
-            from .backdoor import transfer_indices
-
             r = float(self.transfer["rate"])
             n = len(transfer_indices(data.y_train, rate=r, target=self.target, seed=int(self.transfer["seed"])))
             self.transfer_facts = {
@@ -262,14 +260,14 @@ class _Backdoor:
             }
 
     def measure(self, model: torch.nn.Module, clean_logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        from .backdoor import attack_success_rate
-
+        """Backdoor ASR and clean accuracy of one model."""
         return {
             "backdoor_asr": attack_success_rate(_logits(model, self.x), self.y_true.numpy(), self.target),
             "clean_accuracy": float((clean_logits.argmax(1) == labels).mean()),
         }
 
     def facts(self) -> dict:
+        """The trigger and the transfer set, for the report."""
         return {
             "trigger": self.trigger.describe(),
             "target": self.target,
@@ -277,6 +275,19 @@ class _Backdoor:
             "n_triggered": int(len(self.x)),
             "transfer": dict(self.transfer_facts),
         }
+
+
+def _cached(path: Path, metrics: list[str]) -> dict | None:
+    """The cached metrics of one model, or None when absent, unreadable or without one of ``metrics``."""
+    if not path.exists():
+        return None
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(row, dict) or any(m not in row for m in metrics):
+        return None  # an older cache without a metric added since: measure again
+    return row
 
 
 def evaluate_security(
@@ -313,14 +324,7 @@ def evaluate_security(
     rows = []
     for i, job in enumerate(jobs):
         path = cache / f"{job.key}-{tag}.json"
-        row = None
-        if path.exists():
-            try:
-                row = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                row = None
-            if not isinstance(row, dict) or any(m not in row for m in metrics):
-                row = None  # an older cache without a metric added since: measure again
+        row = _cached(path, metrics)
         if row is None:
             model = teacher if job.kind == "teacher" else _load_model(job, store, data)
             row = {}
@@ -329,9 +333,7 @@ def evaluate_security(
             if backdoor is not None:
                 out = store.load_outputs(job.key)
                 row.update(backdoor.measure(model, out["test_logits"], out["test_labels"]))
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(row))
-            os.replace(tmp, path)
+            write_text(path, json.dumps(row))
         rows.append(
             {
                 "run_id": job.run_id,

@@ -9,14 +9,17 @@ import json
 import numpy as np
 import torch
 
+from ..config.schema import AuditSpec
 from ..data.base import DataBundle
 from ..errors import SpecError
+from ..execute.train import make_model, predict
+from ..store import JobStore
+from .backdoor import poison, poison_transfer
+from .triggers import Trigger, make_trigger
 
 
-def trigger_for(data: DataBundle, params: dict):
+def trigger_for(data: DataBundle, params: dict) -> Trigger:
     """The backdoor trigger of ``params`` (``trigger``, ``size``, ``value``, ``seed``) for ``data``."""
-    from .backdoor import make_trigger
-
     try:
         return make_trigger(
             data.info,
@@ -31,7 +34,7 @@ def trigger_for(data: DataBundle, params: dict):
         raise SpecError(f"security.backdoor: {exc}") from None
 
 
-def check_security(spec, data: DataBundle) -> None:
+def check_security(spec: AuditSpec, data: DataBundle) -> None:
     """Fail before anything trains when the security options do not fit the data."""
     sec = spec.security
     if sec.backdoor.enabled:
@@ -65,7 +68,7 @@ def check_security(spec, data: DataBundle) -> None:
         )
 
 
-def _target_and_trigger(data: DataBundle, params: dict):
+def _target_and_trigger(data: DataBundle, params: dict) -> tuple[int, Trigger]:
     target = int(params["target"])
     if not 0 <= target < data.num_classes:
         raise SpecError(f"security.backdoor.target: {target} is not a class of {data.name} (0..{data.num_classes - 1})")
@@ -75,8 +78,6 @@ def _target_and_trigger(data: DataBundle, params: dict):
 def poisoned_bundle(data: DataBundle, params: dict) -> DataBundle:
     """A copy of ``data`` whose training split carries the trigger on a ``rate`` share of the
     non-target samples, relabelled as ``target`` (dirty-label poisoning); the test split is clean."""
-    from .backdoor import poison
-
     target, trigger = _target_and_trigger(data, params)
     try:
         x, y, idx = poison(
@@ -98,8 +99,6 @@ def transfer_bundle(data: DataBundle, params: dict) -> DataBundle:
     ``round(rate·N)`` samples not of class ``target`` carry the trigger of ``params`` (the teacher's,
     see :func:`kdaudit.security.backdoor.poison_transfer`); labels and the test split are untouched.
     ``info["transfer_poisoned"]`` states the rate, the count and the sorted triggered rows."""
-    from .backdoor import poison_transfer
-
     target, trigger = _target_and_trigger(data, params)
     try:
         x, idx = poison_transfer(
@@ -130,7 +129,7 @@ _TEACHER_TRANSFER_LOGITS: dict[tuple, np.ndarray] = {}
 
 
 def teacher_train_logits(
-    store, teacher_key: str, data: DataBundle, transfer: dict | None, eval_batch_size: int = 2048
+    store: JobStore, teacher_key: str, data: DataBundle, transfer: dict | None, eval_batch_size: int = 2048
 ) -> np.ndarray:
     """The soft targets of a KD student: the teacher's logits on the student's training inputs.
 
@@ -145,8 +144,6 @@ def teacher_train_logits(
         return store.load_outputs(teacher_key)["train_logits"]
     cache_key = (teacher_key, json.dumps(transfer, sort_keys=True, default=str), data.fingerprint())
     if cache_key not in _TEACHER_TRANSFER_LOGITS:
-        from ..execute.train import make_model, predict
-
         logits = np.array(store.load_outputs(teacher_key)["train_logits"], dtype=np.float32, copy=True)
         triggered = transfer_bundle(data, transfer)
         idx = triggered.info["transfer_poisoned"]["indices"]

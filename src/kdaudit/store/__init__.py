@@ -1,1 +1,1 @@
-from .jobstore import JobStore, sha256_file  # noqa: F401
+from .jobstore import JobStore  # noqa: F401

@@ -13,12 +13,12 @@ and the checksums of its artifacts match; anything else is treated as missing an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,17 +26,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import KdauditError
 from ..faults import failpoint
+from ..io import file_digest
 from ..plan.jobs import result_versions, versions
-
-ARTIFACTS = ("weights.safetensors", "outputs.npz")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class JobStore:
@@ -71,7 +62,7 @@ class JobStore:
             return "corrupt"
         for name, digest in checksums.items():
             path = d / name
-            if not path.exists() or sha256_file(path) != digest:
+            if not path.exists() or file_digest(path) != digest:
                 return "corrupt"
         return "done"
 
@@ -112,17 +103,18 @@ class JobStore:
             checksums = {}
             wpath = tmp / "weights.safetensors"
             save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(wpath))
-            checksums[wpath.name] = sha256_file(wpath)
+            checksums[wpath.name] = file_digest(wpath)
             if outputs is not None:
                 opath = tmp / "outputs.npz"
+                arrays: dict[str, Any] = dict(outputs)
                 with open(opath, "wb") as fh:
-                    np.savez(fh, **outputs)
-                checksums[opath.name] = sha256_file(opath)
+                    np.savez(fh, **arrays)
+                checksums[opath.name] = file_digest(opath)
             for name, src in (files or {}).items():
                 dst = tmp / name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
-                checksums[name] = sha256_file(dst)
+                checksums[name] = file_digest(dst)
             failpoint("store.artifacts")
             full = {"versions": versions(), **record, "key": key, "checksums": checksums}
             rpath = tmp / "record.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config.spec import AuditSpec
+    from ..config.schema import AuditSpec
     from .mlflow_tracker import MlflowTracker
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config.spec import AuditSpec
+from ..config.schema import AuditSpec
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan
 from ..store import JobStore

@@ -1,26 +1,19 @@
-"""The audit spec: YAML → validated pydantic models.
+"""The audit spec's schema: pydantic models of every section, with field-level validation.
 
-Unknown keys and bad values are rejected before anything trains, with one line naming the
-field and what is allowed (:class:`SpecError`, exit code 2 at the CLI).
+Types, ranges, allowed values and the consistency of fields with one another are checked here;
+whether the named datasets and models exist is checked where specs are loaded
+(:func:`kdaudit.config.loader.validate_spec`).
 """
 
 from __future__ import annotations
 
-import copy
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import SpecError
-from ..registry import import_object, is_import_path
-
-CONDITIONS = ("siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian")
+Condition = Literal["siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"]
+CONDITIONS: tuple[Condition, ...] = ("siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian")
 DEFAULT_SETUP = "fashion-mnist-mlp"
-DEFAULT_PRESET = "cpu"
-PRESETS = ("cpu", "paper")
 
 
 class _Strict(BaseModel):
@@ -142,9 +135,7 @@ class LabelSmoothingSpec(_Strict):
 
 
 class ProtocolSpec(_Strict):
-    conditions: list[Literal["siddo", "kd", "ls", "rcd-uniform", "rcd-gaussian"]] = Field(
-        default_factory=lambda: list(CONDITIONS)
-    )
+    conditions: list[Condition] = Field(default_factory=lambda: list(CONDITIONS))
     # shared: one noise table for all seeds, as one teacher is shared by all KD students (the
     # predecessor paper's choice); per_seed: one table per seed
     rcd_noise: Literal["shared", "per_seed"] = "shared"
@@ -312,32 +303,14 @@ class AuditSpec(_Strict):
     security: SecuritySpec = Field(default_factory=SecuritySpec)
 
     @model_validator(mode="after")
-    def _registered(self) -> AuditSpec:
-        from ..data.base import DATASETS, load_builtin
-        from ..models import MODELS
-        from ..models import load_builtin as load_models
-        from ..models.base import resolve_model_factory
-
-        load_builtin()
-        load_models()
-
-        if is_import_path(self.data.name):  # a user's loader: it must import (SpecError otherwise)
-            import_object(self.data.name, "data.name")
-        elif self.data.name not in DATASETS:
-            raise ValueError("data.name: " + DATASETS.unknown_message(self.data.name))
-        for where, m in (("model", self.model), ("student", self.student), ("teacher.model", self.teacher.model)):
-            if m is None:
-                continue
-            if is_import_path(m.name):
-                resolve_model_factory(m.name)
-            elif m.name not in MODELS:
-                raise ValueError(f"{where}.name: " + MODELS.unknown_message(m.name))
+    def _consistent(self) -> AuditSpec:
         t = self.teacher
         seeds = self.protocol.seed_list()
         if t.checkpoint is None and self.protocol.teacher_seed in seeds:
             raise ValueError(
                 f"protocol.teacher_seed: {self.protocol.teacher_seed} is one of the student seeds "
-                f"(1..{len(seeds)}), so that SIDDO student would be the teacher's twin; use 0 or a seed above {len(seeds)}"
+                f"(1..{len(seeds)}), so that SIDDO student would be the teacher's twin; "
+                f"use 0 or a seed above {len(seeds)}"
             )
         if t.epochs is not None and t.epochs <= self.train.warmup_epochs:
             raise ValueError(
@@ -405,189 +378,3 @@ class AuditSpec(_Strict):
         for c in self.protocol.conditions:
             n += self.protocol.seeds * (1 if c == "siddo" else len(self.protocol.alphas))
         return n
-
-
-def _format_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"]
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        msg = "unknown key"
-        parent = _field_names(err["loc"][:-1])
-        if parent:
-            msg += f"; allowed: {', '.join(parent)}"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    got = err.get("input")
-    shown = "" if kind in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"spec: {loc + ': ' if loc else ''}{msg}{shown}{more}"
-
-
-def _field_names(loc: tuple) -> list[str]:
-    model: type[BaseModel] = AuditSpec
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return []
-        model = field.annotation
-    return list(model.model_fields)
-
-
-def validate_spec(raw: dict) -> AuditSpec:
-    if not isinstance(raw, dict):
-        raise SpecError(f"spec: the top level must be a mapping, got {type(raw).__name__}")
-    try:
-        return AuditSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_format_error(exc)) from None
-
-
-def setup_names() -> list[str]:
-    root = resources.files("kdaudit.config") / "setups"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
-def setup_file_raw(name: str) -> dict:
-    """A named setup's YAML as written: the common fields plus its ``presets`` overlays."""
-    root = resources.files("kdaudit.config") / "setups"
-    path = root / f"{name}.yaml"
-    if not path.is_file():
-        import difflib
-
-        names = setup_names()
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SpecError(f"unknown setup {name!r}{hint}; known: {', '.join(names)}")
-    return yaml.safe_load(path.read_text())
-
-
-def apply_preset(raw: dict, preset: str | None, origin: str) -> dict:
-    """Merge the chosen preset (default ``cpu``) of ``raw["presets"]`` into the spec.
-
-    A named setup carries a ``cpu`` preset (sizes that finish here in minutes) and a ``paper``
-    preset (the paper's model sizes and recipes, for a GPU); the preset's fields override the
-    common ones. A spec without presets accepts no ``--preset``.
-    """
-    raw = copy.deepcopy(raw)
-    presets = raw.pop("presets", None)
-    if presets is None:
-        if preset is not None:
-            raise SpecError(f"{origin} has no presets; --preset {preset} does not apply")
-        return raw
-    if not isinstance(presets, dict) or not presets:
-        raise SpecError(f"{origin}: presets must map preset names to spec fields")
-    chosen = preset or (DEFAULT_PRESET if DEFAULT_PRESET in presets else next(iter(presets)))
-    if chosen not in presets:
-        raise SpecError(f"{origin} has no preset {chosen!r}; its presets: {', '.join(presets)}")
-    over = presets[chosen] or {}
-    if not isinstance(over, dict):
-        raise SpecError(f"{origin}: preset {chosen!r} must be a mapping of spec fields")
-    merged = _merge(raw, over)
-    merged["preset"] = chosen
-    return merged
-
-
-def load_setup_raw(name: str, preset: str | None = None) -> dict:
-    """A named setup with its preset applied (default ``cpu``), ready for validation."""
-    return apply_preset(setup_file_raw(name), preset, f"setup {name!r}")
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"spec {path}: invalid YAML{where}") from None
-    return raw if raw is not None else {}
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``--set a.b.c=value`` overrides (value parsed as YAML) to a raw spec dict."""
-    out = copy.deepcopy(raw)
-    for item in overrides:
-        if "=" not in item:
-            raise SpecError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
-        key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise SpecError(f"--set {item!r}: empty key")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
-        node = out
-        for p in parts[:-1]:
-            nxt = node.get(p)
-            if nxt is None:
-                nxt = node[p] = {}
-            if not isinstance(nxt, dict):
-                raise SpecError(f"--set {item!r}: {p} is not a section")
-            node = nxt
-        node[parts[-1]] = parsed
-    return out
-
-
-def resolve_spec(source: str | None, overrides: list[str] | None = None, preset: str | None = None) -> AuditSpec:
-    """One audit's spec (see :func:`resolve_raw`); a spec that sweeps fields is an error here
-    (:func:`kdaudit.config.sweep.expand` gives its points)."""
-    from .sweep import expand
-
-    sweep = expand(resolve_raw(source, overrides, preset))
-    if sweep.is_sweep:
-        axes = ", ".join(f"{k} ({len(v)} values)" for k, v in sweep.axes.items())
-        raise SpecError(f"spec: sweeps {axes}; this needs one audit, e.g. `kdaudit run` runs the sweep")
-    return sweep.points[0].spec
-
-
-def resolve_raw(source: str | None, overrides: list[str] | None = None, preset: str | None = None) -> dict:
-    """A setup name, a YAML path, or None (the default setup), a preset, and ``--set`` overrides,
-    as a raw spec dict (not validated; it may sweep fields).
-
-    A YAML file may start from a named setup (``setup: NAME``); its own fields override the
-    setup's, and the preset (``--preset``, else ``preset:`` in the file, else ``cpu``) picks
-    that setup's sizes.
-    """
-    if source is None:
-        raw = load_setup_raw(DEFAULT_SETUP, preset)
-    elif source.endswith((".yaml", ".yml")) or Path(source).exists():
-        path = Path(source)
-        if not path.exists():
-            raise SpecError(f"spec file not found: {path}")
-        raw = read_yaml(path)
-        if not isinstance(raw, dict):
-            raise SpecError(f"spec {path}: the top level must be a mapping, got {type(raw).__name__}")
-        base = raw.pop("setup", None)
-        wanted = preset or raw.pop("preset", None)
-        if base is not None:
-            raw = _merge(load_setup_raw(str(base), wanted), raw)
-        elif "presets" in raw or preset is not None:
-            raw = apply_preset(raw, wanted, f"spec {path}")
-        elif wanted is not None:  # e.g. an audit's own spec.yaml, presets already applied
-            raw["preset"] = wanted
-    else:
-        raw = load_setup_raw(source, preset)
-    return apply_overrides(raw, overrides or [])
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def dump_spec(spec: AuditSpec, extra: dict | None = None) -> str:
-    data = spec.model_dump(mode="json")
-    if extra:
-        data = {**extra, **data}
-    return yaml.safe_dump(data, sort_keys=False)

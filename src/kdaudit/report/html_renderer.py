@@ -1,0 +1,227 @@
+"""A :class:`~kdaudit.report.document.Document` as one self-contained HTML page.
+
+The CSS is inline, every figure is embedded as a ``data:image/png;base64`` ``<img>`` with alt
+text and an id (``fig-<figure name>``), and there are no scripts and no external URLs. Every
+string is escaped; text from the data also has its quotes escaped, the report's own fixed
+wording (:attr:`Note.fixed`) keeps them.
+
+Layout: a block that lists items in a container (facts, figures, glossary, code) puts the
+container's tags on the lines of its first and last item, and a section holding only such a
+block puts its own tags there too.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kdaudit.report.css import CSS
+from kdaudit.report.document import (
+    Block,
+    Bullets,
+    Code,
+    Details,
+    Document,
+    Facts,
+    FigureInfo,
+    Figures,
+    Glossary,
+    Note,
+    Section,
+    Table,
+    VerdictCard,
+    Verdicts,
+    badge_kind,
+)
+from kdaudit.report.formatting import DASH, missing
+
+__all__ = ["html_badge", "html_figures", "html_table", "html_text", "render_html_document"]
+
+_LEGEND = (
+    '<p class="legend">'
+    '<span class="badge yes">yes</span> supported by the data · '
+    '<span class="badge warn">yes</span> the students copy the teacher\'s errors (for the payoff: more '
+    'than its correct answers) · <span class="badge no">no</span> not supported · '
+    '<span class="badge nt">not testable</span> not enough data to decide</p>'
+)
+
+
+def html_text(s: Any) -> str:
+    """``s`` escaped for HTML text and attribute values."""
+    return html.escape(str(s), quote=True)
+
+
+def html_badge(kind: str, text: str) -> str:
+    """A yes / no / warn / not-testable badge."""
+    return f'<span class="badge {kind}">{html_text(text)}</span>'
+
+
+def _cell(i: int, cell: str, num: bool, t: Table) -> str:
+    if i in t.badge_cols:
+        text = DASH if missing(cell) else str(cell)
+        return f"<td>{html_badge(badge_kind('negative_asymmetric_payoff', text), text)}</td>"
+    if num:
+        return f'<td class="num">{html_text(cell)}</td>'
+    if len(cell) > 60:
+        return f'<td class="wide">{html_text(cell)}</td>'
+    if len(cell) <= 32:
+        return f'<td class="nw">{html_text(cell)}</td>'
+    return f"<td>{html_text(cell)}</td>"
+
+
+def html_table(t: Table) -> str:
+    """A table in a scrolling wrapper; numeric columns right-aligned, highlighted rows marked."""
+    out = ['<div class="table-wrap">', "<table>", "<thead><tr>"]
+    for h, num in zip(t.headers, t.numeric, strict=True):
+        classes = (["num"] if num else []) + (["nw"] if len(h) <= 8 else [])
+        cls_attr = f' class="{" ".join(classes)}"' if classes else ""
+        out.append(f'<th scope="col"{cls_attr}>{html_text(h)}</th>')
+    out.append("</tr></thead><tbody>")
+    for row, hl in zip(t.rows, t.highlight, strict=True):
+        out.append('<tr class="hl">' if hl else "<tr>")
+        out += [_cell(i, cell, num, t) for i, (cell, num) in enumerate(zip(row, t.numeric, strict=True))]
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def html_figures(figures: Sequence[FigureInfo]) -> str:
+    """Each figure embedded as a data URI, with its title and caption."""
+    parts = []
+    for f in figures:
+        parts.append("<figure>")
+        parts.append(f"<h3>{html_text(f.title)}</h3>")
+        parts.append(f'<img id="{html_text(f.html_id)}" src="{_data_uri(f.path)}" alt="{html_text(f.title)}">')
+        if f.caption:
+            parts.append(f"<figcaption>{html_text(f.caption)}</figcaption>")
+        parts.append("</figure>")
+    return "\n".join(parts)
+
+
+def _tight(opening: str, lines: list[str], closing: str) -> list[str]:
+    """``lines`` with ``opening`` on the first line and ``closing`` on the last."""
+    if not lines:
+        return [opening + closing]
+    if len(lines) == 1:
+        return [opening + lines[0] + closing]
+    return [opening + lines[0], *lines[1:-1], lines[-1] + closing]
+
+
+# --------------------------------------------------------------------------------------------
+# blocks
+# --------------------------------------------------------------------------------------------
+def _note(b: Note) -> list[str]:
+    text = html.escape(b.text, quote=False) if b.fixed else html_text(b.text)
+    return [f'<p class="note">{text}</p>']
+
+
+def _bullets(b: Bullets) -> list[str]:
+    return ["<ul>" + "".join(f"<li>{html_text(s)}</li>" for s in b.items) + "</ul>"]
+
+
+def _facts(b: Facts) -> list[str]:
+    items = [f'<div class="fact"><dt>{html_text(k)}</dt><dd>{html_text(v)}</dd></div>' for k, v in b.items]
+    return ['<dl class="facts">', *items, "</dl>"]
+
+
+def _card(c: VerdictCard) -> list[str]:
+    out = ['<article class="verdict">', f"<h3>{html_text(c.title)}</h3>", '<dl class="badges">']
+    out += [f"<dt>{html_text(b.label)}</dt><dd>{html_badge(b.kind, b.text)}</dd>" for b in c.badges]
+    out.append("</dl>")
+    if c.sentences:
+        out.append("<ul>" + "".join(f"<li>{html_text(s)}</li>" for s in c.sentences) + "</ul>")
+    return out + ["</article>"]
+
+
+def _verdicts(b: Verdicts) -> list[str]:
+    cards = [line for c in b.cards for line in _card(c)]
+    return ['<div class="verdict-grid">', *cards, "</div>", _LEGEND]
+
+
+def _table(b: Table) -> list[str]:
+    return [html_table(b)]
+
+
+def _details(b: Details) -> list[str]:
+    if b.only == "markdown":
+        return []
+    summary = f'{html_text(b.label)} <span class="count">{html_text(b.count)}</span>'
+    return [
+        f'<details class="tests"{" open" if b.open else ""}><summary>{summary}</summary>',
+        html_table(b.table),
+        "</details>",
+    ]
+
+
+def _figures(b: Figures) -> list[str]:
+    return ['<div class="figures">', html_figures(b.items), "</div>"]
+
+
+def _glossary(b: Glossary) -> list[str]:
+    return ['<dl class="read">', *(f"<dt>{html_text(t)}</dt><dd>{html_text(d)}</dd>" for t, d in b.items), "</dl>"]
+
+
+def _code(b: Code) -> list[str]:
+    return [f"<details><summary>{html_text(b.summary)}</summary><pre>{html_text(b.text)}</pre></details>"]
+
+
+_BLOCKS: dict[type, Callable[[Any], list[str]]] = {
+    Note: _note,
+    Bullets: _bullets,
+    Facts: _facts,
+    Verdicts: _verdicts,
+    Table: _table,
+    Details: _details,
+    Figures: _figures,
+    Glossary: _glossary,
+    Code: _code,
+}
+_CONTAINERS = (Facts, Figures, Glossary, Code)
+
+
+def _block(b: Block) -> list[str]:
+    lines = _BLOCKS[type(b)](b)
+    return _tight(lines[0], lines[1:-1], lines[-1]) if isinstance(b, _CONTAINERS) and len(lines) > 1 else lines
+
+
+def _section(s: Section) -> list[str]:
+    if s.labelled:
+        opening = [f'<section id="{html_text(s.id)}" aria-labelledby="{html_text(s.id)}-h">']
+        opening.append(f'<h2 id="{html_text(s.id)}-h">{html_text(s.title)}</h2>')
+    else:
+        opening = [f'<section id="{html_text(s.id)}"><h2>{html_text(s.title)}</h2>']
+    if len(s.blocks) == 1 and isinstance(s.blocks[0], _CONTAINERS):
+        return opening[:-1] + _tight(opening[-1], _BLOCKS[type(s.blocks[0])](s.blocks[0]), "</section>")
+    return opening + [line for b in s.blocks for line in _block(b)] + ["</section>"]
+
+
+def render_html_document(doc: Document) -> str:
+    """The whole page."""
+    title = html_text(doc.title)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{title}</title>",
+        f"<style>\n{CSS}\n</style>",
+        "</head>",
+        "<body>",
+        "<main>",
+        '<header class="top">',
+        f"<h1>{title}</h1>",
+        f"<p>{html_text(doc.subtitle)}</p>",
+        "</header>",
+    ]
+    for s in doc.sections:
+        parts += _section(s)
+    parts += [f"<footer>{html_text(doc.footer)}</footer>", "</main>", "</body>", "</html>", ""]
+    return "\n".join(parts)
