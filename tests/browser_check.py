@@ -24,8 +24,33 @@ window.addEventListener("load", function () {
   var images = Array.prototype.map.call(document.images, function (im) {
     return [im.id, im.complete, im.naturalWidth];
   });
+  var h1 = document.querySelector("h1"), walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  var first = null;
+  while (h1 && walker.nextNode()) {
+    var n = walker.currentNode;
+    if (!h1.contains(n) && (h1.compareDocumentPosition(n) & Node.DOCUMENT_POSITION_FOLLOWING) && n.textContent.trim()) {
+      first = n;
+      break;
+    }
+  }
+  var hl = document.getElementById("headline");
+  var c = document.getElementById("copied");
+  var count = function (sel) { return c ? c.querySelectorAll(sel).length : 0; };
+  var copied = !c ? null : {
+    heading: c.querySelector("h2") ? c.querySelector("h2").textContent : "",
+    images: Array.prototype.map.call(c.querySelectorAll("img"), function (im) {
+      return [im.id, im.complete, im.naturalWidth];
+    }),
+    table_rows: count("table tbody tr"),
+    examples: count("figure.example"),
+    example_images: count("figure.example img"),
+    example_texts: Array.prototype.map.call(c.querySelectorAll("figure.example .snippet"), function (q) {
+      return q.textContent;
+    })
+  };
   document.getElementById("kdaudit-check").textContent = JSON.stringify({
-    verdicts_visible: !!v && v.offsetHeight > 0, images: images
+    verdicts_visible: !!v && v.offsetHeight > 0, images: images, copied: copied,
+    headline_first: !!first && !!hl && hl.contains(first) && hl.offsetHeight > 0
   });
 });
 </script>
@@ -53,7 +78,11 @@ def run_chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
 def check_in_browser(report_html: Path, tmp: Path) -> dict:
     """Load a copy of ``report_html`` with a load-time probe; return what it saw.
 
-    ``{"verdicts_visible": bool, "images": [[id, complete, naturalWidth], ...]}``
+    ``{"verdicts_visible": bool, "images": [[id, complete, naturalWidth], ...], "copied": ...,
+    "headline_first": bool}``; ``headline_first``: the first text after the title is the visible
+    headline;
+    ``copied`` (None without a "What is copied" section) holds that section's heading, its images,
+    the number of its table rows and examples, its example images and its example texts.
     """
     doc = report_html.read_text(encoding="utf-8")
     assert "</body>" in doc

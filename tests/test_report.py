@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from browser_check import CHROMIUM, check_in_browser, chromium_available, run_chromium
+from helpers import tiny_grid
 from kdaudit.analysis.audit import RUNS_COLUMNS, TESTS_COLUMNS, AuditTables, Verdict
 from kdaudit.report import figures as kfig
 from kdaudit.report.render import fmt_p, write_report
@@ -169,7 +170,7 @@ def synthetic_tables(seed: int = 0) -> AuditTables:
                     knowledge_transfer="yes" if alpha > 0.2 else "no",
                     beyond_regularisation="yes" if alpha == 0.9 else "not testable",
                     negative_asymmetric_payoff=payoff,
-                    compression="no",
+                    fidelity="no",
                     sentences=[
                         f"At α = {alpha:g}, {cond} students agree with the teacher more than the "
                         f"SIDDO control (p < 0.05) & <differ> from RCD.",
@@ -196,7 +197,11 @@ META = {
     "precision": "fp32",
     "kdaudit_version": "0.1.0",
     "torch_version": "2.3.0",
+    "python_version": "3.11.7",
+    "numpy_version": "2.0.0",
     "created": "2025-01-01T12:00:00",
+    "command": "kdaudit run digits-mlp --set protocol.seeds=3 --out 'my audit'",
+    "spec_sha256": "0123456789abcdef" * 4,
 }
 SPEC = {
     "setup": "digits-mlp",
@@ -232,7 +237,7 @@ def test_files_exist(report):
     figs = [k for k in paths if k.startswith("figures/")]
     expected = {f"figures/dist_{m}.png" for m in kfig.DIST_METRICS}
     expected |= {"figures/transfer_deltas.png", "figures/accuracy_vs_agreement.png"}
-    assert set(figs) == expected
+    assert set(figs) == expected | {k[:-4] + ".svg" for k in expected}
     for p in paths.values():
         assert p.is_file() and p.stat().st_size > 0
     assert paths["report.html"].parent == paths["figures/transfer_deltas.png"].parent.parent
@@ -255,7 +260,7 @@ def test_html_self_contained(report):
     tables, paths = report
     doc = paths["report.html"].read_text(encoding="utf-8")
     srcs = _img_srcs(doc)
-    assert len(srcs) == len([k for k in paths if k.startswith("figures/")])
+    assert len(srcs) == len([k for k in paths if k.startswith("figures/") and k.endswith(".png")])
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)
@@ -287,12 +292,14 @@ def test_special_characters_escaped(report):
 def test_markdown_content(report):
     tables, paths = report
     md = paths["report.md"].read_text(encoding="utf-8")
-    assert md.index("## Verdicts") < md.index("## Setup") < md.index("## Summary")
-    assert md.index("## Summary") < md.index("## Transfer") < md.index("## Significance tests")
-    assert md.index("## Significance tests") < md.index("## Figures") < md.index("## How to read")
+    order = ["Verdicts", "Figures", "Summary", "Transfer", "Fidelity to the teacher", "Significance tests"]
+    order += ["Settings", "Reproduce and cite", "How to read this report"]
+    at = [md.index(f"\n## {title}\n") for title in order]
+    assert at == sorted(at)
+    assert md.index("[Verdicts](#verdicts)") < at[0] and "[Reproduce and cite](#reproduce-and-cite)" in md
     for name in paths:
         if name.startswith("figures/"):
-            assert f"]({name})" in md
+            assert f"]({name})" in md  # the PNG as an image, the SVG as a link
     assert "data:image" not in md
     assert "0.0003" in md and "2.1e-05" in md
     assert "sklearn digits" in md and "5 min 12 s" in md
@@ -370,7 +377,8 @@ def test_report_in_browser(report, tmp_path):
     _, paths = report
     check = check_in_browser(paths["report.html"], tmp_path)
     assert check["verdicts_visible"] is True
-    n_figs = len([k for k in paths if k.startswith("figures/")])
+    assert check["headline_first"] is True  # the first text after the title is the headline
+    n_figs = len([k for k in paths if k.startswith("figures/") and k.endswith(".png")])
     assert len(check["images"]) == n_figs > 0
     for img_id, complete, natural_width in check["images"]:
         assert img_id.startswith("fig-")
@@ -387,3 +395,82 @@ def test_report_in_browser(report, tmp_path):
         assert im.size == (1200, 2400)
         colours = im.convert("RGB").getcolors(maxcolors=100_000)
         assert colours is None or len(colours) > 50  # not a blank page
+
+
+# -------------------------------------------------------------------------------- What is copied
+def _tiny(*more: str) -> list[str]:
+    """The tiny grid of the end-to-end tests without its MLP size (other setups size their own model)."""
+    return [o for o in tiny_grid(1, *more) if not o.startswith("model.kwargs.hidden")]
+
+
+def _audit_in_browser(setup: str, overrides: list[str], tmp_path: Path) -> dict:
+    """Run a tiny audit of ``setup`` and load its report in Chromium; the probe's result."""
+    from kdaudit.audit import run_audit
+    from kdaudit.config.loader import resolve_spec
+
+    outcome = run_audit(resolve_spec(setup, overrides), tmp_path / setup)
+    check = check_in_browser(outcome.out_dir / "report.html", tmp_path)
+    for img_id, complete, natural_width in check["images"]:
+        assert complete is True and natural_width > 0, f"image {img_id} did not load"
+    assert check["copied"] is not None and check["copied"]["heading"] == "What is copied"
+    assert outcome.meta["n_teacher_wrong"] > 0
+    return check
+
+
+@pytest.mark.browser
+def test_copied_section_in_browser(tmp_path):
+    if not chromium_available():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    copied = _audit_in_browser("digits-mlp", tiny_grid(1), tmp_path)["copied"]
+    ids = [img_id for img_id, _, _ in copied["images"]]
+    assert "fig-copied_kd_0-9" in ids  # the heat map of the largest α, shown open
+    assert copied["table_rows"] > 0 and copied["examples"] > 0
+    assert copied["example_images"] >= 1 and any(i.startswith("ex-kd-") for i in ids)
+    for img_id, complete, natural_width in copied["images"]:
+        assert complete is True and natural_width > 0, f"image {img_id} did not load"
+
+
+def _word_lists_installed() -> bool:
+    from kdaudit.data.text import DICT_DIR, WORD_LISTS
+
+    return all((DICT_DIR / fname).exists() for fname, _ in WORD_LISTS.values())
+
+
+def _audio_tools_installed() -> bool:
+    import shutil
+
+    return all(shutil.which(t) for t in ("espeak-ng", "flite", "sox"))
+
+
+_SMALL = ("protocol.alphas=[0.9]", "protocol.conditions=[siddo,kd]")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_copied_examples_of_an_audio_audit_in_browser(tmp_path):
+    if not chromium_available():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    if not _audio_tools_installed():
+        pytest.skip("needs espeak-ng, flite and sox")
+    audio = _tiny(
+        *_SMALL,
+        "model.kwargs.width=8",
+        "data.options.n_speakers=4",
+        "data.options.takes=1",
+        f"data.data_dir={tmp_path / 'data'}",
+    )
+    copied = _audit_in_browser("spoken-digits-m5", audio, tmp_path)["copied"]
+    assert copied["example_images"] >= 1 and copied["examples"] == copied["example_images"]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_copied_examples_of_a_text_audit_in_browser(tmp_path):
+    if not chromium_available():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    if not _word_lists_installed():
+        pytest.skip("Debian word lists not installed")
+    text = _tiny(*_SMALL, "model.kwargs.embed=8", "model.kwargs.hidden=16", "data.options.per_class=60")
+    copied = _audit_in_browser("word-language-lstm", text, tmp_path)["copied"]
+    assert copied["example_texts"] and all(t.strip() for t in copied["example_texts"])
+    assert copied["example_images"] == 0

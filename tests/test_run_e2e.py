@@ -173,7 +173,7 @@ def test_real_report_opens_in_browser_with_verdicts_and_figures(tiny_run, tmp_pa
     assert "kd · α = 0.5" in html or "α = 0.5" in html
     check = check_in_browser(out / "report.html", tmp_path)
     assert check["verdicts_visible"] is True
-    n_figs = len(list((out / "figures").glob("*.png")))
+    n_figs = len(list((out / "figures").rglob("*.png")))  # the figures and the copied examples
     assert len(check["images"]) == n_figs >= 5
     for img_id, complete, width in check["images"]:
         assert complete is True and width > 0, f"figure {img_id} did not load"

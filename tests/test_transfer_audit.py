@@ -299,7 +299,7 @@ def test_verdicts(tables: AuditTables) -> None:
     assert set(v) == {0.1, 0.5} and all(isinstance(x, Verdict) and x.condition == "kd" for x in v.values())
     assert v[0.5].knowledge_transfer == v[0.5].beyond_regularisation == "yes"
     assert v[0.5].negative_transfer == v[0.5].asymmetry == v[0.5].negative_asymmetric_payoff == "yes"
-    assert v[0.5].compression == "no"
+    assert v[0.5].fidelity == "no" and v[0.5].control_fidelity in ("yes", "no")
     assert v[0.1].knowledge_transfer == "no" and v[0.1].negative_asymmetric_payoff == "no"
     assert set(v[0.5].tests) == {"H1", "H2", "H3", "H4"} and v[0.5].standard == "kdaudit"
     text = " ".join(v[0.5].sentences)
@@ -313,7 +313,8 @@ def test_verdicts(tables: AuditTables) -> None:
             "negative_transfer",
             "asymmetry",
             "negative_asymmetric_payoff",
-            "compression",
+            "fidelity",
+            "control_fidelity",
         ):
             assert getattr(x, f) in ("yes", "no", "not testable")
 

@@ -1,7 +1,7 @@
 """kdaudit: functional analysis of knowledge distillation.
 
 What did the student really take from the teacher: knowledge, regularisation, or the
-teacher's mistakes? See PROTOCOL definitions in the README.
+teacher's mistakes? The protocol's definitions: docs/protocol.md.
 """
 
 from __future__ import annotations

@@ -11,21 +11,30 @@ This module ties the stages together for the CLI and for library users::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import platform
+import shlex
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import __version__
 from .analysis.audit import AuditTables, build_audit_tables
 from .analysis.collect import collect_runs
+from .analysis.copied import follow_shares, group_name
 from .analysis.hypotheses import Design, design_notes, is_regularisation_control
 from .analysis.security import SecurityTables, build_security_tables
+from .analysis.verdicts import headline
 from .config.loader import dump_spec, read_yaml, validate_spec
 from .config.schema import AuditSpec
 from .data.base import DataBundle
@@ -39,6 +48,9 @@ from .security.evaluate import evaluate_security
 from .security.poisoning import check_security
 from .store import JobStore
 from .tracking import open_tracker
+
+if TYPE_CHECKING:
+    from .report.copied import CopiedSource
 
 
 @dataclass
@@ -224,12 +236,57 @@ def execute(spec: AuditSpec, plan: Plan, store: JobStore, data, progress: Progre
     return execute_local(spec, plan, store, data, progress)
 
 
+RUN_FACTS = (
+    "created",
+    "wall_time_s",
+    "trained_now",
+    "reused",
+    "execution",
+    "command",
+    "kdaudit_version",
+    "torch_version",
+    "python_version",
+    "numpy_version",
+)
+"""The keys of ``audit.json``'s meta that describe the run itself, which a re-analysis keeps."""
+
+
+def run_facts(out: Path) -> dict:
+    """The :data:`RUN_FACTS` of the audit in ``out`` (from its ``audit.json``; none without one)."""
+    try:
+        meta = json.loads((out / "audit.json").read_text()).get("meta")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: meta[k] for k in RUN_FACTS if k in meta} if isinstance(meta, dict) else {}
+
+
+def invoked_command(argv: Sequence[str] | None = None) -> str | None:
+    """The ``kdaudit`` command line this process runs (``sys.argv``), as a shell command; None when
+    the process is not the kdaudit command (a Python program calling :func:`run_audit`)."""
+    args = list(sys.argv if argv is None else argv)
+    if not args:
+        return None
+    prog = Path(args[0])
+    module = prog.parts[-2:] == ("kdaudit", "__main__.py") or prog.parts[-3:] == ("kdaudit", "cli", "__main__.py")
+    if prog.name not in ("kdaudit", "kdaudit.exe") and not module:
+        return None
+    return shlex.join(["kdaudit", *args[1:]])
+
+
+def spec_hash(out: Path) -> str | None:
+    """The sha256 of the audit's ``spec.yaml`` as written (None without one)."""
+    path = out / "spec.yaml"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def reanalyse(out_dir: str | Path) -> AuditOutcome:
-    """Re-run the analysis and report of a finished audit directory; trains nothing."""
+    """Re-run the analysis and report of a finished audit directory; trains nothing. The facts of the
+    run (:data:`RUN_FACTS`: when and how long it ran, what it trained and where) are kept, and
+    ``reanalysed`` says when the analysis was redone."""
     out = Path(out_dir)
     spec = read_spec(out)
     plan = build_plan(spec)
-    return analyse(spec, out, plan, store_for(spec, out), None)
+    return analyse(spec, out, plan, store_for(spec, out), None, kept=run_facts(out))
 
 
 def analyse(
@@ -242,6 +299,7 @@ def analyse(
     started: float | None = None,
     data=None,
     progress=None,
+    kept: dict | None = None,
 ) -> AuditOutcome:
     from .report.render import write_report
 
@@ -266,7 +324,10 @@ def analyse(
         "precision": teacher_rec.get("host", {}).get("precision", "fp32"),
         "kdaudit_version": __version__,
         "torch_version": str(torch.__version__),
+        "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "spec_sha256": spec_hash(out),
     }
     if not spec.self_distillation:
         meta["distillation"] = "standard"
@@ -279,6 +340,9 @@ def analyse(
         h = spec.protocol.hint
         meta["hint"] = f"{h.weight:g} × MSE({h.student_layer} → {h.teacher_layer or h.student_layer})"
     meta.update(model_sizes(spec, out))
+    command = invoked_command() if stats is not None else None
+    if command is not None:
+        meta["command"] = command
     if stats is not None:
         meta.update(
             trained_now=len([r for r in stats.trained if r != "m0"]),
@@ -287,6 +351,8 @@ def analyse(
         if stats.where and meta["trained_now"]:
             meta["execution"] = stats.where
     paths = write_tables(out, tables)
+    follow = copied_table(plan, store)
+    paths.update(write_copied_table(out, follow))
     security = None
     if spec.security.enabled:
         security = analyse_security(spec, out, plan, store, data if data is not None else load_data(spec), progress)
@@ -294,9 +360,17 @@ def analyse(
         paths.update(write_security_tables(out, security))
     if started is not None:
         meta["wall_time_s"] = round(time.perf_counter() - started, 1)
+    if kept is not None:  # a re-analysis: the run's facts stay those of the run
+        meta.update(kept, reanalysed=f"{datetime.now(UTC).isoformat(timespec='seconds')} (kdaudit {__version__})")
     failpoint("report.write")
-    paths.update(write_report(out, tables, spec.model_dump(mode="json"), meta, security))
-    summary = {"meta": meta, "statistics": tables.statistics, "verdicts": [asdict(v) for v in tables.verdicts]}
+    copied = copied_source(spec, out, follow, data, t_out["test_labels"])
+    paths.update(write_report(out, tables, spec.model_dump(mode="json"), meta, security, copied))
+    summary = {
+        "headline": headline(tables.verdicts, tables.statistics),
+        "meta": meta,
+        "statistics": tables.statistics,
+        "verdicts": [asdict(v) for v in tables.verdicts],
+    }
     if security is not None:
         summary["security"] = security.sentences
     write_text(out / "audit.json", json.dumps(summary, indent=2, default=_json_default))
@@ -342,6 +416,47 @@ def write_tables(out: Path, tables: AuditTables) -> dict[str, Path]:
         paths[name] = out / name
         failpoint("analysis.tables")
     return paths
+
+
+def copied_table(plan: Plan, store: JobStore) -> pd.DataFrame:
+    """``copied.csv``: per teacher-wrong test sample, the share of each student group (condition
+    at α, in plan order) that outputs the teacher's wrong label (:func:`~.analysis.copied.follow_shares`)."""
+    t_out = store.load_outputs(plan.teacher.key)
+    preds: dict[str, list[np.ndarray]] = {}
+    for job in plan.students:
+        logits = store.load_outputs(job.key)["test_logits"]
+        preds.setdefault(group_name(job.condition, job.alpha), []).append(logits.argmax(1))
+    groups = {name: np.stack(p) for name, p in preds.items()}
+    return follow_shares(t_out["test_labels"], t_out["test_logits"].argmax(1), groups)
+
+
+def write_copied_table(out: Path, follow: pd.DataFrame) -> dict[str, Path]:
+    """``copied.csv`` (:func:`copied_table`)."""
+    return {"copied.csv": write_text(out / "copied.csv", follow.to_csv(index=False))}
+
+
+def copied_source(
+    spec: AuditSpec, out: Path, follow: pd.DataFrame, data: DataBundle | None, labels: np.ndarray
+) -> CopiedSource:
+    """What the report's "What is copied" section needs: the shares, ``data.json`` and the test
+    inputs; the inputs are loaded if not given, and left out when the data cannot be loaded or is
+    not the data the audit was run on (its examples then show indices only)."""
+    from .report.copied import CopiedSource
+
+    path = out / "data.json"
+    info = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if data is None:
+        try:
+            data = load_data(spec)
+        except (KdauditError, OSError, ValueError, ImportError):
+            data = None
+    same = (
+        data is not None
+        and np.array_equal(data.y_test.numpy(), labels)
+        and info.get("fingerprint", data.fingerprint()) == data.fingerprint()
+    )
+    inputs = data.x_test.numpy() if same and data is not None else None
+    return CopiedSource(follow, info, inputs, n_test=len(labels))
 
 
 def _json_default(o):

@@ -8,27 +8,59 @@ control group given with ``rcd``), corrected together. Every other metric's test
 (its own family, Benjamini–Hochberg by default). Files carry no seeds, so the tests are
 unpaired (Mann–Whitney U). The result is JSON-safe: NaN becomes ``None`` (``null``); verdicts
 are ``"yes"``, ``"no"`` or ``"not testable"``.
+
+:func:`compare_audit` also returns the audit's tables (:class:`~kdaudit.analysis.audit.AuditTables`)
+of the same students: :func:`logits_runs` makes the runs table of an audit from the logits (one
+row per student, seeds numbered 1, 2, … in file order, the control as ``siddo``), and
+:func:`~kdaudit.analysis.audit.build_audit_tables` decides on it exactly as :func:`compare_logits`
+does. The files carry no α: the tables leave it empty (NaN) for every group but the control.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from .catalogue import student_metric_keys
-from .hypotheses import Design, Group, Unit, compare_groups, decide, stream_seed
-from .metrics import functional_metrics_many
+from .audit import AuditTables, build_audit_tables
+from .catalogue import runs_columns, runs_metrics, student_metric_keys
+from .hypotheses import (
+    CONTROL,
+    Decision,
+    Design,
+    Group,
+    Unit,
+    compare_groups,
+    decide,
+    is_regularisation_control,
+    stream_seed,
+)
+from .metrics import accuracy, cross_entropy, functional_metrics_many
 from .stats import CORRECTIONS, adjust_pvalues
 from .transfer import TRANSFER_KEYS, transfer_effects
 from .validation import validate_labels, validate_logits
+from .verdicts import fmt_alpha
 
-__all__ = ["METRIC_RESULT_KEYS", "compare_logits", "json_safe"]
+__all__ = [
+    "METRIC_RESULT_KEYS",
+    "compare_audit",
+    "compare_logits",
+    "json_safe",
+    "logits_runs",
+    "rcd_condition",
+]
+
+_ALPHA = 1.0
+"""The α the tests are labelled with (their random streams are seeded by it): the files carry none,
+so every output shows it as NaN. :func:`compare_logits` and :func:`compare_audit` use the same."""
+
+_RESERVED = (CONTROL, "teacher")
 
 METRIC_RESULT_KEYS = [
     "mean",
@@ -79,6 +111,64 @@ def _group(metrics: dict[str, np.ndarray]) -> Group:
     )
 
 
+def rcd_condition(name: str) -> str:
+    """The condition of a random-control group in the audit's tables: its own name when an audit reads
+    that as a regularisation control (``rcd…`` or ``ls``), else ``rcd-<name>``."""
+    return name if is_regularisation_control(name) else f"rcd-{name}"
+
+
+@dataclass
+class _Measured:
+    """The §3 metrics of every student by group (random controls by their given names)."""
+
+    teacher: NDArray[np.float64]
+    labels: NDArray[np.int64]
+    control: dict[str, np.ndarray]
+    groups: dict[str, dict[str, np.ndarray]]
+    rcd: dict[str, dict[str, np.ndarray]]
+
+
+def _design(design: Design | None, level: float, correction: str) -> Design:
+    if design is None:
+        if correction not in CORRECTIONS:
+            raise InputError(f"unknown correction {correction!r} (choose one of {', '.join(CORRECTIONS)})")
+        if not (isinstance(level, (int, float)) and 0.0 < level < 1.0):
+            raise InputError(f"significance level must lie in (0, 1), got {level}")
+        design = Design(level=float(level), correction=correction)
+    return replace(design, paired=False)
+
+
+def _measure(
+    teacher: NDArray[np.floating],
+    labels: NDArray[np.integer],
+    control: list[NDArray[np.floating]],
+    groups: dict[str, list[NDArray[np.floating]]],
+    rcd: dict[str, list[NDArray[np.floating]]] | None,
+) -> _Measured:
+    if not groups:
+        raise InputError("no group to compare with the control")
+    rcd = dict(rcd or {})
+    if clash := sorted(set(groups) & set(rcd)):
+        raise InputError(f"{', '.join(map(repr, clash))} is given both as --group and as --rcd")
+    seen: dict[str, str] = {}
+    for name in rcd:
+        if (other := seen.setdefault(rcd_condition(name), name)) != name:
+            raise InputError(f"random controls {other!r} and {name!r} would both be named {rcd_condition(name)!r}")
+    zt = validate_logits(teacher, "teacher")
+    y = validate_labels(labels, zt.shape[0], zt.shape[1])
+
+    def metrics(arrays: list[NDArray[np.floating]], label: str) -> dict[str, np.ndarray]:
+        return functional_metrics_many(zt, _stack(arrays, label, zt.shape), y)
+
+    return _Measured(
+        teacher=zt,
+        labels=y,
+        control=metrics(control, "control"),
+        groups={name: metrics(arrays, f"group {name!r}") for name, arrays in groups.items()},
+        rcd={name: metrics(arrays, f"random control {name!r}") for name, arrays in rcd.items()},
+    )
+
+
 def compare_logits(
     teacher: NDArray[np.floating],
     labels: NDArray[np.integer],
@@ -105,44 +195,135 @@ def compare_logits(
     that differ from the teacher's, bad labels, no groups, a group named like a random control,
     or a bad level/correction.
     """
-    if design is None:
-        if correction not in CORRECTIONS:
-            raise InputError(f"unknown correction {correction!r} (choose one of {', '.join(CORRECTIONS)})")
-        if not (isinstance(level, (int, float)) and 0.0 < level < 1.0):
-            raise InputError(f"significance level must lie in (0, 1), got {level}")
-        design = Design(level=float(level), correction=correction)
-    design = replace(design, paired=False)
-    if not groups:
-        raise InputError("no group to compare with the control")
-    rcd = dict(rcd or {})
-    if clash := sorted(set(groups) & set(rcd)):
-        raise InputError(f"{', '.join(map(repr, clash))} is given both as --group and as --rcd")
-    zt = validate_logits(teacher, "teacher")
-    y = validate_labels(labels, zt.shape[0], zt.shape[1])
-    control_metrics = functional_metrics_many(zt, _stack(control, "control", zt.shape), y)
-    group_metrics = {
-        name: functional_metrics_many(zt, _stack(arrays, f"group {name!r}", zt.shape), y)
-        for name, arrays in groups.items()
-    }
-    rcd_metrics = {
-        name: functional_metrics_many(zt, _stack(arrays, f"random control {name!r}", zt.shape), y)
-        for name, arrays in rcd.items()
-    }
+    design = _design(design, level, correction)
+    return _result(_measure(teacher, labels, control, groups, rcd), design)
 
-    control_group = _group(control_metrics)
-    regularisers = {name: _group(m) for name, m in rcd_metrics.items()}
-    units = [Unit(name, math.nan, _group(m), regularisers) for name, m in group_metrics.items()]
-    decisions = {d.condition: d for d in decide(units, control_group, design)}
-    primary_metric = {"agreement": "H1", "agreement_teacher_wrong": "H3"}
 
+def compare_audit(
+    teacher: NDArray[np.floating],
+    labels: NDArray[np.integer],
+    control: list[NDArray[np.floating]],
+    groups: dict[str, list[NDArray[np.floating]]],
+    rcd: dict[str, list[NDArray[np.floating]]] | None = None,
+    *,
+    design: Design | None = None,
+    run_ids: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[dict[str, Any], AuditTables]:
+    """:func:`compare_logits` and the audit's tables of the same students (:func:`logits_runs`,
+    then :func:`~kdaudit.analysis.audit.build_audit_tables`); both give the same verdicts."""
+    design = _design(design, 0.05, "holm")
+    measured = _measure(teacher, labels, control, groups, rcd)
+    tables = build_audit_tables(_runs(measured, run_ids), design=design)
+    return _result(measured, design), _alpha_unknown(tables)
+
+
+def logits_runs(
+    teacher: NDArray[np.floating],
+    labels: NDArray[np.integer],
+    control: list[NDArray[np.floating]],
+    groups: dict[str, list[NDArray[np.floating]]],
+    rcd: dict[str, list[NDArray[np.floating]]] | None = None,
+    run_ids: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """The runs table of an audit (:func:`~kdaudit.analysis.catalogue.runs_columns`) from test logits.
+
+    One row for the teacher, then one per student: the control as ``siddo`` (α = 0), each group
+    under its name and each random control as :func:`rcd_condition` of its name, at a placeholder
+    α; seeds are 1, 2, … in the order given. ``run_ids`` names the students (e.g. by file), keyed
+    by their condition in the table; by default ``<condition>-<seed>``. A group
+    may not carry the name of a control (``siddo``, ``teacher``, ``ls``, ``rcd…``).
+    """
+    return _runs(_measure(teacher, labels, control, groups, rcd), run_ids)
+
+
+def _runs(m: _Measured, run_ids: Mapping[str, Sequence[str]] | None) -> pd.DataFrame:
+    for name in m.groups:
+        if name in _RESERVED or is_regularisation_control(name):
+            raise InputError(
+                f"group name {name!r} is that of a control in an audit (siddo, teacher, ls, rcd…): "
+                "rename the group, or give a random control with --rcd"
+            )
+    rows: list[dict[str, Any]] = [
+        {
+            "run_id": "teacher",
+            "role": "teacher",
+            "condition": "teacher",
+            "alpha": math.nan,
+            "temperature": math.nan,
+            "seed": math.nan,
+            "accuracy": accuracy(m.teacher, m.labels),
+            "loss": cross_entropy(m.teacher, m.labels),
+        }
+    ]
+    blocks = [(CONTROL, 0.0, m.control)]
+    blocks += [(name, _ALPHA, v) for name, v in m.groups.items()]
+    blocks += [(rcd_condition(name), _ALPHA, v) for name, v in m.rcd.items()]
+    for condition, alpha, values in blocks:
+        n = len(values["agreement"])
+        ids = list((run_ids or {}).get(condition, [f"{condition}-{i}" for i in range(1, n + 1)]))
+        if len(ids) != n:
+            raise InputError(f"{len(ids)} run ids for the {n} students of {condition!r}")
+        for i in range(n):
+            row: dict[str, Any] = {
+                "run_id": ids[i],
+                "role": "student",
+                "condition": condition,
+                "alpha": alpha,
+                "temperature": math.nan,
+                "seed": i + 1,
+            }
+            row.update({metric.name: values[metric.key][i] for metric in runs_metrics()})
+            rows.append(row)
+    runs = pd.DataFrame(rows).reindex(columns=runs_columns())
+    return runs.astype({"seed": "Int64"})  # the teacher has none
+
+
+def _alpha_unknown(tables: AuditTables) -> AuditTables:
+    """The tables with α NaN where it is the placeholder (every group but the control), in the tables,
+    the verdicts and their sentences."""
+    old, new = f"At α = {fmt_alpha(_ALPHA)},", f"At α = {fmt_alpha(math.nan)},"
+
+    def relabel(text: Any) -> Any:
+        return new + text[len(old) :] if isinstance(text, str) and text.startswith(old) else text
+
+    def blank(df: pd.DataFrame) -> pd.DataFrame:
+        out = df.copy()
+        if len(out) and {"alpha", "condition"} <= set(out.columns):
+            out["alpha"] = pd.to_numeric(out["alpha"]).astype(np.float64)
+            out.loc[out["condition"].astype(str) != CONTROL, "alpha"] = math.nan
+        if "verdict" in out.columns:
+            out["verdict"] = out["verdict"].map(relabel)
+        return out
+
+    verdicts = [replace(v, alpha=math.nan, sentences=[relabel(s) for s in v.sentences]) for v in tables.verdicts]
+    return AuditTables(
+        runs=blank(tables.runs),
+        tests=blank(tables.tests),
+        transfer=blank(tables.transfer),
+        summary=blank(tables.summary),
+        verdicts=verdicts,
+        statistics=dict(tables.statistics),
+    )
+
+
+def _decisions(m: _Measured, design: Design) -> dict[str, Decision]:
+    """The primary family, decided as :func:`~kdaudit.analysis.audit.build_audit_tables` does on
+    :func:`logits_runs` (the same groups, names, α label and seeds)."""
+    regularisers = {rcd_condition(name): _group(v) for name, v in m.rcd.items()}
+    units = [Unit(name, _ALPHA, _group(v), regularisers) for name, v in m.groups.items()]
+    return {d.condition: d for d in decide(units, _group(m.control), design)}
+
+
+def _secondary(m: _Measured, design: Design) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every other metric of every group against the control, corrected as one family."""
     secondary: dict[tuple[str, str], dict[str, Any]] = {}
-    for name, values in group_metrics.items():
+    for name, values in m.groups.items():
         for key in student_metric_keys():
-            if key in primary_metric:
+            if key in _PRIMARY_METRIC:
                 continue
             secondary[(name, key)] = compare_groups(
                 values[key],
-                control_metrics[key],
+                m.control[key],
                 method=design.method,
                 bootstrap=design.bootstrap,
                 seed=stream_seed(design.seed, "vs_control", name, key),
@@ -152,10 +333,46 @@ def compare_logits(
     adjusted = adjust_pvalues([secondary[k]["p_value"] for k in order], design.secondary_correction)
     for k, p in zip(order, adjusted.tolist(), strict=True):
         secondary[k]["p_adjusted"] = p
+    return secondary
 
+
+_PRIMARY_METRIC = {"agreement": "H1", "agreement_teacher_wrong": "H3"}
+
+
+def _metric_rows(
+    d: Decision, name: str, secondary: dict[tuple[str, str], dict[str, Any]], level: float
+) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for key in student_metric_keys():
+        h = _PRIMARY_METRIC.get(key)
+        r = d.tests[h] if h else secondary[(name, key)]
+        padj = r["p_adjusted"]
+        metrics[key] = {
+            "mean": r["mean_a"],
+            "sem": r["sem_a"],
+            "control_mean": r["mean_b"],
+            "control_sem": r["sem_b"],
+            "statistic": r["statistic"],
+            "p_value": r["p_value"],
+            "p_adjusted": padj,
+            "effect_size": r["effect_size"],
+            "significant": bool(math.isfinite(padj) and padj < level),
+            "family": "primary" if h else "secondary",
+            "mean_diff": r["mean_diff"],
+            "ci_low": r["ci_low"],
+            "ci_high": r["ci_high"],
+            "method": r["method"],
+        }
+    return metrics
+
+
+def _result(m: _Measured, design: Design) -> dict[str, Any]:
+    decisions = _decisions(m, design)
+    secondary = _secondary(m, design)
+    given = {rcd_condition(name): name for name in m.rcd}
     out: dict[str, Any] = {
-        "control": {"n": len(control)},
-        "rcd": {name: {"n": len(arrays)} for name, arrays in rcd.items()},
+        "control": {"n": len(m.control["agreement"])},
+        "rcd": {name: {"n": len(v["agreement"])} for name, v in m.rcd.items()},
         "statistics": {
             "standard": design.standard,
             "level": design.level,
@@ -166,34 +383,13 @@ def compare_logits(
         },
         "groups": {},
     }
-    for name, values in group_metrics.items():
+    for name, values in m.groups.items():
         d = decisions[name]
-        metrics: dict[str, Any] = {}
-        for key in student_metric_keys():
-            h = primary_metric.get(key)
-            r = d.tests[h] if h else secondary[(name, key)]
-            padj = r["p_adjusted"]
-            metrics[key] = {
-                "mean": r["mean_a"],
-                "sem": r["sem_a"],
-                "control_mean": r["mean_b"],
-                "control_sem": r["sem_b"],
-                "statistic": r["statistic"],
-                "p_value": r["p_value"],
-                "p_adjusted": padj,
-                "effect_size": r["effect_size"],
-                "significant": bool(math.isfinite(padj) and padj < design.level),
-                "family": "primary" if h else "secondary",
-                "mean_diff": r["mean_diff"],
-                "ci_low": r["ci_low"],
-                "ci_high": r["ci_high"],
-                "method": r["method"],
-            }
         tr: dict[str, Any] = transfer_effects(
             values["agreement_teacher_correct"],
             values["agreement_teacher_wrong"],
-            control_metrics["agreement_teacher_correct"],
-            control_metrics["agreement_teacher_wrong"],
+            m.control["agreement_teacher_correct"],
+            m.control["agreement_teacher_wrong"],
         )
         tr["p_pos"] = secondary[(name, "agreement_teacher_correct")]["p_value"]
         tr["p_neg"] = d.tests["H3"]["p_value"]
@@ -202,8 +398,8 @@ def compare_logits(
         pts = d.asymmetry_points or {}
         h2 = d.tests.get("H2")
         out["groups"][name] = {
-            "n": len(groups[name]),
-            "metrics": metrics,
+            "n": len(values["agreement"]),
+            "metrics": _metric_rows(d, name, secondary, design.level),
             "transfer": {k: tr[k] for k in TRANSFER_KEYS},
             "verdicts": dict(d.verdicts),
             "reasons": dict(d.reasons),
@@ -221,7 +417,7 @@ def compare_logits(
             "beyond_regularisation": None
             if h2 is None
             else {
-                "hardest_control": h2["control"],
+                "hardest_control": given[h2["control"]],
                 "statistic": h2["statistic"],
                 "p_value": h2["p_value"],
                 "p_adjusted": h2["p_adjusted"],

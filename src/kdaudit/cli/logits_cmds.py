@@ -3,7 +3,8 @@
 Every file is a ``.npy`` array loaded with ``allow_pickle=False``: teacher and student logits
 are N × C floating-point arrays, labels an N-vector of class indices. Globs (``'siddo/*.npy'``)
 are expanded by kdaudit itself, sorted, so they should be quoted on the shell. Any bad input is
-a :class:`~kdaudit.errors.InputError`: one line on stderr and exit code 2.
+a :class:`~kdaudit.errors.InputError`: one line on stderr and exit code 2. With ``--out DIR``,
+``compare`` also writes the outputs of an audit there (:mod:`kdaudit.logits_audit`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import glob
 import json
 import math
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -273,6 +275,15 @@ _StandardOpt = Annotated[
 ]
 _LevelOpt = Annotated[float, typer.Option("--level", help="Significance level.")]
 _JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+_OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        metavar="DIR",
+        help="Also write the outputs of an audit there: runs.csv, tests.csv, transfer.csv, summary.csv, copied.csv, "
+        "audit.json and report.html (a new or empty directory, or an earlier compare output).",
+    ),
+]
 _CorrectionOpt = Annotated[
     str,
     typer.Option(
@@ -313,24 +324,7 @@ def metrics_command(
     _console().print(table)
 
 
-def compare_command(
-    teacher: _TeacherOpt = None,
-    labels: _LabelsOpt = None,
-    control: _ControlOpt = None,
-    group: _GroupOpt = None,
-    rcd: _RcdOpt = None,
-    level: _LevelOpt = 0.05,
-    correction: _CorrectionOpt = "holm",
-    method: _MethodOpt = "auto",
-    standard: _StandardOpt = "kdaudit",
-    as_json: _JsonOpt = False,
-) -> None:
-    """Audit groups of students against a control group from saved test logits (one file per student)."""
-    t_path = _required(teacher, "--teacher")
-    y_path = _required(labels, "--labels")
-    c_pattern = _required(control, "--control")
-    if not group:
-        raise InputError("missing option --group NAME=GLOB (at least one group)")
+def _check_compare_options(level: float, correction: str, method: str, standard: str) -> None:
     if correction not in CORRECTIONS:
         raise InputError(f"--correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
     if not (0.0 < level < 1.0):
@@ -339,17 +333,25 @@ def compare_command(
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if standard not in STANDARDS:
         raise InputError(f"--standard must be one of {', '.join(STANDARDS)}, got {standard!r}")
+
+
+def _group_patterns(group: list[str], rcd: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The ``--group`` and ``--rcd`` globs by name; a name may be given once."""
     specs: dict[str, str] = {}
     rcd_specs: dict[str, str] = {}
-    for opt, items, into in (("--group", group, specs), ("--rcd", rcd or [], rcd_specs)):
+    for opt, items, into in (("--group", group, specs), ("--rcd", rcd, rcd_specs)):
         for spec in items:
             name, pattern = parse_group(spec)
             if name in specs or name in rcd_specs:
                 raise InputError(f"{opt} name {name!r} is given twice")
             into[name] = pattern
+    return specs, rcd_specs
 
-    zt = _load_logits(t_path, "teacher logits")
-    y = validate_labels(load_npy(y_path, "labels"), zt.shape[0], zt.shape[1], y_path)
+
+def _load_students(
+    c_pattern: str, specs: dict[str, str], rcd_specs: dict[str, str], shape: tuple[int, int]
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    """The logits of the control, of every group and of every random control, by file in file order."""
     control_paths = expand_glob(c_pattern, "--control")
     group_paths = {name: expand_glob(pattern, f"--group {name}") for name, pattern in specs.items()}
     rcd_paths = {name: expand_glob(pattern, f"--rcd {name}") for name, pattern in rcd_specs.items()}
@@ -360,18 +362,71 @@ def compare_command(
     ]:
         if len(paths) < 2:
             raise InputError(f"{label} has {len(paths)} logits file(s); at least 2 students are needed")
-    control_arrays = _load_student_files(control_paths, "control", zt.shape)
-    group_arrays = {name: _load_student_files(paths, f"group {name}", zt.shape) for name, paths in group_paths.items()}
-    rcd_arrays = {
-        name: _load_student_files(paths, f"random control {name}", zt.shape) for name, paths in rcd_paths.items()
-    }
+
+    def load(paths: list[str], label: str) -> dict[str, np.ndarray]:
+        return dict(zip(paths, _load_student_files(paths, label, shape), strict=True))
+
+    return (
+        load(control_paths, "control"),
+        {name: load(paths, f"group {name}") for name, paths in group_paths.items()},
+        {name: load(paths, f"random control {name}") for name, paths in rcd_paths.items()},
+    )
+
+
+def compare_command(
+    teacher: _TeacherOpt = None,
+    labels: _LabelsOpt = None,
+    control: _ControlOpt = None,
+    group: _GroupOpt = None,
+    rcd: _RcdOpt = None,
+    level: _LevelOpt = 0.05,
+    correction: _CorrectionOpt = "holm",
+    method: _MethodOpt = "auto",
+    standard: _StandardOpt = "kdaudit",
+    out: _OutOpt = None,
+    as_json: _JsonOpt = False,
+) -> None:
+    """Audit groups of students against a control group from saved test logits (one file per student)."""
+    started = time.perf_counter()
+    t_path = _required(teacher, "--teacher")
+    y_path = _required(labels, "--labels")
+    c_pattern = _required(control, "--control")
+    if not group:
+        raise InputError("missing option --group NAME=GLOB (at least one group)")
+    _check_compare_options(level, correction, method, standard)
+    specs, rcd_specs = _group_patterns(group, rcd or [])
+    if out is not None:
+        from ..logits_audit import check_out_dir
+
+        check_out_dir(out)
+
+    zt = _load_logits(t_path, "teacher logits")
+    y = validate_labels(load_npy(y_path, "labels"), zt.shape[0], zt.shape[1], y_path)
+    control_files, group_files, rcd_files = _load_students(c_pattern, specs, rcd_specs, zt.shape)
     design = Design(level=level, correction=correction, method=method, standard=standard)
     with _one_line_warnings():
-        result = compare_logits(zt, y, control_arrays, group_arrays, rcd=rcd_arrays, design=design)
+        if out is None:
+            result = compare_logits(
+                zt,
+                y,
+                list(control_files.values()),
+                {name: list(files.values()) for name, files in group_files.items()},
+                rcd={name: list(files.values()) for name, files in rcd_files.items()},
+                design=design,
+            )
+            paths: dict[str, Path] = {}
+        else:
+            from ..logits_audit import compare_to_dir
+
+            result, _, paths = compare_to_dir(
+                out, (t_path, zt), (y_path, y), control_files, group_files, rcd_files, design, started
+            )
     if as_json:
         typer.echo(_dumps(result))
         return
     _print_compare(result)
+    if paths:
+        _console().print(f"\nReport: {paths['report.html']}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -113,8 +114,15 @@ def print_planned_notes(spec, out: Console = console) -> None:
 
 
 def print_summary(outcome, out: Console = console) -> None:
+    """The headline first, then the setup, the students' summary (shares in %), the verdicts with
+    their sentences, the security results and where the report is."""
+    from ..analysis.verdicts import FIDELITY_BAR, headline
+
     t = outcome.tables
     meta = outcome.meta
+    st = getattr(t, "statistics", {}) or {}
+    out.print()
+    out.print(f"[bold]{escape(headline(t.verdicts, st))}[/]", highlight=False)
     out.print()
     corrupt = outcome.stats.rerun_corrupt if outcome.stats is not None else []
     if corrupt:
@@ -136,7 +144,6 @@ def print_summary(outcome, out: Console = console) -> None:
         cells = [_pct(r[f"{m.name}_mean"], r[f"{m.name}_sem"], m.scale, m.digits) for m in shown]
         table.add_row(str(r["condition"]), f"{r['alpha']:g}", str(int(r["n"])), *cells)
     out.print(table)
-    st = getattr(t, "statistics", {}) or {}
     out.print(f"[bold]Verdicts[/] ({standard_line(st)})", highlight=False)
     for note in st.get("notes", []):
         out.print(f"  [yellow]Note:[/] {note}.", highlight=False)
@@ -146,7 +153,7 @@ def print_summary(outcome, out: Console = console) -> None:
             f"beyond regularisation [bold]{v.beyond_regularisation}[/], "
             f"negative transfer [bold]{v.negative_transfer}[/], asymmetry [bold]{v.asymmetry}[/], "
             f"negative asymmetric payoff [bold]{v.negative_asymmetric_payoff}[/], "
-            f"compression [bold]{v.compression}[/]"
+            f"fidelity ≥ {FIDELITY_BAR:g} bar [bold]{v.fidelity}[/] (SIDDO [bold]{v.control_fidelity}[/])"
         )
         for s in v.sentences:
             out.print(f"    {s}", markup=False, highlight=False)
@@ -251,18 +258,24 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         spec: str | None = typer.Argument(
-            None, help="A setup name (see `kdaudit setups`) or a spec YAML file; default: the default setup."
+            None,
+            metavar="SETUP|FILE",
+            help="A setup name (see `kdaudit setups`) or a spec YAML file; default: the default setup.",
         ),
         preset: str | None = typer.Option(
             None,
             "--preset",
+            metavar="cpu|paper",
             help="The setup's preset: cpu (sizes that run here in minutes, the default) or paper "
             "(the paper's sizes and recipes, for a GPU).",
         ),
-        set_: list[str] = typer.Option([], "--set", help="Override a spec field: --set train.epochs=3 (repeatable)."),
+        set_: list[str] = typer.Option(
+            [], "--set", metavar="KEY=VALUE", help="Override a spec field: --set train.epochs=3 (repeatable)."
+        ),
         out: Path | None = typer.Option(
             None,
             "--out",
+            metavar="DIR",
             help="Audit directory (default: kdaudit-out/<setup name>, with -<preset> for presets other than cpu).",
         ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -273,11 +286,15 @@ def register(app: typer.Typer) -> None:
             None,
             "--workers",
             min=1,
+            metavar="N",
             help="Jobs trained at once: worker processes of the local executor or of the local Dask cluster "
             "(default: one per core).",
         ),
         scheduler: str | None = typer.Option(
-            None, "--scheduler", help="A running Dask scheduler, e.g. tcp://host:8786 (implies --executor dask)."
+            None,
+            "--scheduler",
+            metavar="ADDRESS",
+            help="A running Dask scheduler, e.g. tcp://host:8786 (implies --executor dask).",
         ),
         mlflow: str | None = typer.Option(
             None,
@@ -311,31 +328,28 @@ def register(app: typer.Typer) -> None:
         print_summary(outcome)
 
     @app.command("setups")
-    def setups() -> None:
+    def setups(
+        long: bool = typer.Option(False, "--long", help="Also each setup's description."),
+    ) -> None:
         """List the named setups (run one with `kdaudit run NAME [--preset cpu|paper]`)."""
-        from ..config.loader import load_setup_raw, setup_file_raw, setup_names, validate_spec
-        from ..config.schema import DEFAULT_SETUP
+        from ..config.loader import setup_file_raw, setup_names
 
-        table = Table(title="kdaudit setups")
-        for col in ("name", "modality", "dataset", "model", "models", "presets", "description"):
-            table.add_column(col, no_wrap=col != "description")
+        table = Table(
+            title="kdaudit setups",
+            caption="model: teacher → students if they differ; time: the cpu preset on 2 CPU cores, (N) measured "
+            "with N models",
+        )
+        for col in ("setup", "modality", "dataset", "model", "models", "time (cpu)", "presets"):
+            table.add_column(col, no_wrap=True, justify="right" if col == "models" else "left")
         for name in setup_names():
-            s = validate_spec(load_setup_raw(name))
-            presets = list((setup_file_raw(name).get("presets") or {}).keys())
-            label = name + (" (default)" if name == DEFAULT_SETUP else "")
-            table.add_row(
-                label,
-                s.modality or "",
-                s.data.name,
-                s.model.name,
-                str(s.n_models()),
-                ", ".join(presets),
-                " ".join(s.description.split()),
-            )
+            table.add_row(*setup_row(name))
         console.print(table)
+        for name in setup_names() if long else []:
+            about = " ".join(str(setup_file_raw(name).get("description") or "").split())
+            console.print(f"\n[bold]{name}[/]: {about}", highlight=False)
 
     @app.command("report")
-    def report(out_dir: Path = typer.Argument(..., help="A finished audit or sweep directory.")) -> None:
+    def report(out_dir: Path = typer.Argument(..., metavar="DIR", help="A finished audit or sweep directory.")) -> None:
         """Re-analyse a finished audit (or sweep) directory, no training; rewrite its tables and report."""
         from ..audit import reanalyse
         from ..sweep import is_sweep_dir, reanalyse_sweep
@@ -344,6 +358,37 @@ def register(app: typer.Typer) -> None:
             print_sweep_summary(reanalyse_sweep(out_dir))
         else:
             print_summary(reanalyse(out_dir))
+
+
+def setup_row(name: str) -> list[str]:
+    """A named setup as ``kdaudit setups`` lists it: modality, dataset, architectures, the models of
+    its default run, the measured wall time of its cpu preset ("—" where none was measured), presets."""
+    from ..config.loader import load_setup_raw, setup_file_raw, validate_spec
+    from ..config.schema import DEFAULT_SETUP
+
+    s = validate_spec(load_setup_raw(name))
+    raw = setup_file_raw(name)
+    teacher, students = s.teacher_model.name, s.student_model.name
+    return [
+        name + (" (default)" if name == DEFAULT_SETUP else ""),
+        s.modality or "",
+        s.data.name,
+        students if teacher == students and s.teacher.checkpoint is None else f"{teacher} → {students}",
+        str(s.n_models()),
+        measured_time(raw, "cpu", s.n_models()),
+        ", ".join(raw.get("presets") or {}),
+    ]
+
+
+def measured_time(raw: dict, preset: str, n_models: int) -> str:
+    """A setup's measured wall time for ``preset`` (its ``measured`` field), with the number of
+    models it was measured with in brackets where that differs from ``n_models``; "—" where none
+    was measured."""
+    m = (raw.get("measured") or {}).get(preset)
+    if not isinstance(m, dict) or m.get("time") is None:
+        return "—"
+    models = m.get("models")
+    return str(m["time"]) + (f" ({models})" if models is not None and models != n_models else "")
 
 
 def _run_sweep(sweep, out: Path | None, quiet: bool) -> None:

@@ -2,12 +2,16 @@
 
 A spec is validated against :mod:`kdaudit.config.schema`, then its dataset and model names are
 checked against the registries. Unknown keys and bad values are rejected before anything trains,
-with one line naming the field and what is allowed (:class:`SpecError`, exit code 2 at the CLI).
+with one line naming the field, what is allowed and, for a misspelt key or value, the closest
+allowed one (:class:`SpecError`, exit code 2 at the CLI).
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import re
+import typing
 from importlib import resources
 from pathlib import Path
 
@@ -23,38 +27,72 @@ DEFAULT_PRESET = "cpu"
 
 
 def _format_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    """Pydantic's first error (an unknown key first) as one line: the field, what is wrong, what is
+    allowed, and the closest allowed key or value where one is close."""
+    errors = exc.errors()
+    # an unknown key first: a misspelt key is also why the field it meant is missing
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     kind = err["type"]
+    got = err.get("input")
+    shown = "" if kind == "missing" or isinstance(got, dict) else f" (got {got!r})"
     if kind == "extra_forbidden":
-        msg = "unknown key"
+        msg, shown = "unknown key", ""
         parent = _field_names(err["loc"][:-1])
         if parent:
             msg += f"; allowed: {', '.join(parent)}"
+            msg += _did_you_mean(str(err["loc"][-1]), parent, under=".".join(str(p) for p in err["loc"][:-1]))
+    elif kind in ("literal_error", "enum") and "expected" in err.get("ctx", {}):
+        allowed = _quoted(str(err["ctx"]["expected"]))
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))  # a list's item: the list
+        msg, shown = f"unknown value {got!r}; allowed: {', '.join(allowed)}", ""
+        msg += _did_you_mean(got, allowed) if isinstance(got, str) else ""
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    got = err.get("input")
-    shown = "" if kind in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"spec: {loc + ': ' if loc else ''}{msg}{shown}{more}"
 
 
+def _did_you_mean(word: str, allowed: list[str], under: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the allowed word closest to ``word`` (as a dotted key of the
+    section ``under``, if given), or "" where none is close."""
+    close = difflib.get_close_matches(word, allowed, n=1)
+    if not close:
+        return ""
+    return f"; did you mean {(under + '.' if under else '') + close[0]!r}?"
+
+
+def _quoted(expected: str) -> list[str]:
+    """The values of pydantic's ``expected`` text (``"'sgd', 'adam' or 'adamw'"``)."""
+    return re.findall(r"'((?:[^'\\]|\\.)*)'", expected) or [expected]
+
+
 def _field_names(loc: tuple) -> list[str]:
+    """The fields of the section at ``loc`` (e.g. ``("train",)``), or [] where it is no section."""
     model: type[BaseModel] = AuditSpec
     for part in loc:
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        section = _section(field.annotation) if field is not None else None
+        if section is None:
             return []
-        model = field.annotation
+        model = section
     return list(model.model_fields)
+
+
+def _section(annotation: object) -> type[BaseModel] | None:
+    """The model of a section's annotation (``TrainSpec``, ``HintSpec | None``), else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def check_registered(spec: AuditSpec) -> None:
     """Raise :class:`SpecError` unless the spec's dataset and models are registered names or
     import paths that import."""
     from ..data.base import DATASETS
-    from ..models.base import MODELS, resolve_model_factory
+    from ..models.base import MODELS, check_model_kwargs, resolve_model_factory
 
     if is_import_path(spec.data.name):  # a user's loader: it must import (SpecError otherwise)
         import_object(spec.data.name, "data.name")
@@ -67,6 +105,7 @@ def check_registered(spec: AuditSpec) -> None:
             resolve_model_factory(m.name)
         elif m.name not in MODELS:
             raise SpecError(f"spec: {where}.name: " + MODELS.unknown_message(m.name))
+        check_model_kwargs(m.name, dict(m.kwargs))
 
 
 def validate_spec(raw: dict) -> AuditSpec:
@@ -96,8 +135,6 @@ def setup_file_raw(name: str) -> dict:
     root = resources.files("kdaudit.config") / "setups"
     path = root / f"{name}.yaml"
     if not path.is_file():
-        import difflib
-
         names = setup_names()
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -113,6 +150,7 @@ def apply_preset(raw: dict, preset: str | None, origin: str) -> dict:
     common ones. A spec without presets accepts no ``--preset``.
     """
     raw = copy.deepcopy(raw)
+    raw.pop("measured", None)  # a setup's wall times per preset, shown by `kdaudit setups`; no spec field
     presets = raw.pop("presets", None)
     if presets is None:
         if preset is not None:
@@ -203,6 +241,7 @@ def resolve_raw(source: str | None, overrides: list[str] | None = None, preset: 
         raw = read_yaml(path)
         if not isinstance(raw, dict):
             raise SpecError(f"spec {path}: the top level must be a mapping, got {type(raw).__name__}")
+        raw.pop("versions", None)  # an audit's spec.yaml records the versions that ran it: no spec field
         base = raw.pop("setup", None)
         wanted = preset or raw.pop("preset", None)
         if base is not None:

@@ -16,6 +16,7 @@ Every model names its intermediate layers in ``feature_layers`` (module names as
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from collections.abc import Callable
@@ -49,6 +50,31 @@ def _keyword_parameters(name: str, factory: Callable) -> tuple[dict[str, inspect
     return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def check_model_kwargs(
+    name: str,
+    kwargs: dict,
+    params: dict[str, inspect.Parameter] | None = None,
+    var_kw: bool | None = None,
+) -> None:
+    """One-line errors for ``model.kwargs`` that the factory of ``name`` does not take (with the
+    closest option) or that come from the dataset; run when a spec is loaded and again when the
+    model is built."""
+    if params is None or var_kw is None:
+        params, var_kw = _keyword_parameters(name, resolve_model_factory(name))
+    reserved = sorted(set(kwargs) & {"input_shape", "num_classes", *DATA_ARGS})
+    if reserved:
+        raise SpecError(f"model.kwargs: {', '.join(reserved)} come(s) from the dataset and cannot be set")
+    unknown = [] if var_kw else sorted(set(kwargs) - set(params))
+    if unknown:
+        allowed = [p for p in params if p not in ("input_shape", "num_classes", *DATA_ARGS)]
+        close = [m for u in unknown for m in difflib.get_close_matches(u, allowed, n=1)]
+        raise SpecError(
+            f"model.kwargs: unknown option(s) {', '.join(unknown)} for model {name!r}; "
+            f"allowed: {', '.join(allowed) or '(none)'}"
+            + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
+        )
+
+
 def build_model(
     name: str,
     input_shape: tuple[int, ...],
@@ -65,16 +91,7 @@ def build_model(
     """
     factory = resolve_model_factory(name)
     params, var_kw = _keyword_parameters(name, factory)
-    reserved = sorted(set(kwargs) & {"input_shape", "num_classes", *DATA_ARGS})
-    if reserved:
-        raise SpecError(f"model.kwargs: {', '.join(reserved)} come(s) from the dataset and cannot be set")
-    unknown = [] if var_kw else sorted(set(kwargs) - set(params))
-    if unknown:
-        allowed = [p for p in params if p not in ("input_shape", "num_classes", *DATA_ARGS)]
-        raise SpecError(
-            f"model.kwargs: unknown option(s) {', '.join(unknown)} for model {name!r}; "
-            f"allowed: {', '.join(allowed) or '(none)'}"
-        )
+    check_model_kwargs(name, kwargs, params, var_kw)
     given = {"input_shape": tuple(input_shape), "num_classes": num_classes, **(data_args or {})}
     extra = {k: v for k, v in given.items() if var_kw or k in params}
     missing = [k for k, p in params.items() if p.default is p.empty and k not in extra and k not in kwargs]

@@ -17,6 +17,15 @@ body {
 main { max-width: 1180px; margin: 0 auto; padding: 36px 28px 56px; }
 header.top h1 { font-size: 28px; line-height: 1.25; margin: 0 0 4px; letter-spacing: -0.01em; }
 header.top p { margin: 0; color: var(--muted); }
+header.top p.headline { margin: 10px 0 8px; color: var(--fg); font-size: 18px; line-height: 1.45; font-weight: 600;
+                        max-width: 60em; }
+nav#contents { margin-top: 14px; font-size: 13.5px; }
+nav#contents ol { list-style: none; margin: 0; padding: 0; display: flex; flex-wrap: wrap; gap: 4px 16px; }
+nav#contents a, figcaption a { color: var(--accent); text-decoration: none; }
+nav#contents a:hover, figcaption a:hover { text-decoration: underline; }
+p.code-caption { margin: 16px 0 4px; font-weight: 600; }
+pre.code { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px;
+           margin: 0 0 12px; }
 h2 { font-size: 19px; margin: 0 0 14px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
 h3 { font-size: 15px; margin: 22px 0 8px; }
 section { margin-top: 38px; }
@@ -76,6 +85,15 @@ details.tests .count { font-weight: 400; color: var(--muted); font-size: 13px; m
 pre { font: 12.5px/1.5 ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono",
       "DejaVu Sans Mono", monospace; white-space: pre-wrap; overflow-wrap: anywhere; margin: 10px 0 0; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; }
+details.group { margin: 18px 0 0; }
+details.group > summary { margin-bottom: 8px; }
+details.group .count { font-weight: 400; color: var(--muted); font-size: 13px; margin-left: 6px; }
+.examples { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 12px; }
+figure.example { padding: 10px; text-align: center; }
+figure.example img.thumb { image-rendering: pixelated; max-width: 100%; }
+figure.example .snippet { margin: 0; padding: 8px; background: var(--head); border-radius: 6px;
+  font: 14px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; overflow-wrap: anywhere; }
+figure.example figcaption { font-size: 12.5px; margin-top: 6px; }
 @media print {
   body { background: #fff; }
   #verdicts, figure, .table-wrap, .fact { box-shadow: none; break-inside: avoid; }

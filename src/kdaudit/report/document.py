@@ -20,11 +20,14 @@ __all__ = [
     "Code",
     "Details",
     "Document",
+    "Example",
+    "Examples",
     "Facts",
     "FigureInfo",
     "Figures",
     "Format",
     "Glossary",
+    "Group",
     "Note",
     "Section",
     "Table",
@@ -61,6 +64,12 @@ class FigureInfo:
     @property
     def html_id(self) -> str:
         return "fig-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.name)
+
+    @property
+    def svg(self) -> Path | None:
+        """The SVG written beside the PNG, if there is one."""
+        svg = Path(self.path).with_suffix(".svg")
+        return svg if svg.is_file() else None
 
 
 def badge_kind(field_name: str, value: Any) -> str:
@@ -152,14 +161,49 @@ class Glossary:
 
 @dataclass
 class Code:
-    """A block of code (the resolved spec), collapsed under ``summary`` in HTML."""
+    """A block of code: collapsed under ``summary`` in HTML (the resolved spec), or shown with
+    ``summary`` as its caption when ``collapsed`` is False (a command, a citation); ``id`` names
+    it in HTML."""
 
     summary: str
     text: str
     language: str
+    collapsed: bool = True
+    id: str = ""
 
 
-Block = Note | Bullets | Facts | Verdicts | Table | Details | Figures | Glossary | Code
+@dataclass
+class Example:
+    """One test input shown as itself: a picture (``image``, linked from Markdown as ``link``), a
+    text snippet, or neither (its title alone), with caption lines; ``id`` names its HTML element."""
+
+    id: str
+    title: str
+    lines: list[str]
+    image: Path | None = None
+    link: str = ""
+    text: str | None = None
+
+
+@dataclass
+class Examples:
+    """Test inputs side by side under a heading."""
+
+    title: str
+    items: list[Example]
+
+
+@dataclass
+class Group:
+    """Blocks under a label: collapsible in HTML (open or closed), under a heading in Markdown."""
+
+    label: str
+    count: str
+    blocks: list[Block]
+    open: bool = False
+
+
+Block = Note | Bullets | Facts | Verdicts | Table | Details | Figures | Glossary | Code | Examples | Group
 
 
 @dataclass
@@ -175,9 +219,12 @@ class Section:
 
 @dataclass
 class Document:
-    """A whole report."""
+    """A whole report. ``headline`` is its first text after the title (the answer in one
+    sentence); ``contents`` adds a list of links to the sections after it."""
 
     title: str
     subtitle: str
     sections: list[Section]
     footer: str
+    headline: str = ""
+    contents: bool = False

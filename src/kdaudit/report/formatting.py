@@ -30,6 +30,9 @@ __all__ = [
     "fmt_stat",
     "fmt_alpha",
     "fmt_mean_sem",
+    "fmt_pct",
+    "fmt_pct_sem",
+    "fmt_points",
     "fmt_duration",
     "spec_text",
 ]
@@ -133,6 +136,29 @@ def fmt_mean_sem(mean: Any, sem: Any) -> str:
         return DASH
     s = fmt_num(sem)
     return m if s == DASH else f"{m} ± {s}"
+
+
+def fmt_pct(x: Any, digits: int = 2) -> str:
+    """A share in percent, without the sign: ``0.9691`` → ``96.91``."""
+    v = number(x)
+    return DASH if v is None else f"{100 * v:.{digits}f}"
+
+
+def fmt_pct_sem(mean: Any, sem: Any, digits: int = 2) -> str:
+    """A share's ``mean ± SEM`` in percent (``96.91 ± 0.28``); the mean alone without a SEM."""
+    m = fmt_pct(mean, digits)
+    if m == DASH:
+        return DASH
+    s = fmt_pct(sem, digits)
+    return m if s == DASH else f"{m} ± {s}"
+
+
+def fmt_points(x: Any, digits: int = 2) -> str:
+    """A difference of shares in percentage points, signed: ``0.016`` → ``+1.60``."""
+    v = number(x)
+    if v is None:
+        return DASH
+    return "0" if v == 0 else f"{100 * v:+.{digits}f}"
 
 
 def fmt_duration(seconds: Any) -> str:

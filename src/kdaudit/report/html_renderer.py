@@ -1,7 +1,9 @@
 """A :class:`~kdaudit.report.document.Document` as one self-contained HTML page.
 
 The CSS is inline, every figure is embedded as a ``data:image/png;base64`` ``<img>`` with alt
-text and an id (``fig-<figure name>``), and there are no scripts and no external URLs. Every
+text and an id (``fig-<figure name>``) and a relative link to its SVG beside the PNG, and there
+are no scripts and no external URLs. The headline (``id="headline"``) is the first text after
+the title, followed by the contents (``id="contents"``). Every
 string is escaped; text from the data also has its quotes escaped, the report's own fixed
 wording (:attr:`Note.fixed`) keeps them.
 
@@ -25,10 +27,13 @@ from kdaudit.report.document import (
     Code,
     Details,
     Document,
+    Example,
+    Examples,
     Facts,
     FigureInfo,
     Figures,
     Glossary,
+    Group,
     Note,
     Section,
     Table,
@@ -99,8 +104,10 @@ def html_figures(figures: Sequence[FigureInfo]) -> str:
         parts.append("<figure>")
         parts.append(f"<h3>{html_text(f.title)}</h3>")
         parts.append(f'<img id="{html_text(f.html_id)}" src="{_data_uri(f.path)}" alt="{html_text(f.title)}">')
-        if f.caption:
-            parts.append(f"<figcaption>{html_text(f.caption)}</figcaption>")
+        svg = f.svg
+        link = f' <a class="svg" href="figures/{html_text(svg.name)}">SVG</a>' if svg is not None else ""
+        if f.caption or link:
+            parts.append(f"<figcaption>{html_text(f.caption)}{link}</figcaption>")
         parts.append("</figure>")
     return "\n".join(parts)
 
@@ -169,7 +176,35 @@ def _glossary(b: Glossary) -> list[str]:
 
 
 def _code(b: Code) -> list[str]:
-    return [f"<details><summary>{html_text(b.summary)}</summary><pre>{html_text(b.text)}</pre></details>"]
+    ident = f' id="{html_text(b.id)}"' if b.id else ""
+    if not b.collapsed:
+        return [
+            f'<p class="code-caption">{html_text(b.summary)}</p>',
+            f'<pre class="code"{ident}>{html_text(b.text)}</pre>',
+        ]
+    return [f"<details{ident}><summary>{html_text(b.summary)}</summary><pre>{html_text(b.text)}</pre></details>"]
+
+
+def _example(e: Example) -> str:
+    ident = html_text(e.id)
+    if e.image is not None:
+        body = f'<img id="{ident}" class="thumb" src="{_data_uri(e.image)}" alt="{html_text(e.title)}">'
+    elif e.text is not None:
+        body = f'<blockquote id="{ident}" class="snippet">{html_text(e.text)}</blockquote>'
+    else:
+        body = ""
+    caption = "<br>".join([f"<strong>{html_text(e.title)}</strong>", *(html_text(line) for line in e.lines)])
+    return f'<figure class="example">{body}<figcaption>{caption}</figcaption></figure>'
+
+
+def _examples(b: Examples) -> list[str]:
+    return [f"<h3>{html_text(b.title)}</h3>", '<div class="examples">', *(_example(e) for e in b.items), "</div>"]
+
+
+def _group(b: Group) -> list[str]:
+    summary = f'{html_text(b.label)} <span class="count">{html_text(b.count)}</span>'
+    inner = [line for block in b.blocks for line in _block(block)]
+    return [f'<details class="group"{" open" if b.open else ""}><summary>{summary}</summary>', *inner, "</details>"]
 
 
 _BLOCKS: dict[type, Callable[[Any], list[str]]] = {
@@ -182,13 +217,19 @@ _BLOCKS: dict[type, Callable[[Any], list[str]]] = {
     Figures: _figures,
     Glossary: _glossary,
     Code: _code,
+    Examples: _examples,
+    Group: _group,
 }
 _CONTAINERS = (Facts, Figures, Glossary, Code)
 
 
+def _contained(b: Block) -> bool:
+    return isinstance(b, _CONTAINERS) and not (isinstance(b, Code) and not b.collapsed)
+
+
 def _block(b: Block) -> list[str]:
     lines = _BLOCKS[type(b)](b)
-    return _tight(lines[0], lines[1:-1], lines[-1]) if isinstance(b, _CONTAINERS) and len(lines) > 1 else lines
+    return _tight(lines[0], lines[1:-1], lines[-1]) if _contained(b) and len(lines) > 1 else lines
 
 
 def _section(s: Section) -> list[str]:
@@ -197,9 +238,21 @@ def _section(s: Section) -> list[str]:
         opening.append(f'<h2 id="{html_text(s.id)}-h">{html_text(s.title)}</h2>')
     else:
         opening = [f'<section id="{html_text(s.id)}"><h2>{html_text(s.title)}</h2>']
-    if len(s.blocks) == 1 and isinstance(s.blocks[0], _CONTAINERS):
+    if len(s.blocks) == 1 and _contained(s.blocks[0]):
         return opening[:-1] + _tight(opening[-1], _BLOCKS[type(s.blocks[0])](s.blocks[0]), "</section>")
     return opening + [line for b in s.blocks for line in _block(b)] + ["</section>"]
+
+
+def _header(doc: Document) -> list[str]:
+    """The title, the headline, the subtitle and the contents."""
+    out = ['<header class="top">', f"<h1>{html_text(doc.title)}</h1>"]
+    if doc.headline:
+        out.append(f'<p id="headline" class="headline">{html_text(doc.headline)}</p>')
+    out += [f'<p class="subtitle">{html_text(doc.subtitle)}</p>', "</header>"]
+    if doc.contents and doc.sections:
+        links = "".join(f'<li><a href="#{html_text(s.id)}">{html_text(s.title)}</a></li>' for s in doc.sections)
+        out.append(f'<nav id="contents" aria-label="Contents"><ol>{links}</ol></nav>')
+    return out
 
 
 def render_html_document(doc: Document) -> str:
@@ -216,10 +269,7 @@ def render_html_document(doc: Document) -> str:
         "</head>",
         "<body>",
         "<main>",
-        '<header class="top">',
-        f"<h1>{title}</h1>",
-        f"<p>{html_text(doc.subtitle)}</p>",
-        "</header>",
+        *_header(doc),
     ]
     for s in doc.sections:
         parts += _section(s)

@@ -1,7 +1,9 @@
 """A :class:`~kdaudit.report.document.Document` as Markdown.
 
-Figures are linked as ``figures/NAME.png``. Inline text is HTML-escaped and Markdown's special
-characters are backslash-escaped (:func:`md_text`); highlighted table rows are in bold.
+Figures are linked as ``figures/NAME.png``, with a link to the SVG beside it. The headline, in
+bold, is the first text after the title, followed by the contents (links to the section
+headings). Inline text is HTML-escaped and Markdown's special characters are backslash-escaped
+(:func:`md_text`); highlighted table rows are in bold.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from kdaudit.report.document import (
     Code,
     Details,
     Document,
+    Example,
+    Examples,
     Facts,
     FigureInfo,
     Figures,
     Glossary,
+    Group,
     Note,
     Section,
     Table,
@@ -29,7 +34,7 @@ from kdaudit.report.document import (
     Verdicts,
 )
 
-__all__ = ["md_image", "md_table", "md_text", "render_markdown_document"]
+__all__ = ["anchor", "md_image", "md_table", "md_text", "render_markdown_document"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#$])")
 
@@ -113,9 +118,11 @@ def _details(b: Details) -> list[str]:
 
 
 def _figure(f: FigureInfo, titled: bool) -> list[str]:
+    svg = f.svg
+    image = [md_image(f), ""] + ([f"[SVG](figures/{svg.name})", ""] if svg is not None else [])
     if not titled:
-        return [md_image(f), ""]
-    out = [f"### {md_text(f.title)}", "", md_image(f), ""]
+        return image
+    out = [f"### {md_text(f.title)}", "", *image]
     return out + [f"*{md_text(f.caption)}*", ""] if f.caption else out
 
 
@@ -129,7 +136,26 @@ def _glossary(b: Glossary) -> list[str]:
 
 def _code(b: Code) -> list[str]:
     fence = _fence(b.text)
-    return [f"{fence}{b.language}", b.text, fence, ""]
+    return [md_text(b.summary), "", f"{fence}{b.language}", b.text, fence, ""]
+
+
+def _example(e: Example) -> str:
+    if e.image is not None and e.link:
+        shown = f"![{md_text(e.title)}]({e.link}) "
+    elif e.text is not None:
+        shown = f"“{md_text(e.text)}” "
+    else:
+        shown = ""
+    return f"- {shown}**{md_text(e.title)}**" + "".join(f" · {md_text(line)}" for line in e.lines)
+
+
+def _examples(b: Examples) -> list[str]:
+    return [f"### {md_text(b.title)}", "", *(_example(e) for e in b.items), ""]
+
+
+def _group(b: Group) -> list[str]:
+    count = f" ({md_text(b.count)})" if b.count else ""
+    return [f"### {md_text(b.label)}{count}", "", *(line for block in b.blocks for line in _block(block))]
 
 
 _BLOCKS: dict[type, Callable[[Any], list[str]]] = {
@@ -142,6 +168,8 @@ _BLOCKS: dict[type, Callable[[Any], list[str]]] = {
     Figures: _figures,
     Glossary: _glossary,
     Code: _code,
+    Examples: _examples,
+    Group: _group,
 }
 
 
@@ -153,9 +181,19 @@ def _section(s: Section) -> list[str]:
     return [f"## {md_text(s.title)}", ""] + [line for b in s.blocks for line in _block(b)]
 
 
+def anchor(title: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
 def render_markdown_document(doc: Document) -> str:
     """The whole document."""
-    out = [f"# {md_text(doc.title)}", "", md_text(doc.subtitle), ""]
+    out = [f"# {md_text(doc.title)}", ""]
+    if doc.headline:
+        out += [f"**{md_text(doc.headline)}**", ""]
+    out += [md_text(doc.subtitle), ""]
+    if doc.contents and doc.sections:
+        out += [f"- [{md_text(s.title)}](#{anchor(s.title)})" for s in doc.sections] + [""]
     for s in doc.sections:
         out += _section(s)
     out += ["---", "", md_text(doc.footer), ""]

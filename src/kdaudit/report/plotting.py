@@ -1,5 +1,5 @@
-"""What the report's figures share: colours and markers, the canvas, the axes style, the PNG
-writer, and the student groups of a ``runs`` table.
+"""What the report's figures share: colours and markers, the canvas, the axes style, the
+writer (a PNG and an SVG beside it), and the student groups of a ``runs`` table.
 
 Every figure is a :class:`matplotlib.figure.Figure` on its own :class:`FigureCanvasAgg`, so
 neither pyplot nor the global backend is touched, and is written atomically.
@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -36,6 +37,7 @@ __all__ = [
     "is_nan",
     "label_text",
     "new_figure",
+    "new_panels",
     "save_png",
     "select_group",
     "sem",
@@ -200,11 +202,20 @@ def select_group(students: pd.DataFrame, cond: str, alpha: float) -> pd.DataFram
 
 def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
     """A figure on its own Agg canvas with one styled axes."""
+    fig, (ax,) = new_panels(width, height, 1)
+    return fig, ax
+
+
+def new_panels(width: float, height: float, n: int, stacked: bool = False) -> tuple[Figure, list[Axes]]:
+    """A figure on its own Agg canvas with ``n`` styled axes side by side (``stacked``: one above
+    the other)."""
     fig = Figure(figsize=(width, height), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    style_axes(ax)
-    return fig, ax
+    rows, cols = (n, 1) if stacked else (1, n)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+    for ax in axes:
+        style_axes(ax)
+    return fig, axes
 
 
 def style_axes(ax: Axes) -> None:
@@ -219,7 +230,14 @@ def style_axes(ax: Axes) -> None:
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG to ``path``, atomically (:func:`kdaudit.io.atomic_write`)."""
+    """Write ``fig`` as a PNG to ``path`` and as an SVG beside it (same name, ``.svg``; text kept as
+    text, no date), each atomically (:func:`kdaudit.io.atomic_write`); returns the PNG's path."""
+    svg = Path(path).with_suffix(".svg")
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": svg.stem}):
+        atomic_write(
+            svg,
+            lambda tmp: fig.savefig(tmp, format="svg", facecolor="white", bbox_inches="tight", metadata={"Date": None}),
+        )
     return atomic_write(
         path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, facecolor="white", bbox_inches="tight")
     )

@@ -1,5 +1,5 @@
-"""The words of the audit report: figure titles and captions, section notes, the glossary
-("How to read this report"), titles and footer.
+"""The words of the audit report: figure titles and captions, section notes, the terms at their
+first use, the glossary ("How to read this report"), the citation, titles and footer.
 
 Everything here is plain text; the renderers escape it.
 """
@@ -13,10 +13,16 @@ from typing import Any
 from kdaudit.analysis import catalogue
 from kdaudit.analysis.audit import AuditTables, Verdict
 from kdaudit.report.document import FigureInfo
-from kdaudit.report.formatting import fmt_alpha, missing
+from kdaudit.report.formatting import fmt_alpha, missing, number
 
 __all__ = [
+    "BIBTEX",
+    "CITE_NOTE",
+    "NO_COMMAND",
+    "REPRODUCE_NOTE",
+    "FIDELITY_NOTE",
     "HOW_TO_READ",
+    "TERMS",
     "NO_VERDICTS",
     "SECURITY_NOTE",
     "SECURITY_NOTE_MARKDOWN",
@@ -27,6 +33,7 @@ __all__ = [
     "TRANSFER_NOTE",
     "TRANSFER_NOTE_MARKDOWN",
     "backdoor_case",
+    "compression_note",
     "comparison_label",
     "figure_info",
     "footer",
@@ -38,12 +45,26 @@ __all__ = [
     "verdict_title",
 ]
 
+TERMS = (
+    "Terms: SIDDO (Same Initialisation, Different Data Order) is the control: students from the teacher's "
+    "initialisation trained on the labels alone, in another data order. RCD (random control distillation) and LS "
+    "(label smoothing) give the KD loss a teacher without knowledge: random noise or smoothed labels. 𝒞 / 𝒲 are "
+    "the test samples the teacher gets right / wrong. Δ+ / Δ− is the change in agreement with the teacher on 𝒞 / "
+    "𝒲 against SIDDO, in percentage points; h+ / h− the same as a share (0–1) of the headroom SIDDO left there, "
+    "and h− − h+ their asymmetry."
+)
+"""The terms of the verdicts, explained where they first appear (before the verdict cards)."""
+
 NO_VERDICTS = "No verdicts: no distillation condition could be compared with the control."
-SUMMARY_NOTE = "Mean ± SEM over seeds of each student group, measured against the teacher on the test set."
+SUMMARY_NOTE = (
+    "Mean ± SEM over seeds of each student group, measured against the teacher on the test set. Accuracy and "
+    "agreement in %; JS divergence in nats; activation distance the L2 distance of the probability vectors."
+)
 _TRANSFER_NOTE = (
-    "Δ+ / Δ−: change in agreement with the teacher relative to SIDDO where the teacher is right / wrong; h± the "
-    "same as a share of the room the control left; h− − h+: the asymmetry (H4); p: the primary tests' adjusted p "
-    "of negative transfer (H3) and asymmetry (H4)."
+    "Δ+ / Δ−: change in agreement with the teacher relative to SIDDO on 𝒞 / 𝒲, in percentage points; h± the same "
+    "as a share (0–1) of the headroom the control left; h− − h+: the asymmetry (H4); Δ− − Δ+: the raw-points "
+    "reading; p: the primary tests' adjusted p of negative transfer (H3) and asymmetry (H4). ★ marks the reading "
+    "that decides the negative asymmetric payoff under this audit's standard."
 )
 TRANSFER_NOTE = _TRANSFER_NOTE + " Highlighted rows show a negative asymmetric payoff."
 TRANSFER_NOTE_MARKDOWN = _TRANSFER_NOTE + " Rows in bold show a negative asymmetric payoff."
@@ -101,47 +122,73 @@ TESTS_NOTE = (
     "Two-sided tests on the per-seed values: Mann–Whitney U, or the Wilcoxon signed-rank test by seed in the "
     "paired comparisons; p-values exact without ties, by permutation with ties. “Mean ± SEM” is the group named in "
     "the row, “reference” the group it is compared with; the difference is mean − reference mean with its 95 % "
-    "bootstrap interval, r the rank-biserial effect (positive: the row's group ranks higher). The primary tests "
-    "decide the verdicts and are corrected together; every other table is exploratory, corrected within its own "
-    "family."
+    "bootstrap interval, r the rank-biserial effect (positive: the row's group ranks higher). Metrics marked (%) "
+    "are shown in percent, their differences in percentage points. The primary tests decide the verdicts and are "
+    "corrected together; every other table is exploratory, corrected within its own family. Open a table to see "
+    "its rows."
+)
+
+FIDELITY_NOTE = (
+    "Fidelity to the teacher against the predecessor paper's bar: a group clears it when its mean agreement is at "
+    "least 95 %, 1 − JS/ln 2 at least 0.95 and 1 − AD/√2 at least 0.95 (JS: Jensen–Shannon divergence, AD: "
+    "activation distance). SIDDO, trained without the teacher, is shown beside the distilled students: where it "
+    "clears the bar too, clearing it says nothing about distillation."
 )
 
 
+def compression_note(meta: Mapping[str, Any]) -> str:
+    """When the student is smaller than the teacher: the bar then reads as compression. Empty otherwise."""
+    s, t = number(meta.get("student_params")), number(meta.get("teacher_params"))
+    if s is None or t is None or not s < t:
+        return ""
+    return (
+        f"The student ({int(s):,} parameters) is smaller than the teacher ({int(t):,}): a student that clears the "
+        "fidelity bar compresses the teacher in the predecessor paper's sense."
+    )
+
+
+_DECIDES = {
+    "kdaudit": "Under kdaudit's standard the asymmetry h− − h+ decides the payoff (tested against SIDDO's own "
+    "spread), so the h± panel is marked ★ and shows h− − h+ above each group.",
+    "paper": "Under the paper's standard Δ− > Δ+ in points decides the payoff, so the Δ± panel is marked ★ and "
+    "shows Δ− − Δ+ above each group.",
+}
 _FIGURES: dict[str, tuple[str, str]] = {
     "transfer_deltas": (
-        "Δ+ and Δ− against the SIDDO control",
-        "Change in agreement with the teacher relative to the SIDDO control: Δ+ on the "
-        "test samples the teacher gets right, Δ− on those it gets wrong. Error bars: "
-        "SEM of the difference, √(SEM_X² + SEM_SIDDO²), from the per-seed values. A "
-        "taller Δ− than Δ+ means the students copy the teacher's mistakes more than its "
-        "correct answers (mind the headroom: see h± in the transfer table).",
+        "Δ± and h± against the SIDDO control",
+        "Change in agreement with the teacher relative to the SIDDO control, in percentage points: Δ+ on the test "
+        "samples the teacher gets right (𝒞), Δ− on those it gets wrong (𝒲); beside it h± (0–1), the same change as "
+        "a share of the headroom SIDDO left. Error bars: SEM of the difference, √(SEM_X² + SEM_SIDDO²), from the "
+        "per-seed values. {decides} A ★ after a group's value marks a negative asymmetric payoff.",
     ),
     "accuracy_vs_agreement": (
         "Accuracy vs agreement",
-        "One point per student: agreement with the teacher (x) against test accuracy "
-        "(y); colour = condition, marker = α. The dashed line is the teacher's accuracy.",
+        "One point per student: agreement with the teacher (x, %) against test accuracy "
+        "(y, %); colour = condition, marker = α. The dashed line is the teacher's accuracy.",
     ),
 }
 _DIST_CAPTION = (
     "Each point is one student (one seed); the boxes span the quartiles, with the "
-    "median as a line and whiskers to 1.5 × IQR, for groups with at least two seeds."
+    "median as a line and whiskers to 1.5 × IQR, for groups with at least two seeds. Shares in %."
 )
 
 
-def _figure(p: Path) -> FigureInfo:
+def _figure(p: Path, standard: str) -> FigureInfo:
     name = p.stem
     if name in _FIGURES:
-        return FigureInfo(name, p, *_FIGURES[name])
+        title, caption = _FIGURES[name]
+        return FigureInfo(name, p, title, caption.replace("{decides}", _DECIDES.get(standard, _DECIDES["kdaudit"])))
     if name.startswith("dist_"):
         metric = name[len("dist_") :]
         return FigureInfo(name, p, f"Per-seed values: {catalogue.label(metric)}", _DIST_CAPTION)
     return FigureInfo(name, p, name.replace("_", " "), "")
 
 
-def figure_info(paths: Iterable[Path]) -> list[FigureInfo]:
+def figure_info(paths: Iterable[Path], standard: str = "kdaudit") -> list[FigureInfo]:
     """Titles and captions of the figure files written by :mod:`kdaudit.report.figures`,
-    in report order: Δ±, accuracy vs agreement, then the per-metric distributions."""
-    infos = [_figure(Path(p)) for p in paths]
+    in report order: Δ±, accuracy vs agreement, then the per-metric distributions; ``standard``
+    names the reading that decides the payoff in the Δ± caption."""
+    infos = [_figure(Path(p), standard) for p in paths]
     rank = {"transfer_deltas": 0, "accuracy_vs_agreement": 1}
     return sorted(infos, key=lambda f: rank.get(f.name, 2))  # stable: keeps metric order
 
@@ -184,8 +231,8 @@ HOW_TO_READ: tuple[tuple[str, str], ...] = (
     ),
     (
         "Agreement",
-        "The share of test samples on which the student predicts the same class as the teacher "
-        "(1 = always). Prediction disagreement is 1 − agreement.",
+        "The share of test samples on which the student predicts the same class as the teacher, in % "
+        "(100 % = always). Prediction disagreement is 1 − agreement.",
     ),
     (
         "JS divergence and activation distance",
@@ -195,9 +242,9 @@ HOW_TO_READ: tuple[tuple[str, str], ...] = (
         "to the teacher.",
     ),
     (
-        "Agreement where the teacher is right / wrong",
-        "Agreement computed separately on the test samples the teacher classifies correctly and on "
-        "those it gets wrong. On the wrong ones, agreeing means repeating the teacher's mistake.",
+        "Agreement where the teacher is right / wrong (𝒞 / 𝒲)",
+        "Agreement computed separately on the test samples the teacher classifies correctly (𝒞) and on "
+        "those it gets wrong (𝒲). On the wrong ones, agreeing means repeating the teacher's mistake.",
     ),
     (
         "SIDDO (the control)",
@@ -210,25 +257,33 @@ HOW_TO_READ: tuple[tuple[str, str], ...] = (
         "RCD (random control distillation)",
         "The KD loss with the teacher replaced by fixed random noise (uniform or Gaussian) per "
         "training sample, at the same α. Noise carries no knowledge of the task, so whatever RCD "
-        "does is regularisation. KD is beyond regularisation only if it beats the better RCD.",
+        "does is regularisation. KD is beyond regularisation only if it beats every such control.",
+    ),
+    (
+        "LS (label smoothing)",
+        "The KD loss with a virtual teacher that puts most of its probability on the true class and "
+        "spreads the rest evenly: a teacher without knowledge of the task beyond the labels, at the same α.",
     ),
     (
         "Δ+, Δ− and h±",
         "Δ+ is how much more the KD students agree with the teacher than the SIDDO students on "
-        "the samples the teacher gets right; Δ− the same on the samples it gets wrong. Because the "
-        "control leaves less room to improve where the teacher is right, h± divides each Δ by the "
-        "room the control left (1 − its agreement): the share of the gap that KD closed.",
+        "the samples the teacher gets right (𝒞), in percentage points; Δ− the same on the samples it "
+        "gets wrong (𝒲). Because the control leaves less room to improve where the teacher is right, "
+        "h± divides each Δ by the room the control left (1 − its agreement): the share (0–1) of the "
+        "gap that KD closed.",
     ),
     (
         "Negative asymmetric payoff",
-        "Said of a condition when Δ− is significantly above zero and h− > h+: the students copy "
-        "the teacher's errors more than its correct answers. KD then passes on mistakes more "
-        "readily than knowledge.",
+        "Said of a condition when the students copy the teacher's errors significantly (negative "
+        "transfer: agreement on 𝒲 above SIDDO's) and more than its correct answers: under kdaudit's "
+        "standard h− − h+ above SIDDO's own spread, under the paper's Δ− > Δ+ in points. KD then "
+        "passes on mistakes more readily than knowledge.",
     ),
     (
-        "Compression",
-        "KD is said to compress the teacher into the student only if, on average, agreement ≥ 0.95, "
-        "1 − JS/ln 2 ≥ 0.95 and 1 − activation distance/√2 ≥ 0.95.",
+        "Fidelity ≥ 0.95 bar",
+        "The predecessor paper's bar of fidelity to the teacher: mean agreement ≥ 95 %, "
+        "1 − JS/ln 2 ≥ 0.95 and 1 − activation distance/√2 ≥ 0.95. It is shown for SIDDO as well: "
+        "students trained without the teacher can clear it too.",
     ),
     (
         "Statistics",
@@ -241,6 +296,24 @@ HOW_TO_READ: tuple[tuple[str, str], ...] = (
         "cannot reach significance, however large the effect.",
     ),
 )
+
+BIBTEX = """@article{masonwilliams2025rethinking,
+  title={Rethinking Knowledge Distillation: A Data Dependent Regulariser With a Negative Asymmetric Payoff},
+  author={Mason-Williams, Israel and Mason-Williams, Gabryel and Yannakoudakis, Helen},
+  journal={arXiv preprint arXiv:2510.12615},
+  year={2025}
+}"""
+"""The method's citation."""
+
+REPRODUCE_NOTE = (
+    "Run again with the kdaudit, PyTorch, Python and NumPy versions below, it trains the models from the same "
+    "seeds; the resolved specification below is spec.yaml of the audit directory, identified by its hash."
+)
+NO_COMMAND = (
+    "The command line was not recorded (the audit was started from Python, not from the kdaudit command); "
+    "the resolved specification below, spec.yaml of the audit directory, reproduces it."
+)
+CITE_NOTE = "If you use these results, cite the method:"
 
 
 def title(meta: Mapping[str, Any]) -> str:

@@ -1,8 +1,12 @@
 """The audit report as a :class:`~kdaudit.report.document.Document`, section by section.
 
-Order: the verdicts, the setup facts, the summary, the transfer table, the security results (when
-audited), the significance tests, the figures, "How to read this report" and the resolved
-specification. The section ids are those of ``report.html`` (``verdicts``, ``setup``, ...).
+The headline (:func:`~kdaudit.analysis.verdicts.headline`) and the contents come first, then:
+the verdict cards (after the terms they use), the figures, what is copied, the security results
+(when audited), the tables — summary, transfer, fidelity to the teacher, the significance tests
+(collapsed, primary tests first) —, the settings, "Reproduce and cite" (the command, the spec's
+hash, the versions, the citation and the resolved specification) and "How to read this report".
+The section ids are those of ``report.html`` (``verdicts``, ``figures``, ..., ``setup``,
+``reproduce``, ``how-to-read``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any
 import pandas as pd
 
 from kdaudit.analysis.audit import AuditTables, Verdict
+from kdaudit.analysis.verdicts import FIDELITY_BAR, headline
 from kdaudit.report import prose
+from kdaudit.report.copied import CopiedReport, copied_section
 from kdaudit.report.document import (
     Badge,
     Block,
@@ -32,7 +38,7 @@ from kdaudit.report.document import (
     badge_kind,
 )
 from kdaudit.report.formatting import DASH, fmt_duration, fmt_int, fmt_num, missing, number, spec_text
-from kdaudit.report.tables import security_table, summary_table, tests_tables, transfer_table
+from kdaudit.report.tables import fidelity_table, security_table, summary_table, tests_tables, transfer_table
 
 __all__ = ["build_document"]
 
@@ -42,7 +48,8 @@ _VERDICT_FIELDS: tuple[tuple[str, str], ...] = (
     ("negative_transfer", "Negative transfer"),
     ("asymmetry", "Asymmetry"),
     ("negative_asymmetric_payoff", "Negative asymmetric payoff"),
-    ("compression", "Compression"),
+    ("fidelity", f"Fidelity ≥ {FIDELITY_BAR:g} bar"),
+    ("control_fidelity", f"SIDDO fidelity ≥ {FIDELITY_BAR:g} bar"),
 )
 
 #: meta keys shown under "Setup", in this order, with their labels.
@@ -66,11 +73,17 @@ _META_FACTS: tuple[tuple[str, str], ...] = (
     ("wall_time_s", "Wall time"),
     ("precision", "Precision"),
     ("execution", "Trained on"),
+)
+#: meta keys shown under "Reproduce and cite", with their labels.
+_RUN_FACTS: tuple[tuple[str, str], ...] = (
     ("kdaudit_version", "kdaudit version"),
     ("torch_version", "PyTorch version"),
+    ("python_version", "Python version"),
+    ("numpy_version", "NumPy version"),
     ("created", "Created"),
+    ("reanalysed", "Re-analysed"),
 )
-_META_NOT_FACTS = {"title"}
+_META_NOT_FACTS = {"title", "command", "spec_sha256"} | {k for k, _ in _RUN_FACTS}
 _COUNTS = {"n_train", "n_test", "n_teacher_wrong", "n_models", "student_params", "teacher_params"}
 
 
@@ -81,18 +94,22 @@ def build_document(
     figures: Sequence[FigureInfo] = (),
     security: Any = None,
     security_figures: Sequence[FigureInfo] = (),
+    copied: CopiedReport | None = None,
 ) -> Document:
     """The whole report; ``security`` (the security tables, or None) adds its section."""
     meta = dict(meta or {})
-    sections = [_verdicts(tables), _setup(meta, tables), _summary(tables), _transfer(tables)]
+    sections = [_verdicts(tables), _figures(figures), copied_section(copied)]
     if security is not None:
         sections.append(_security(security, security_figures))
-    sections += [_tests(tables), _figures(figures), _how_to_read(), _spec(spec)]
+    sections += [_summary(tables), _transfer(tables), _fidelity(tables, meta), _tests(tables)]
+    sections += [_setup(meta, tables), _reproduce(meta, spec), _how_to_read()]
     return Document(
         title=prose.title(meta),
         subtitle=prose.subtitle(meta),
         sections=[s for s in sections if s is not None],
         footer=prose.footer(meta),
+        headline=headline(tables.verdicts, getattr(tables, "statistics", None) or {}),
+        contents=True,
     )
 
 
@@ -108,6 +125,7 @@ def _verdict_card(v: Verdict) -> VerdictCard:
 def _verdicts(tables: AuditTables) -> Section:
     blocks: list[Block] = [Note(line) for line in prose.statistics_lines(tables)]
     if tables.verdicts:
+        blocks.append(Note(prose.TERMS, fixed=True))
         blocks.append(Verdicts([_verdict_card(v) for v in tables.verdicts]))
     else:
         blocks.append(Note(prose.NO_VERDICTS))
@@ -151,7 +169,30 @@ def _facts(meta: Mapping[str, Any], tables: AuditTables) -> list[tuple[str, str]
 
 def _setup(meta: Mapping[str, Any], tables: AuditTables) -> Section | None:
     facts = _facts(meta, tables)
-    return Section("setup", "Setup", [Facts(facts)]) if facts else None
+    return Section("setup", "Settings", [Facts(facts)]) if facts else None
+
+
+def _reproduce(meta: Mapping[str, Any], spec: Mapping[str, Any] | None) -> Section:
+    """The command that produced the audit, the spec's hash, the versions, the citation and the spec."""
+    blocks: list[Block] = []
+    if missing(meta.get("command")):
+        blocks.append(Note(prose.NO_COMMAND, fixed=True))
+    else:
+        blocks += [
+            Code("The command that produced this audit:", str(meta["command"]), "sh", collapsed=False, id="command"),
+            Note(prose.REPRODUCE_NOTE, fixed=True),
+        ]
+    facts = []
+    if not missing(meta.get("spec_sha256")):
+        facts.append(("spec.yaml sha256", str(meta["spec_sha256"])[:12]))
+    facts += [(label, str(meta[key])) for key, label in _RUN_FACTS if not missing(meta.get(key))]
+    if facts:
+        blocks.append(Facts(facts))
+    blocks.append(Code(prose.CITE_NOTE, prose.BIBTEX, "bibtex", collapsed=False, id="bibtex"))
+    text = spec_text(spec)
+    if text:
+        blocks.append(Code("Resolved specification (spec.yaml)", text, "yaml", id="spec"))
+    return Section("reproduce", "Reproduce and cite", blocks)
 
 
 def _summary(tables: AuditTables) -> Section:
@@ -160,7 +201,8 @@ def _summary(tables: AuditTables) -> Section:
 
 
 def _transfer(tables: AuditTables) -> Section:
-    table = transfer_table(tables.transfer)
+    standard = str((getattr(tables, "statistics", None) or {}).get("standard", "kdaudit"))
+    table = transfer_table(tables.transfer, standard)
     note = Note(prose.TRANSFER_NOTE, markdown=prose.TRANSFER_NOTE_MARKDOWN, fixed=True)
     return Section("transfer", "Transfer", [note, table or Note("No transfer table available.")])
 
@@ -181,15 +223,27 @@ def _security(security: Any, figures: Sequence[FigureInfo]) -> Section:
     return Section("security", "Security", blocks)
 
 
+def _fidelity(tables: AuditTables, meta: Mapping[str, Any]) -> Section | None:
+    table = fidelity_table(tables.summary)
+    if table is None:
+        return None
+    blocks: list[Block] = [Note(prose.FIDELITY_NOTE, fixed=True)]
+    compression = prose.compression_note(meta)
+    if compression:
+        blocks.append(Note(compression))
+    return Section("fidelity", "Fidelity to the teacher", [*blocks, table])
+
+
 def _tests(tables: AuditTables) -> Section:
+    """Every test table collapsed (HTML), the primary family first."""
     tests = tests_tables(tables.tests)
     if not tests:
         return Section("tests", "Significance tests", [Note("No tests available.")])
     blocks: list[Block] = [Note(prose.TESTS_NOTE, markdown=prose.TESTS_NOTE + " Significant rows are in bold.")]
-    for label, t, is_open in tests:
+    for label, t, _ in tests:
         n = len(t.rows)
         count = f"{n} test{'s' if n != 1 else ''} · {sum(t.highlight)} significant"
-        blocks.append(Details(label, count, t, open=is_open))
+        blocks.append(Details(label, count, t, open=False))
     return Section("tests", "Significance tests", blocks)
 
 
@@ -199,8 +253,3 @@ def _figures(figures: Sequence[FigureInfo]) -> Section | None:
 
 def _how_to_read() -> Section:
     return Section("how-to-read", "How to read this report", [Glossary(prose.HOW_TO_READ)])
-
-
-def _spec(spec: Mapping[str, Any] | None) -> Section | None:
-    text = spec_text(spec)
-    return Section("spec", "Specification", [Code("Resolved specification", text, "yaml")]) if text else None

@@ -1,7 +1,10 @@
 """The tables of the audit report, built from :class:`~kdaudit.analysis.audit.AuditTables`:
-summary (mean ± SEM), transfer (Δ±, h±, p), the significance tests by family and comparison,
-and the security summary. Cells are formatted text; rows follow the display order of the
-conditions, then α.
+summary (mean ± SEM), transfer (Δ±, h±, p), fidelity to the teacher (the 0.95 bar, every group),
+the significance tests by family and comparison, and the security summary. Cells are formatted
+text; rows follow the display order of the conditions, then α.
+
+One unit per quantity: shares (accuracy, agreement) in %, their differences (Δ±) in
+percentage points, h± and the other scores as they are (0–1).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from kdaudit.analysis import catalogue
+from kdaudit.analysis.stats import compression_bar
+from kdaudit.analysis.verdicts import FIDELITY_BAR
 from kdaudit.report.document import Table
 from kdaudit.report.figures import condition_order
 from kdaudit.report.formatting import (
@@ -22,6 +27,9 @@ from kdaudit.report.formatting import (
     fmt_mean_sem,
     fmt_num,
     fmt_p,
+    fmt_pct,
+    fmt_pct_sem,
+    fmt_points,
     fmt_signed,
     fmt_stat,
     missing,
@@ -29,7 +37,14 @@ from kdaudit.report.formatting import (
 )
 from kdaudit.report.prose import comparison_label
 
-__all__ = ["SUMMARY_METRICS", "security_table", "summary_table", "tests_tables", "transfer_table"]
+__all__ = [
+    "SUMMARY_METRICS",
+    "fidelity_table",
+    "security_table",
+    "summary_table",
+    "tests_tables",
+    "transfer_table",
+]
 
 #: Metrics of the summary table, in column order: (summary column stem, header).
 SUMMARY_METRICS: tuple[tuple[str, str], ...] = tuple((m, catalogue.heading(m)) for m in catalogue.summary_metrics())
@@ -44,16 +59,19 @@ _HYPOTHESIS_LABELS = {
 _TRANSFER_HEADERS = [
     "Condition",
     "α",
-    "Δ+",
-    "Δ−",
+    "Δ+ (points)",
+    "Δ− (points)",
     "h+",
     "h−",
     "h− − h+ [95 % CI]",
+    "Δ− − Δ+ (points)",
     "p (Δ−) adjusted",
     "p (h− − h+) adjusted",
     "Negative asymmetric payoff",
     "Verdict",
 ]
+_DECIDING_COLUMN = {"kdaudit": 6, "paper": 7}
+"""The transfer table's column of the reading that decides the payoff, by standard."""
 
 _TEST_HEADERS = [
     "n",
@@ -69,8 +87,23 @@ _TEST_HEADERS = [
 ]
 
 
+def _percent(m: Any) -> bool:
+    """True for a metric shown in % (a share; its differences in points)."""
+    name = str(m)
+    if name == "asymmetry_points":
+        return True
+    try:
+        return catalogue.metric(name).unit == "fraction"
+    except KeyError:
+        return False
+
+
 def _metric_name(m: Any) -> str:
-    return catalogue.short(str(m))
+    if str(m) == "asymmetry":
+        return "asymmetry h− − h+"
+    if str(m) == "asymmetry_points":
+        return "asymmetry Δ− − Δ+ (%)"
+    return catalogue.short(str(m)) + (" (%)" if _percent(m) else "")
 
 
 def _sorted_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -96,12 +129,13 @@ def summary_table(summary: pd.DataFrame | None) -> Table | None:
         return None
     summary = _sorted_frame(summary)
     metrics = [(m, h) for m, h in SUMMARY_METRICS if f"{m}_mean" in summary.columns]
-    headers = ["Condition", "α", "n"] + [h for _, h in metrics]
+    headers = ["Condition", "α", "n"] + [h + (" (%)" if _percent(m) else "") for m, h in metrics]
     numeric = [False, True, True] + [True] * len(metrics)
     rows = []
     for _, r in summary.iterrows():
         row = [str(r.get("condition", "")), fmt_alpha(r.get("alpha")), fmt_int(r.get("n"))]
-        row += [fmt_mean_sem(r.get(f"{m}_mean"), r.get(f"{m}_sem")) for m, _ in metrics]
+        fmt = {True: fmt_pct_sem, False: fmt_mean_sem}
+        row += [fmt[_percent(m)](r.get(f"{m}_mean"), r.get(f"{m}_sem")) for m, _ in metrics]
         rows.append(row)
     return Table(headers, numeric, rows, [False] * len(rows))
 
@@ -113,13 +147,25 @@ def _asymmetry_cell(r: pd.Series) -> str:
     return asym
 
 
-def transfer_table(transfer: pd.DataFrame | None) -> Table | None:
-    """Δ±, h±, the asymmetry and its tests per condition and α; a negative asymmetric payoff
+def _points_asymmetry(r: pd.Series) -> Any:
+    """Δ− − Δ+: the transfer table's own column, else from Δ±."""
+    if not missing(r.get("asymmetry_points")):
+        return r.get("asymmetry_points")
+    neg, pos = r.get("delta_neg"), r.get("delta_pos")
+    return DASH if missing(neg) or missing(pos) else float(neg) - float(pos)
+
+
+def transfer_table(transfer: pd.DataFrame | None, standard: str = "kdaudit") -> Table | None:
+    """Δ± (points), h±, the asymmetry and its tests per condition and α; the header of the reading
+    that decides the payoff under ``standard`` is marked ★, and a negative asymmetric payoff
     highlights its row. None without a transfer table."""
     if transfer is None or len(transfer) == 0:
         return None
     transfer = _sorted_frame(transfer)
-    numeric = [False, True, True, True, True, True, True, True, True, False, False]
+    numeric = [False] + [True] * 9 + [False, False]
+    headers = list(_TRANSFER_HEADERS)
+    deciding = _DECIDING_COLUMN.get(standard, _DECIDING_COLUMN["kdaudit"])
+    headers[deciding] = "★ " + headers[deciding]
     rows, hl = [], []
     for _, r in transfer.iterrows():
         payoff = r.get("negative_asymmetric_payoff")
@@ -127,11 +173,12 @@ def transfer_table(transfer: pd.DataFrame | None) -> Table | None:
             [
                 str(r.get("condition", "")),
                 fmt_alpha(r.get("alpha")),
-                fmt_signed(r.get("delta_pos")),
-                fmt_signed(r.get("delta_neg")),
+                fmt_points(r.get("delta_pos")),
+                fmt_points(r.get("delta_neg")),
                 fmt_signed(r.get("h_pos"), 3),
                 fmt_signed(r.get("h_neg"), 3),
                 _asymmetry_cell(r),
+                fmt_points(_points_asymmetry(r)),
                 fmt_p(r.get("p_neg_adjusted")),
                 fmt_p(r.get("p_asymmetry_adjusted")),
                 DASH if missing(payoff) else str(payoff),
@@ -139,20 +186,48 @@ def transfer_table(transfer: pd.DataFrame | None) -> Table | None:
             ]
         )
         hl.append(str(payoff).strip().lower() == "yes")
-    return Table(list(_TRANSFER_HEADERS), numeric, rows, hl, badge_cols=(9,))
+    return Table(headers, numeric, rows, hl, badge_cols=(10,))
+
+
+def fidelity_table(summary: pd.DataFrame | None) -> Table | None:
+    """Every group's fidelity to the teacher against the predecessor paper's 0.95 bar, SIDDO
+    first: mean agreement (%), 1 − JS/ln 2, 1 − AD/√2 and whether it clears the bar. None without
+    the three means."""
+    cols = ("agreement_mean", "js_divergence_mean", "activation_distance_mean")
+    if summary is None or len(summary) == 0 or not set(cols) <= set(summary.columns):
+        return None
+    headers = [
+        "Condition",
+        "α",
+        f"Agreement (%) ≥ {100 * FIDELITY_BAR:g}",
+        f"1 − JS/ln 2 ≥ {FIDELITY_BAR:g}",
+        f"1 − AD/√2 ≥ {FIDELITY_BAR:g}",
+        "Clears the bar",
+    ]
+    rows, hl = [], []
+    for _, r in _sorted_frame(summary).iterrows():
+        bar = compression_bar([r[cols[0]]], [r[cols[1]]], [r[cols[2]]], FIDELITY_BAR)
+        answer = "not testable" if not bar["testable"] else ("yes" if bar["compresses"] else "no")
+        cells = [fmt_pct(bar["agreement_score"]), fmt_num(bar["js_score"], 3), fmt_num(bar["ad_score"], 3)]
+        rows.append([str(r.get("condition", "")), fmt_alpha(r.get("alpha")), *cells, answer])
+        hl.append(answer == "yes")
+    return Table(headers, [False, True, True, True, True, False], rows, hl)
 
 
 def _test_cells(r: pd.Series) -> list[str]:
+    pct = _percent(r.get("metric", ""))
+    mean_sem, diff_fmt = (fmt_pct_sem, fmt_points) if pct else (fmt_mean_sem, lambda x: fmt_signed(x, 4))
+    ci_fmt = fmt_points if pct else fmt_num
     diff = r.get("mean_diff")
     ci = ""
     if not missing(r.get("ci_low")) and not missing(r.get("ci_high")):
-        ci = f" [{fmt_num(r.get('ci_low'))}, {fmt_num(r.get('ci_high'))}]"
+        ci = f" [{ci_fmt(r.get('ci_low'))}, {ci_fmt(r.get('ci_high'))}]"
     return [
         fmt_int(r.get("n_a")),
         fmt_int(r.get("n_b")),
-        fmt_mean_sem(r.get("mean_a"), r.get("sem_a")),
-        fmt_mean_sem(r.get("mean_b"), r.get("sem_b")),
-        (DASH if missing(diff) else fmt_signed(diff, 4)) + ci,
+        mean_sem(r.get("mean_a"), r.get("sem_a")),
+        mean_sem(r.get("mean_b"), r.get("sem_b")),
+        (DASH if missing(diff) else diff_fmt(diff)) + ci,
         fmt_stat(r.get("statistic")),
         fmt_p(r.get("p_value")),
         fmt_p(r.get("p_adjusted")),
@@ -197,8 +272,8 @@ def _comparison_table(tests: pd.DataFrame) -> Table:
 
 
 def tests_tables(tests: pd.DataFrame | None) -> list[tuple[str, Table, bool]]:
-    """(label, table, open) per table: the primary family first (open), then every other family
-    by comparison (closed; exploratory)."""
+    """(label, table, primary) per table: the primary family first, then every other family by
+    comparison (exploratory where secondary)."""
     if tests is None or len(tests) == 0:
         return []
     out: list[tuple[str, Table, bool]] = []
@@ -216,7 +291,7 @@ def tests_tables(tests: pd.DataFrame | None) -> list[tuple[str, Table, bool]]:
         label = comparison_label(comp) if comp else "All tests"
         if fam.startswith("secondary"):
             label += " — exploratory"
-        out.append((label, _comparison_table(sub), not fam.startswith("secondary")))
+        out.append((label, _comparison_table(sub), False))
     return out
 
 
