@@ -169,8 +169,14 @@ _FIGURES: dict[str, tuple[str, str]] = {
 }
 _DIST_CAPTION = (
     "Each point is one student (one seed); the boxes span the quartiles, with the "
-    "median as a line and whiskers to 1.5 × IQR, for groups with at least two seeds. Shares in %."
+    "median as a line and whiskers to 1.5 × IQR, for groups with at least two seeds."
 )
+
+
+def _dist_caption(metric: str) -> str:
+    """The per-seed caption with the metric's unit: shares in %, the others in their own unit."""
+    unit = catalogue.metric(metric).unit
+    return _DIST_CAPTION + (" Shares in %." if unit == "fraction" else f" In {unit}.")
 
 
 def _figure(p: Path, standard: str) -> FigureInfo:
@@ -180,7 +186,7 @@ def _figure(p: Path, standard: str) -> FigureInfo:
         return FigureInfo(name, p, title, caption.replace("{decides}", _DECIDES.get(standard, _DECIDES["kdaudit"])))
     if name.startswith("dist_"):
         metric = name[len("dist_") :]
-        return FigureInfo(name, p, f"Per-seed values: {catalogue.label(metric)}", _DIST_CAPTION)
+        return FigureInfo(name, p, f"Per-seed values: {catalogue.label(metric)}", _dist_caption(metric))
     return FigureInfo(name, p, name.replace("_", " "), "")
 
 
