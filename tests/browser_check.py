@@ -50,7 +50,10 @@ window.addEventListener("load", function () {
   };
   document.getElementById("kdaudit-check").textContent = JSON.stringify({
     verdicts_visible: !!v && v.offsetHeight > 0, images: images, copied: copied,
-    headline_first: !!first && !!hl && hl.contains(first) && hl.offsetHeight > 0
+    headline_first: !!first && !!hl && hl.contains(first) && hl.offsetHeight > 0,
+    tests_collapsed: Array.prototype.map.call(document.querySelectorAll("#tests details"), function (d) {
+      return !d.open;
+    })
   });
 });
 </script>
@@ -79,8 +82,9 @@ def check_in_browser(report_html: Path, tmp: Path) -> dict:
     """Load a copy of ``report_html`` with a load-time probe; return what it saw.
 
     ``{"verdicts_visible": bool, "images": [[id, complete, naturalWidth], ...], "copied": ...,
-    "headline_first": bool}``; ``headline_first``: the first text after the title is the visible
-    headline;
+    "headline_first": bool, "tests_collapsed": [bool, ...]}``; ``headline_first``: the first text after
+    the title is the visible headline; ``tests_collapsed``: per collapsible block of the tests section,
+    whether it is closed;
     ``copied`` (None without a "What is copied" section) holds that section's heading, its images,
     the number of its table rows and examples, its example images and its example texts.
     """

@@ -430,6 +430,29 @@ def test_copied_section_in_browser(tmp_path):
         assert complete is True and natural_width > 0, f"image {img_id} did not load"
 
 
+@pytest.mark.slow
+@pytest.mark.browser
+def test_default_audit_report_in_browser(tmp_path):
+    """The default setup (Fashion-MNIST, MLP) on a small subset: the headline is the first text
+    after the title, "What is copied" has its heat map, ranked pairs and image examples, no image
+    is broken and the tests tables are collapsed."""
+    from kdaudit.config.schema import DEFAULT_SETUP
+    from kdaudit.data.fashion_mnist import DEBIAN_DIR
+
+    if not chromium_available():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    if not DEBIAN_DIR.is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed in {DEBIAN_DIR} (apt-get install dataset-fashion-mnist)")
+    small = ["data.train_subset=2000", "data.test_subset=1000", "protocol.seeds=2", "train.epochs=2"]
+    check = _audit_in_browser(DEFAULT_SETUP, small, tmp_path)
+    assert check["headline_first"] is True
+    assert check["tests_collapsed"] and all(check["tests_collapsed"])
+    copied = check["copied"]
+    ids = [img_id for img_id, _, _ in copied["images"]]
+    assert "fig-copied_kd_0-9" in ids and copied["table_rows"] > 0
+    assert copied["example_images"] >= 1
+
+
 def _word_lists_installed() -> bool:
     from kdaudit.data.text import DICT_DIR, WORD_LISTS
 
