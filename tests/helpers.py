@@ -264,3 +264,27 @@ class ForkedRun:
     @property
     def stderr(self) -> str:
         return self.stderr_path.read_text()
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """``kdaudit ARGS`` in this process: the exit code, stdout and stderr (``capsys``: pytest's fixture)."""
+    from kdaudit.cli.main import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """Exit code 2 and one ``kdaudit: error:`` line on stderr holding every needle; no traceback."""
+    assert code == 2, (code, err)
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kdaudit: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import assert_one_line_error, run_cli
 from kdaudit.analysis.catalogue import metric_keys, student_metric_keys
 from kdaudit.analysis.compare import METRIC_RESULT_KEYS, compare_logits
 from kdaudit.analysis.metrics import functional_metrics
 from kdaudit.analysis.transfer import TRANSFER_KEYS
-from kdaudit.cli.main import main
 from kdaudit.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,26 +50,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, z in enumerate(_students(rng, labels, noise, K, copy), start=1):
             np.save(root / group / f"s{i:02d}.npy", z)
     return root
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert lines[0].startswith("kdaudit: error: ")
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 # --- kdaudit metrics --------------------------------------------------------------------------

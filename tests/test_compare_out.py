@@ -9,30 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import TINY_ONE_ALPHA, kdaudit_here
+from helpers import TINY_ONE_ALPHA, kdaudit_here, run_cli
+from helpers import assert_one_line_error as one_line_error
 from kdaudit.analysis.catalogue import runs_columns
-from kdaudit.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "logits"
 VERDICT_KEYS = ("knowledge_transfer", "beyond_regularisation", "negative_transfer", "asymmetry")
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = err.strip("\n").split("\n")
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("kdaudit: error: "), (code, err)
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def compare_args(*extra: str) -> list[str]:

@@ -395,7 +395,7 @@ def _comparison_rows(
     return rows
 
 
-def _find_test(tests: pd.DataFrame, comparison: str, cond: str, alpha: float, metric: str) -> pd.Series | None:
+def find_test(tests: pd.DataFrame, comparison: str, cond: str, alpha: float, metric: str) -> pd.Series | None:
     hit = tests.loc[
         (tests["comparison"] == comparison)
         & (tests["condition"] == cond)
@@ -417,7 +417,7 @@ def _transfer_table(
     for (cond, alpha), eff in effects.items():
         row: dict[str, Any] = {"condition": cond, "alpha": alpha, **eff}
         for key, metric, p_key in _TRANSFER_TESTS:
-            r = _find_test(tests, comparison, cond, alpha, metric)
+            r = find_test(tests, comparison, cond, alpha, metric)
             if key in ("asymmetry", "asymmetry_points"):
                 row[key] = math.nan if r is None else float(r["mean_diff"])
             if key != "asymmetry_points":

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .audit import CONTROL, TESTS_COLUMNS, _test_row, _values, display_name, is_rcd
+from .audit import CONTROL, TESTS_COLUMNS, _test_row, _values, display_name, find_test, is_rcd
 from .stats import adjust_pvalues, mann_whitney, mean_sem
 from .transfer import format_p, p_equals
 from .verdicts import fmt_alpha
@@ -77,16 +77,6 @@ def build_security_tables(
     return SecurityTables(runs=runs.copy(), tests=tests, summary=summary, sentences=sentences, meta=dict(meta))
 
 
-def _row(tests: pd.DataFrame, comparison: str, cond: str, alpha: float, metric: str) -> pd.Series | None:
-    hit = tests.loc[
-        (tests["comparison"] == comparison)
-        & (tests["condition"] == cond)
-        & (tests["alpha"] == alpha)
-        & (tests["metric"] == metric)
-    ]
-    return None if hit.empty else hit.iloc[0]
-
-
 def _ms(mean: float, sem: float) -> str:
     if not math.isfinite(mean):
         return "n/a"
@@ -142,7 +132,7 @@ def _sentences(
             + bd.get("transfer", {}).get("description", "Students were distilled on clean data.")
         )
         for cond, alpha in pairs:
-            r = _row(tests, f"vs_{CONTROL}", cond, alpha, "backdoor_asr")
+            r = find_test(tests, f"vs_{CONTROL}", cond, alpha, "backdoor_asr")
             if r is None:
                 continue
             name = display_name(cond)
@@ -153,7 +143,7 @@ def _sentences(
             )
             beyond = []
             for rc in sorted({c for c, a in tested if is_rcd(c) and a == alpha}):
-                rr = _row(tests, f"vs_{rc}", cond, alpha, "backdoor_asr")
+                rr = find_test(tests, f"vs_{rc}", cond, alpha, "backdoor_asr")
                 if rr is not None:
                     s += f"; vs {display_name(rc)} {_ms(rr['mean_b'], rr['sem_b'])} ({_p(rr, correction)})"
                     beyond.append(_higher(rr) == "yes")
@@ -173,7 +163,7 @@ def _sentences(
             f"those it gets right ({adv['n_transferable'][lab]} transferable examples)."
         )
         for cond, alpha in pairs:
-            r = _row(tests, f"vs_{CONTROL}", cond, alpha, metric)
+            r = find_test(tests, f"vs_{CONTROL}", cond, alpha, metric)
             if r is None:
                 continue
             name = display_name(cond)
@@ -185,7 +175,9 @@ def _sentences(
             )
             levels = [f"{e:g}" for e in adv["levels"]]
             sig = [
-                lv for lv in levels if _higher(_row(tests, f"vs_{CONTROL}", cond, alpha, f"adv_follows@{lv}")) == "yes"
+                lv
+                for lv in levels
+                if _higher(find_test(tests, f"vs_{CONTROL}", cond, alpha, f"adv_follows@{lv}")) == "yes"
             ]
             where = (
                 f"significantly more than SIDDO at ε = {', '.join(sig)}"
