@@ -173,8 +173,11 @@ def test_real_report_opens_in_browser_with_verdicts_and_figures(tiny_run, tmp_pa
     assert "kd · α = 0.5" in html or "α = 0.5" in html
     check = check_in_browser(out / "report.html", tmp_path)
     assert check["verdicts_visible"] is True
-    n_figs = len(list((out / "figures").rglob("*.png")))  # the figures and the copied examples
-    assert len(check["images"]) == n_figs >= 5
+    ids = {img_id for img_id, _, _ in check["images"]}
+    figures = {f"fig-{p.stem.replace('.', '-')}" for p in (out / "figures").glob("*.png")}
+    assert len(figures) >= 5 and figures <= ids, figures - ids  # every figure file is shown
+    examples = list((out / "figures" / "examples").glob("*.png"))  # one file per copied sample
+    assert examples and sum(i.startswith("ex-") for i in ids) >= len(examples)
     for img_id, complete, width in check["images"]:
         assert complete is True and width > 0, f"figure {img_id} did not load"
 
