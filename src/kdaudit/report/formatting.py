@@ -56,31 +56,24 @@ def _decimals(a: float, digits: int) -> int:
     return max(digits, min(6, 1 - math.floor(math.log10(a))))
 
 
-def fmt_num(x: Any, digits: int = 4) -> str:
+def fmt_num(x: Any, digits: int = 4, *, sign: bool = False) -> str:
     """``0.9123``; small values with two significant digits (``0.00036``), tiny or huge ones in
-    scientific notation (``3.2e-07``); NaN → ``—``."""
+    scientific notation (``3.2e-07``); NaN → ``—``; ``sign``: an explicit sign (``+0.0123``)."""
     v = number(x)
     if v is None:
         return DASH
     if v == 0:
         return "0"
     a = abs(v)
+    plus = "+" if sign else ""
     if a < 1e-5 or a >= 1e6:
-        return f"{v:.1e}"
-    return f"{v:.{_decimals(a, digits)}f}"
+        return f"{v:{plus}.1e}"
+    return f"{v:{plus}.{_decimals(a, digits)}f}"
 
 
 def fmt_signed(x: Any, digits: int = 4) -> str:
     """Like :func:`fmt_num` with an explicit sign (``+0.0123``)."""
-    v = number(x)
-    if v is None:
-        return DASH
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if a < 1e-5 or a >= 1e6:
-        return f"{v:+.1e}"
-    return f"{v:+.{_decimals(a, digits)}f}"
+    return fmt_num(x, digits, sign=True)
 
 
 def fmt_effect(x: Any) -> str:
