@@ -200,6 +200,75 @@ def authors_style(spec) -> dict:
     return {"samples": samples}
 
 
+def plain_loop(spec) -> dict:
+    """The grid trained by the loop a competent user writes for a KD experiment: tensors in
+    memory, a ``DataLoader`` over a ``TensorDataset``, the teacher's forward pass in every KD step,
+    no per-epoch evaluation, torch's default threads, one model after another in one process."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from kdaudit.execute.runner import load_data
+    from kdaudit.execute.train import (
+        init_weights,
+        label_smoothing_table,
+        make_model,
+        noise_table,
+        teacher_top_probability,
+    )
+    from kdaudit.objectives import distillation_loss
+    from kdaudit.plan import build_plan
+
+    plan = build_plan(spec)
+    data = load_data(spec)
+    m0 = init_weights(plan.init.params, data)
+    ds = TensorDataset(data.x_train, data.y_train, torch.arange(len(data.y_train)))
+    teacher, ls_table = None, None
+    samples = 0
+    for job in plan.trained:
+        p = job.params
+        temperature = float(p.get("temperature", 1.0))
+        torch.manual_seed(job.seed)
+        model = make_model(p, data)
+        model.load_state_dict(m0)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=p["train"]["lr"], momentum=p["train"]["momentum"],
+            weight_decay=p["train"]["weight_decay"],
+        )
+        loader = DataLoader(
+            ds, batch_size=p["train"]["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(job.seed)
+        )
+        table = None
+        if job.condition.startswith("rcd-"):
+            table = noise_table(job.condition, job.seed, len(ds), data.num_classes)
+        elif job.condition == "ls":
+            if ls_table is None:
+                with torch.no_grad():
+                    a = teacher_top_probability(teacher(data.x_train).numpy(), temperature)
+                ls_table = label_smoothing_table(data.y_train, data.num_classes, a, temperature)
+            table = ls_table
+        model.train()
+        for _ in range(p["train"]["epochs"]):
+            for x, y, idx in loader:
+                out = model(x)
+                target = None
+                if job.condition == "kd":
+                    with torch.no_grad():
+                        target = teacher(x)
+                elif table is not None:
+                    target = table[idx]
+                loss = distillation_loss(out, y, target, alpha=job.alpha, temperature=temperature)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                samples += len(y)
+        model.eval()
+        with torch.no_grad():
+            model(data.x_test)  # the one evaluation at the end
+        if job.kind == "teacher":
+            teacher = model
+    return {"samples": samples}
+
+
 def kdaudit_way(spec) -> dict:
     from kdaudit.audit import execute
     from kdaudit.execute.runner import load_data
@@ -220,12 +289,9 @@ def run_way(way: str, args) -> dict:
     from kdaudit.config.loader import resolve_spec
 
     # the grid of the measured rows: the four conditions the baseline loop implements
-    overrides = [
-        f"protocol.seeds={args.seeds}",
-        f"train.epochs={args.epochs}",
-        "protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]",
-        "protocol.rcd_noise=per_seed",
-    ]
+    overrides = [f"protocol.seeds={args.seeds}", f"train.epochs={args.epochs}"]
+    if args.grid == "four":  # the four conditions the authors-style loop implements
+        overrides += ["protocol.conditions=[siddo,kd,rcd-uniform,rcd-gaussian]", "protocol.rcd_noise=per_seed"]
     if args.workers:
         overrides.append(f"execution.workers={args.workers}")
     if way == "bf16":
@@ -239,7 +305,7 @@ def run_way(way: str, args) -> dict:
     load_data(spec)  # data loading is not part of the timing
     with PeakMemory() as memory:
         start = time.perf_counter()
-        out = authors_style(spec) if way == "authors" else kdaudit_way(spec)
+        out = {"authors": authors_style, "plain": plain_loop}.get(way, kdaudit_way)(spec)
         out["seconds"] = time.perf_counter() - start
     out["models"] = spec.n_models()
     out["flops_per_sample"] = step_flops(spec)  # forward + backward of one sample
@@ -255,6 +321,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the authors-style loop and of the peak")
     ap.add_argument("--workers", type=int, default=None, help="kdaudit's worker processes (default: as kdaudit run)")
     ap.add_argument("--ways", default="authors,fp32-1p,fp32,bf16")
+    ap.add_argument(
+        "--grid",
+        choices=["default", "four"],
+        default="four",
+        help="the setup's whole grid, or the four conditions the authors-style loop implements",
+    )
     ap.add_argument("--force-bf16", action="store_true", help="run the bf16 way even without native bf16")
     ap.add_argument("--way", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -289,6 +361,8 @@ def main() -> None:
             str(args.epochs),
             "--threads",
             str(args.threads),
+            "--grid",
+            args.grid,
         ]
         if args.workers:
             cmd += ["--workers", str(args.workers)]

@@ -260,3 +260,41 @@ def test_importing_kdaudit_imports_neither_dask_nor_mlflow():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_jobs_planned_for_cuda_ask_for_one_gpu_each():
+    from kdaudit.execute.dask_executor import job_resources
+
+    for device, want in (("cuda", {"GPU": 1}), ("cpu", None)):
+        spec = resolve_spec("digits-mlp", [*SMALL, f"train.device={device}"])
+        plan = build_plan(spec)
+        assert job_resources(plan.init, spec) is None  # M0 is drawn on the CPU
+        assert all(job_resources(j, spec) == want for j in plan.trained)
+
+
+@pytest.mark.slow  # starts a cluster of two worker processes
+def test_the_gpu_cluster_gives_each_worker_its_gpu_and_one_gpu_resource():
+    from kdaudit.execute.dask_executor import gpu_cluster
+    from kdaudit.execute.device import GPU_WORKER_ENV
+
+    # two slots naming no GPU ("" hides every GPU): the same cluster a GPU machine gets, minus CUDA
+    with gpu_cluster(distributed, ["", ""]) as cluster, distributed.Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        env = client.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get(GPU_WORKER_ENV)))
+        assert sorted(env.values()) == [("", "1"), ("", "1")]
+        info = client.scheduler_info()["workers"]
+        assert [w["resources"] for w in info.values()] == [{"GPU": 1}, {"GPU": 1}]
+        assert all(w["host"] == "127.0.0.1" for w in info.values())
+
+        # six tasks that each need the one GPU: never two at once on a worker
+        def task():
+            import time as t
+
+            start = t.monotonic()
+            t.sleep(0.3)
+            return distributed.get_worker().address, start, t.monotonic()
+
+        spans = client.gather([client.submit(task, resources={"GPU": 1}, pure=False) for _ in range(6)])
+        for worker in {w for w, _, _ in spans}:
+            mine = sorted((a, b) for w, a, b in spans if w == worker)
+            assert all(b0 <= a1 for (_, b0), (a1, _) in zip(mine, mine[1:], strict=False)), mine

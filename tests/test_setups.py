@@ -1,5 +1,6 @@
 """The named setups: coverage of modalities and architectures, presets, and a smoke run of every
-setup's cpu preset cut to 1 seed and 1 epoch (the full protocol grid: teacher + 10 students)."""
+setup's cpu preset cut to 1 seed and 1 epoch (the full protocol grid: teacher + 10 students).
+A setup that reads CIFAR-10 runs on a small fixture in the official layout, written into tmp_path."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ from helpers import kdaudit_here, records
 from kdaudit.config.loader import resolve_spec, setup_file_raw, setup_names
 from kdaudit.errors import SpecError
 from kdaudit.models import MODELS, build_model
+from test_data_image import write_cifar10
 
-ARCHITECTURES = {"mlp", "lenet5", "resnet18", "vgg16-bn", "vit", "mobilenetv2", "m5", "lstm", "gpt"}
+ARCHITECTURES = {"mlp", "lenet5", "resnet18", "vgg16-bn", "vit", "mobilenetv2", "airbench", "m5", "lstm", "gpt"}
 SETUPS = setup_names()
 
 
-def test_twelve_setups_over_three_modalities_and_all_nine_architectures():
+def test_fifteen_setups_over_three_modalities_and_all_ten_architectures():
     specs = [resolve_spec(n) for n in SETUPS]
     by_modality = pd.Series([s.modality for s in specs]).value_counts().to_dict()
-    assert len(specs) >= 12
-    assert by_modality.get("image", 0) >= 5
+    assert len(specs) >= 15
+    assert by_modality.get("image", 0) >= 8
     assert by_modality.get("audio", 0) >= 3
     assert by_modality.get("text", 0) >= 4
     assert set(MODELS.names()) >= ARCHITECTURES
@@ -56,6 +58,7 @@ def _params(spec, input_shape, num_classes=10, data_args=None):
         ("fashion-mnist-resnet18", (1, 28, 28), None),
         ("fashion-mnist-vgg16", (1, 28, 28), None),
         ("fashion-mnist-mobilenetv2", (1, 28, 28), None),
+        ("cifar10-fast", (3, 32, 32), None),
         ("mnist-vit", (1, 28, 28), None),
         ("fashion-mnist-mlp", (784,), None),
         ("spoken-digits-m5", (1, 8000), None),
@@ -127,11 +130,20 @@ def test_paper_preset_gets_its_own_default_directory():
     assert default_out_dir(resolve_spec("mnist-lenet5", preset="paper")).name == "mnist-lenet5-paper"
 
 
+def _data_dir(name: str, tmp_path) -> list[str]:
+    """The override pointing a setup that reads CIFAR-10 at a small fixture (none for the others)."""
+    if resolve_spec(name).data.name != "cifar10":
+        return []
+    batches = tmp_path / "cifar10" / "cifar-10-batches-py"
+    write_cifar10(batches, per_batch=8, n_test=10)
+    return [f"data.data_dir={batches}"]
+
+
 def _smoke(name: str, tmp_path):
     from kdaudit.audit import run_audit
 
     torch.set_num_threads(2)
-    spec = resolve_spec(name, ["protocol.seeds=1", "train.epochs=1"])
+    spec = resolve_spec(name, ["protocol.seeds=1", "train.epochs=1", *_data_dir(name, tmp_path)])
     out = run_audit(spec, tmp_path / name)
     runs = pd.read_csv(out.out_dir / "runs.csv")
     assert len(runs) == 14  # teacher + siddo + 4 conditions x 3 alphas
@@ -153,7 +165,8 @@ def _smoke(name: str, tmp_path):
 
 
 # digits-mlp reads scikit-learn's digits (no system package) and runs in seconds: the smoke run of
-# the fast tier. Every other setup reads data from Debian or npm packages, or trains a larger model.
+# the fast tier. Every other setup reads data from Debian or npm packages, or trains a larger model
+# (cifar10-fast: on a written CIFAR-10 fixture, see _data_dir).
 FAST = ["digits-mlp"]
 SLOW = [n for n in SETUPS if n not in FAST]
 

@@ -13,7 +13,8 @@ import torch
 from helpers import TINY_ONE_ALPHA, as_sets, cli_env, kdaudit, store_records
 from kdaudit.config.loader import expand, resolve_raw, resolve_spec
 from kdaudit.errors import SpecError
-from kdaudit.execute.runner import load_data, plan_keys_of, run_job, snapshot_stage
+from kdaudit.execute.runner import load_data, plan_keys_of, run_job
+from kdaudit.execute.snapshots import snapshot_stage
 from kdaudit.plan import jobs as plan_jobs
 from kdaudit.plan.jobs import build_plan
 from kdaudit.store import JobStore

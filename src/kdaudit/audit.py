@@ -221,6 +221,12 @@ def model_sizes(spec: AuditSpec, out: Path) -> dict[str, int]:
         }
 
 
+def _device_label(host: dict) -> str:
+    """The teacher's device in words, e.g. "cuda:0 (NVIDIA H200)"; records from before devices: cpu."""
+    device = host.get("device", "cpu")
+    return f"{device} ({host['device_name']})" if host.get("device_name") else device
+
+
 def _model_label(m) -> str:
     return f"{m.name} {json.dumps(m.kwargs)}" if m.kwargs else m.name
 
@@ -322,6 +328,7 @@ def analyse(
         "n_models": len(plan.trained),
         "train_seconds_total": round(float(sum(r.get("seconds", 0.0) for r in records)), 1),
         "precision": teacher_rec.get("host", {}).get("precision", "fp32"),
+        "device": _device_label(teacher_rec.get("host", {})),
         "kdaudit_version": __version__,
         "torch_version": str(torch.__version__),
         "python_version": platform.python_version(),

@@ -245,12 +245,16 @@ def apply_run_options(
 
 def _where(spec) -> str:
     from ..execute.runner import job_threads, local_workers
+    from ..plan.jobs import device_class
 
     ex = spec.execution
+    on = "" if device_class(spec.train.device) == "cpu" else f" on {device_class(spec.train.device)}"
     if ex.executor == "dask":
         if ex.scheduler:
-            return f" on the Dask scheduler {ex.scheduler}"
-        return f" on {local_workers(spec)} Dask workers, {job_threads(spec)} thread(s) per job"
+            return f"{on} via the Dask scheduler {ex.scheduler}"
+        return f" on {local_workers(spec)} Dask workers, {job_threads(spec)} thread(s) per job{on}"
+    if on:
+        return f"{on}, {local_workers(spec)} worker(s), ensemble {ex.ensemble}"
     return f", {job_threads(spec)} thread(s) per job"
 
 
@@ -279,6 +283,12 @@ def register(app: typer.Typer) -> None:
             help="Audit directory (default: kdaudit-out/<setup name>, with -<preset> for presets other than cpu).",
         ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        device: str | None = typer.Option(
+            None,
+            "--device",
+            metavar="auto|cpu|cuda|cuda:N|mps",
+            help="Where models train (train.device): auto (the default) is CUDA when torch sees a GPU, else the CPU.",
+        ),
         executor: Executor | None = typer.Option(
             None, "--executor", help="Where the jobs run: local (this machine, the default) or dask (a Dask cluster)."
         ),
@@ -310,6 +320,8 @@ def register(app: typer.Typer) -> None:
         from ..audit import run_audit
         from ..config.loader import expand, resolve_raw
 
+        if device is not None:
+            set_ = [*set_, f"train.device={device}"]
         sweep = expand(resolve_raw(spec, set_, preset))
         ex = executor and executor.value
         for point in sweep.points:

@@ -7,6 +7,7 @@ whether the named datasets and models exist is checked where specs are loaded
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -106,10 +107,23 @@ class TrainSpec(_Strict):
     batch_size: int = Field(default=128, ge=1)
     eval_batch_size: int = Field(default=2048, ge=1)
     threads: int | None = Field(default=None, ge=1)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto: the first CUDA device when torch sees one, else the CPU. Only the device's class
+    # (cpu / cuda / mps) is part of a job's key, not its index: cuda:0 and cuda:1 give one key.
+    device: str = "auto"
+    # fp32 (default); bf16: bf16 autocast; fp16: fp16 autocast with a gradient scaler
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    tf32: bool = False  # CUDA: TF32 matrix products and convolutions (part of the key when on)
+    deterministic: bool = True  # CUDA: deterministic algorithms and cuBLAS workspace
     channels_last: bool = False
     compile: bool = False
     checkpoint_every: int | None = Field(default=None, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainSpec:
@@ -122,7 +136,7 @@ class TrainSpec(_Strict):
 
     def path_label(self) -> str:
         """How the models are trained, as stated in records and reports."""
-        parts = [self.precision] + (["channels_last"] if self.channels_last else [])
+        parts = [self.precision] + (["tf32"] if self.tf32 else []) + (["channels_last"] if self.channels_last else [])
         return "+".join(parts + (["compile"] if self.compile else []))
 
 
@@ -202,6 +216,24 @@ class ExecutionSpec(_Strict):
     workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int | None = Field(default=None, ge=1)
     scheduler: str | None = None
+    # on CUDA: worker processes per visible GPU (local), GPU slots per job's share (dask: each job
+    # asks for one GPU resource)
+    jobs_per_gpu: int = Field(default=1, ge=1)
+    # students sharing an architecture and training settings trained as one vectorised model
+    # (torch.func): auto (on CUDA; off on the CPU, where it measured no gain), off, or at most N
+    # members per group. Each member's numbers equal its sequential training within float tolerance.
+    ensemble: str | int = "auto"
+
+    @field_validator("ensemble", mode="before")
+    @classmethod
+    def _ensemble(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML reads a bare off / on as a boolean
+            return "auto" if v else "off"
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        if v in ("auto", "off") or (isinstance(v, int) and v >= 1):
+            return v
+        raise ValueError("must be auto, off or a positive number of members per group")
 
     @model_validator(mode="after")
     def _scheduler_needs_dask(self) -> ExecutionSpec:

@@ -192,6 +192,8 @@ def find_source(layout: Layout, data_dir: str | None, fetch: bool = False) -> Pa
         expected=f"{layout.folder}/ nor {layout.tarball}",
         what=layout.title,
         how=f"put {layout.tarball} from {layout.url} into {layout.cache_dir()}",
+        hint=f"point it at the {layout.title} python batches: the {layout.folder} folder, "
+        f"the folder that holds it, or {layout.tarball}",
     )
 
 

@@ -44,20 +44,22 @@ def locate(
     expected: str,
     what: str,
     how: str,
+    hint: str = "",
 ) -> Path:
     """The folder or archive to read: ``resolve(d)`` of the explicit ``data_dir`` (which is never
     replaced by another copy), else of the first folder in ``tried`` where it finds the data,
     else what ``fetch`` downloads (``download: true``).
 
     ``title`` starts the error for a ``data_dir`` without the data, which ``holds neither
-    {expected}``; ``what`` and ``how`` make the error for data found nowhere (:func:`not_found`).
+    {expected}``, followed by ``hint`` (what ``data_dir`` should name) when given; ``what`` and
+    ``how`` make the error for data found nowhere (:func:`not_found`).
     """
     if data_dir:
         given = Path(data_dir).expanduser()
         found = resolve(given)
         if found is None:
             why = f"holds neither {expected}" if given.exists() else "does not exist"
-            raise InputError(f"{title}: data.data_dir {data_dir} {why}")
+            raise InputError(f"{title}: data.data_dir {data_dir} {why}" + (f"; {hint}" if hint else ""))
         return found
     for d in tried:
         found = resolve(d)

@@ -28,8 +28,9 @@ from typing import Any
 
 from ..config.schema import AuditSpec
 from ..errors import KdauditError
-from ..plan.jobs import Job, Plan
+from ..plan.jobs import Job, Plan, device_class
 from ..store import JobStore
+from .device import GPU_WORKER_ENV, gpu_slots
 from .runner import (
     ExecutionStats,
     NullProgress,
@@ -102,6 +103,7 @@ def submit_plan(
     for job in jobs:
         deps = [futures[k] for k in job.deps if k in futures]
         priority = {"init": 2, "teacher": 1}.get(job.kind, 0)
+        resources = job_resources(job, spec)
         futures[job.key] = client.submit(
             task,
             job,
@@ -115,8 +117,37 @@ def submit_plan(
             retries=RETRIES,
             priority=priority,
             pure=False,
+            **({"resources": resources} if resources else {}),
         )
     return futures
+
+
+def job_resources(job: Job, spec: AuditSpec) -> dict[str, float] | None:
+    """What a job asks of a Dask worker: one ``GPU`` resource when it trains (or is evaluated) on
+    CUDA, so a worker started with ``--resources GPU=1`` runs one such job at a time; else nothing."""
+    if job.kind == "init":
+        return None
+    cls = job.params["train"].get("device", "cpu") if "train" in job.params else device_class(spec.train.device)
+    return {"GPU": 1} if cls == "cuda" else None
+
+
+def gpu_cluster(distributed: Any, slots: list[str]) -> Any:
+    """A cluster on this machine with one worker process per GPU slot: each sees only its GPU
+    (``CUDA_VISIBLE_DEVICES``) and offers one ``GPU`` resource."""
+    workers = {
+        f"gpu-{i}": {
+            "cls": distributed.Nanny,
+            "options": {
+                "nthreads": 1,
+                "resources": {"GPU": 1},
+                "env": {"CUDA_VISIBLE_DEVICES": gpu, GPU_WORKER_ENV: "1"},
+                "host": "127.0.0.1",
+            },
+        }
+        for i, gpu in enumerate(slots)
+    }
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    return distributed.SpecCluster(scheduler=scheduler, workers=workers)
 
 
 def execute_plan_dask(
@@ -147,7 +178,8 @@ def execute_plan_dask(
     errors: dict[str, BaseException | None] = {}
     client = cluster = None
     try:
-        client, cluster = _connect(distributed, ex)
+        gpus = gpu_slots(spec.train.device, ex.jobs_per_gpu) if device_class(spec.train.device) == "cuda" else None
+        client, cluster = _connect(distributed, ex, gpus)
         per_host = local_workers(spec) if cluster is not None else _workers_per_host(client)
         futures = submit_plan(client, todo, task, spec, store_root, plan_keys, ex.threads_per_worker, per_host)
         job_of = {f.key: by_key[k] for k, f in futures.items()}
@@ -205,12 +237,19 @@ def _exception(fut: Any) -> BaseException | None:
         return exc
 
 
-def _connect(distributed: Any, ex: Any) -> tuple[Any, Any]:
+def _connect(distributed: Any, ex: Any, gpus: list[str] | None = None) -> tuple[Any, Any]:
     if ex.scheduler:
         try:
             return distributed.Client(ex.scheduler, set_as_default=False), None
         except (OSError, TimeoutError, ValueError) as exc:
             raise KdauditError(f"cannot connect to the Dask scheduler {ex.scheduler}: {exc}") from None
+    if gpus:
+        cluster = gpu_cluster(distributed, gpus)
+        try:
+            return distributed.Client(cluster, set_as_default=False), cluster
+        except BaseException:
+            cluster.close()
+            raise
     cluster = distributed.LocalCluster(
         n_workers=ex.workers or cores(),
         threads_per_worker=1,

@@ -40,8 +40,10 @@ from typing import Any
 from ..config.schema import AuditSpec
 from ..data.base import DataBundle
 from ..errors import KdauditError
-from ..plan.jobs import Job, Plan
+from ..plan.jobs import Job, Plan, device_class
 from ..store import JobStore
+from .device import gpu_slots, pin_gpu
+from .groups import ensembles_note, plan_units, run_here, run_unit, unit_deps
 from .runner import (
     ExecutionStats,
     NullProgress,
@@ -49,9 +51,8 @@ from .runner import (
     begin_execution,
     job_threads,
     local_workers,
+    on_device,
     plan_keys_of,
-    run_here,
-    run_job,
 )
 
 # a grid smaller than this many training samples × epochs (summed over the jobs to train) runs
@@ -73,6 +74,8 @@ def use_pool(spec: AuditSpec, todo: list[Job], data: DataBundle) -> bool:
     trainable = [j for j in todo if j.trains]
     if workers < 2 or len(trainable) < 2:
         return False
+    if device_class(spec.train.device) == "cuda":  # one worker per GPU slot: always worth it
+        return True
     return spec.execution.workers is not None or pool_work(todo, data) >= MIN_POOL_WORK
 
 
@@ -105,9 +108,11 @@ def _watch_parent(parent: int, server: int) -> None:
             os._exit(1)
 
 
-def _init_worker(data: DataBundle, threads: int, events, parent: int) -> None:
+def _init_worker(data: DataBundle, threads: int, events, parent: int, gpus) -> None:
     import torch
 
+    if gpus is not None:  # a GPU audit: this worker's one GPU, before any CUDA call here
+        pin_gpu(gpus.get_nowait())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kdaudit process's to handle
     torch.set_num_threads(threads)
     _WORKER.update(data=data, events=events)
@@ -131,8 +136,8 @@ class _QueueProgress:
     def job_finished(self, job: Job, skipped: bool) -> None: ...
 
 
-def _run_in_worker(job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, str]) -> str:
-    return run_job(job, spec, store, plan_keys, _WORKER["data"], _QueueProgress(_WORKER["events"]))
+def _run_in_worker(unit: list[Job], spec: AuditSpec, store: JobStore, plan_keys: dict[str, str]) -> list[str]:
+    return run_unit(unit, spec, store, plan_keys, _WORKER["data"], _QueueProgress(_WORKER["events"]))
 
 
 def _warm() -> None:
@@ -195,9 +200,10 @@ def execute_local(
 ) -> ExecutionStats:
     """The ``local`` executor: the plan's missing jobs on ``local_workers`` worker processes when
     :func:`use_pool` says so, else in this process
-    (:func:`~kdaudit.execute.runner.run_here`); the same stats and progress calls either way."""
+    (:func:`~kdaudit.execute.groups.run_here`); the same stats and progress calls either way."""
     progress = progress or NullProgress()
     start = time.perf_counter()
+    on_device(spec)  # a device that cannot be used here: one line, before anything is written
     stats, status, todo = begin_execution(plan, store, progress)
     if not use_pool(spec, todo, data):
         return run_here(spec, plan, store, data, progress, stats, todo, start)
@@ -219,18 +225,24 @@ def run_pool(
     plan_keys = plan_keys_of(plan)
     by_key = {j.key: j for j in plan.jobs}
     done = {k for k, s in status.items() if s == "done"}
-    waiting = list(todo)
-    running: dict[Future, Job] = {}
+    units = plan_units(todo, spec, data)  # single jobs, and students trained as one ensemble
+    waiting = list(units)
+    running: dict[Future, list[Job]] = {}
     training: set[str] = set()  # run ids a worker has started and not finished
     failure: BaseException | None = None
     ctx = _context()
     events = ctx.Queue()
     workers = min(local_workers(spec), max(1, len(todo)))
+    gpus = None
+    if device_class(spec.train.device) == "cuda":  # each worker takes one slot: its GPU
+        gpus = ctx.Queue()
+        for gpu in gpu_slots(spec.train.device, spec.execution.jobs_per_gpu)[:workers]:
+            gpus.put(gpu)
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(data, job_threads(spec), events, os.getpid()),
+        initargs=(data, job_threads(spec), events, os.getpid(), gpus),
     )
 
     def drain() -> None:
@@ -239,17 +251,17 @@ def run_pool(
     try:
         while waiting or running:
             if failure is None:
-                for job in [j for j in waiting if all(d in done for d in j.deps)]:
-                    waiting.remove(job)
+                for unit in [u for u in waiting if unit_deps(u) <= done]:
+                    waiting.remove(unit)
                     with _main_module_hidden():  # a submit may start a worker
-                        running[pool.submit(_run_in_worker, job, spec, store, plan_keys)] = job
+                        running[pool.submit(_run_in_worker, unit, spec, store, plan_keys)] = unit
             if not running:
                 break  # nothing can start: a job it needs failed
             finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
             drain()
             for fut in finished:
-                job = running.pop(fut)
-                error = _collect(fut, job, training, done, stats, progress, drain)
+                unit = running.pop(fut)
+                error = _collect(fut, unit, training, done, stats, progress, drain)
                 if error is not None and failure is None:  # the job's own error: the others may finish first
                     failure = error
                     for other in running:
@@ -266,6 +278,9 @@ def run_pool(
         raise failure
     stats.seconds = time.perf_counter() - start
     stats.where = f"local, {workers} worker processes, {job_threads(spec)} thread(s) per job"
+    if gpus is not None:
+        stats.where = f"local, {workers} worker processes on {len(set(gpu_slots(spec.train.device, 1)))} GPU(s)"
+    stats.where += ensembles_note(units)
     return stats
 
 
@@ -288,31 +303,32 @@ def _drain(events: Any, by_key: dict[str, Job], training: set[str], progress: Pr
 
 def _collect(
     fut: Future,
-    job: Job,
+    unit: list[Job],
     training: set[str],
     done: set[str],
     stats: ExecutionStats,
     progress: Progress,
     drain: Callable[[], None],
 ) -> BaseException | None:
-    """Record a finished future: its job done, or the job's own error returned; a dead worker raises."""
+    """Record a finished future: its jobs done, or the unit's own error returned; a dead worker raises."""
     try:
-        outcome = fut.result()
+        outcomes = fut.result()
     except BrokenProcessPool:
         drain()
-        lost = sorted(training) or [job.run_id]
+        lost = sorted(training) or [j.run_id for j in unit]
         raise KdauditError(
             f"a worker process died (killed, or out of memory) while these jobs were training: "
             f"{', '.join(lost)}; every job that finished is saved in the store; rerun to resume"
         ) from None
     except BaseException as exc:
-        training.discard(job.run_id)
+        training.difference_update(j.run_id for j in unit)
         return exc
-    training.discard(job.run_id)
-    done.add(job.key)
-    (stats.skipped if outcome == "skipped" else stats.trained).append(job.run_id)
-    if job.trains:
-        progress.job_finished(job, skipped=outcome == "skipped")
+    for job, outcome in zip(unit, outcomes, strict=True):
+        training.discard(job.run_id)
+        done.add(job.key)
+        (stats.skipped if outcome == "skipped" else stats.trained).append(job.run_id)
+        if job.trains:
+            progress.job_finished(job, skipped=outcome == "skipped")
     return None
 
 

@@ -2,7 +2,7 @@
 
 :func:`run_job` is the unit of work: it trains one job from its spec slice and the artifacts of
 the jobs it depends on, and writes its own job directory atomically. It is a plain function of
-its arguments, so an executor can run it in this process (:func:`execute_plan`), in local worker
+its arguments, so an executor can run it in this process (:func:`kdaudit.execute.groups.execute_plan`), in local worker
 processes (:mod:`kdaudit.execute.pool`, which chooses between the two) or on a Dask worker. An
 interrupted audit resumes where it stopped and a rerun of a finished audit trains nothing.
 """
@@ -13,21 +13,20 @@ import json
 import os
 import platform
 import shutil
-import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol
 
 import torch
 
 from ..config.schema import AuditSpec
 from ..data.base import DataBundle, load_dataset
-from ..plan.jobs import Job, Plan, versions
+from ..plan.jobs import Job, Plan, device_class, versions
 from ..security.poisoning import poisoned_bundle, teacher_train_logits, transfer_bundle
 from ..store import JobStore
 from .checkpoint import Checkpointer
+from .device import device_name, gpu_slots, job_device
+from .snapshots import read_snapshot, snapshot_args, snapshot_stage, staged_snapshots
 from .train import (
     TrainResult,
     init_weights,
@@ -96,7 +95,10 @@ def cores() -> int:
 
 
 def local_workers(spec: AuditSpec) -> int:
-    """Worker processes of the local executor: ``execution.workers``, by default one per core."""
+    """Worker processes of the local executor: on CUDA, ``execution.jobs_per_gpu`` per visible GPU
+    (:func:`~kdaudit.execute.device.gpu_slots`); else ``execution.workers``, by default one per core."""
+    if device_class(spec.train.device) == "cuda":
+        return max(1, len(gpu_slots(spec.train.device, spec.execution.jobs_per_gpu)))
     return spec.execution.workers or cores()
 
 
@@ -138,7 +140,28 @@ def run_job(
     if store.is_done(job.key):
         return "skipped"
     data = data if data is not None else load_data(spec)
-    base_record = {
+    dev = device_of(job, spec)
+    base_record = base_record_of(job, spec, data, dev)
+    if job.kind == "init":
+        store.save(job.key, {**base_record, "metrics": {}}, init_weights(job.params, data))
+        return "trained"
+    checkpoint: Checkpointer | None = None
+    extra: dict = {}
+    if "checkpoint" in job.params:  # a teacher given as trained weights: evaluated, not trained
+        progress.job_started(job, 0)
+        result = load_teacher(job.params, data, spec.train.eval_batch_size, dev)
+    elif "snapshot_of" in job.params:  # teacher.snapshots: read from the teacher run, not trained
+        progress.job_started(job, 0)
+        result, extra = read_snapshot(job, store)
+    else:
+        result, checkpoint, extra = _train_job(job, spec, store, plan_keys, data, progress, dev)
+    save_result(job, store, base_record, result, extra, checkpoint)
+    return "trained"
+
+
+def base_record_of(job: Job, spec: AuditSpec, data: DataBundle, dev: torch.device) -> dict:
+    """What every job's record states besides its results: identity, spec slice, versions, host."""
+    return {
         "run_id": job.run_id,
         "kind": job.kind,
         "condition": job.condition,
@@ -155,21 +178,21 @@ def run_job(
             "threads": torch.get_num_threads(),
             "precision": spec.train.path_label(),
             "node": platform.node(),
+            "device": str(dev),
+            "device_name": device_name(dev),
         },
     }
-    if job.kind == "init":
-        store.save(job.key, {**base_record, "metrics": {}}, init_weights(job.params, data))
-        return "trained"
-    checkpoint: Checkpointer | None = None
-    extra: dict = {}
-    if "checkpoint" in job.params:  # a teacher given as trained weights: evaluated, not trained
-        progress.job_started(job, 0)
-        result = load_teacher(job.params, data, spec.train.eval_batch_size)
-    elif "snapshot_of" in job.params:  # teacher.snapshots: read from the teacher run, not trained
-        progress.job_started(job, 0)
-        result, extra = read_snapshot(job, store)
-    else:
-        result, checkpoint, extra = _train_job(job, spec, store, plan_keys, data, progress)
+
+
+def save_result(
+    job: Job,
+    store: JobStore,
+    base_record: dict,
+    result: TrainResult,
+    extra: dict,
+    checkpoint: Checkpointer | None = None,
+) -> None:
+    """Write a trained (or evaluated) job's directory: record, weights and outputs, atomically."""
     outputs = {"test_logits": result.test_logits, "test_labels": result.test_labels}
     if result.train_logits is not None:
         outputs["train_logits"] = result.train_logits
@@ -191,13 +214,32 @@ def run_job(
         checkpoint.clear()
     if files:
         shutil.rmtree(snapshot_stage(store, job.key), ignore_errors=True)
-    return "trained"
 
 
-def _train_job(
-    job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, str], data: DataBundle, progress: Progress
-) -> tuple[TrainResult, Checkpointer | None, dict]:
-    init_state = store.load_weights(job.deps[0])  # the job's M0 (the students' or the teacher's own)
+def device_of(job: Job, spec: AuditSpec) -> torch.device:
+    """Where ``job`` trains or is evaluated here: ``train.device``, of the class its key records."""
+    if job.kind == "init":  # M0 is drawn on the CPU, the same weights whatever trains them
+        return torch.device("cpu")
+    if "train" in job.params:
+        return job_device(spec.train.device, job.params["train"].get("device", "cpu"))
+    return job_device(spec.train.device, device_class(spec.train.device))
+
+
+def on_device(spec: AuditSpec) -> str:
+    """`` on cuda:0 (NVIDIA H200)`` for a plan trained on a GPU; empty on the CPU. Checks that
+    the device can be used here (a one-line error otherwise)."""
+    cls = device_class(spec.train.device)
+    if cls == "cpu":
+        return ""
+    dev = job_device(spec.train.device, cls)
+    return f" on {dev} ({device_name(dev)})"
+
+
+def job_targets(
+    job: Job, spec: AuditSpec, store: JobStore, plan_keys: dict[str, str], data: DataBundle
+) -> tuple[torch.Tensor | None, dict]:
+    """A student's soft-target table (teacher logits, RCD noise or the label-smoothing control's
+    virtual teacher; none for SIDDO and the teacher) and what its record states about it."""
     target = None
     extra: dict = {}
     # security.backdoor.transfer_poison: a share of every student's inputs carry the trigger, and
@@ -219,6 +261,21 @@ def _train_job(
             )
         extra["ls_a"] = float(a)
         target = label_smoothing_table(data.y_train, data.num_classes, float(a), temperature)
+    return target, extra
+
+
+def _train_job(
+    job: Job,
+    spec: AuditSpec,
+    store: JobStore,
+    plan_keys: dict[str, str],
+    data: DataBundle,
+    progress: Progress,
+    dev: torch.device,
+) -> tuple[TrainResult, Checkpointer | None, dict]:
+    init_state = store.load_weights(job.deps[0])  # the job's M0 (the students' or the teacher's own)
+    target, extra = job_targets(job, spec, store, plan_keys, data)
+    transfer = job.params.get("transfer_poison")
 
     checkpoint = None
     if spec.train.checkpoint_every:
@@ -253,132 +310,12 @@ def _train_job(
             on_epoch=lambda e, n, loss: progress.epoch_done(job, e, n, loss),
             name=job.run_id,
             checkpoint=checkpoint,
+            device=dev,
             **snapshot_args(job, store),
         ),
         checkpoint,
         extra,
     )
-
-
-# -- teacher.snapshots ------------------------------------------------------------------------
-# The teacher run saves each snapshot, as it is reached, to a staging folder beside the mid-run
-# checkpoints (atomically: a temporary folder renamed into place, before the checkpoint of that
-# epoch, so a run resumed from a checkpoint finds every earlier snapshot there); the finished
-# run's job directory is then written with all of them inside (``snapshots/epoch-<e>/``,
-# checksummed in its record) and the staging folder removed. A snapshot job copies one of them
-# into its own job directory: the audit's teacher, read by every student like a trained one.
-
-
-def snapshot_stage(store: JobStore, key: str) -> Path:
-    """A teacher run's staging folder, for the snapshots taken while it trains."""
-    return store.root / ".checkpoints" / f"{key}.snapshots"
-
-
-def _saved_epochs(job: Job) -> list[int]:
-    """The epochs a teacher run saves apart from its result (its last epoch)."""
-    return [e for e in job.params["snapshots"] if e < int(job.params["train"]["epochs"])]
-
-
-def snapshot_args(job: Job, store: JobStore) -> dict:
-    """``train_model``'s snapshot arguments for a teacher run; none for any other job."""
-    if not job.teacher_run:
-        return {}
-    stage = snapshot_stage(store, job.key)
-    for p in stage.glob(".tmp-*"):  # a write cut short by a kill
-        shutil.rmtree(p, ignore_errors=True)
-
-    def save(epoch: int, result: TrainResult) -> None:
-        outputs = {
-            "test_logits": result.test_logits,
-            "test_labels": result.test_labels,
-            "train_logits": result.train_logits,
-        }
-        _write_snapshot(stage, epoch, result.state, outputs)
-
-    return {"snapshots": _saved_epochs(job), "on_snapshot": save}
-
-
-def _write_snapshot(stage: Path, epoch: int, state: dict[str, torch.Tensor], outputs: dict) -> None:
-    import numpy as np
-    from safetensors.torch import save_file
-
-    stage.mkdir(parents=True, exist_ok=True)
-    tmp = stage / f".tmp-{epoch}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "weights.safetensors"))
-        with open(tmp / "outputs.npz", "wb") as fh:
-            np.savez(fh, **{k: v for k, v in outputs.items() if v is not None})
-        for p in tmp.iterdir():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-        final = stage / f"epoch-{epoch}"
-        if final.exists():  # from an earlier, interrupted run of the same job: the same numbers
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def staged_snapshots(job: Job, store: JobStore) -> dict[str, Path]:
-    """The staged snapshot files of a finished teacher run, by their path in its job directory."""
-    from ..errors import KdauditError
-    from ..store.jobstore import snapshot_name
-
-    stage = snapshot_stage(store, job.key)
-    files = {}
-    for epoch in _saved_epochs(job):
-        for name in ("weights.safetensors", "outputs.npz"):
-            src = stage / f"epoch-{epoch}" / name
-            if not src.is_file():
-                Checkpointer(store.root / ".checkpoints" / f"{job.key}.safetensors", 1).clear()
-                raise KdauditError(
-                    f"{job.run_id}: its epoch-{epoch} snapshot is missing from {stage} (removed "
-                    "while it trained?); rerun to train it again"
-                )
-            files[f"{snapshot_name(epoch)}/{name}"] = src
-    return files
-
-
-def read_snapshot(job: Job, store: JobStore) -> tuple[TrainResult, dict]:
-    """A snapshot job: the teacher run's state at ``snapshot_of.at`` epochs, as a TrainResult, and
-    what its record states about it."""
-    from ..errors import KdauditError
-    from .train import _lr_factor
-
-    start = time.perf_counter()
-    run_key = job.deps[0]
-    snap = job.params["snapshot_of"]
-    at, epochs = int(snap["at"]), int(snap["epochs"])
-    if not store.is_done(run_key):
-        raise KdauditError(f"{job.run_id}: the teacher run {run_key} it is a snapshot of is not finished in the store")
-    run = store.load_record(run_key)
-    which = None if at == epochs else at  # the run's last epoch is its result
-    outputs = store.load_outputs(run_key, which)
-    # the snapshot equals a teacher trained for `at` epochs where every epoch's learning rate is
-    # the same in both runs (constant and step schedules, warm-up); not under cosine, which
-    # spreads its decay over the whole run
-    train = job.params["train"]
-    same = all(_lr_factor({**train, "epochs": epochs}, e) == _lr_factor(train, e) for e in range(at))
-    result = TrainResult(
-        state=store.load_weights(run_key, which),
-        test_logits=outputs["test_logits"],
-        test_labels=outputs["test_labels"],
-        train_logits=outputs.get("train_logits"),
-        history=list(run.get("history", []))[:at],
-        seconds=time.perf_counter() - start,
-    )
-    extra = {
-        "snapshot_of": {
-            "key": run_key,
-            "epochs": epochs,
-            "at": at,
-            "same_as_trained_for_at": same,
-            "run_seconds": run.get("seconds"),
-        }
-    }
-    return result, extra
 
 
 def noise_seed(job: Job) -> int:
@@ -445,45 +382,3 @@ def begin_execution(
         elif status[job.key] == "corrupt":
             stats.rerun_corrupt.append(job.run_id)
     return stats, status, todo
-
-
-def execute_plan(
-    spec: AuditSpec,
-    plan: Plan,
-    store: JobStore,
-    data: DataBundle,
-    progress: Progress | None = None,
-) -> ExecutionStats:
-    """The ``local`` executor in this process: every job in topological order, each with
-    :func:`job_threads` torch threads."""
-    progress = progress or NullProgress()
-    start = time.perf_counter()
-    stats, _, todo = begin_execution(plan, store, progress)
-    return run_here(spec, plan, store, data, progress, stats, todo, start)
-
-
-def run_here(
-    spec: AuditSpec,
-    plan: Plan,
-    store: JobStore,
-    data: DataBundle,
-    progress: Progress,
-    stats: ExecutionStats,
-    todo: list[Job],
-    start: float,
-) -> ExecutionStats:
-    """The jobs ``todo`` (in plan order) in this process, after :func:`begin_execution`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(job_threads(spec))
-    try:
-        plan_keys = plan_keys_of(plan)
-        for job in todo:
-            run_job(job, spec, store, plan_keys, data, progress)
-            stats.trained.append(job.run_id)
-            if job.trains:
-                progress.job_finished(job, skipped=False)
-    finally:
-        torch.set_num_threads(threads)
-    stats.seconds = time.perf_counter() - start
-    stats.where = f"local, in one process, {job_threads(spec)} thread(s) per job"
-    return stats

@@ -30,6 +30,7 @@ from ..objectives import OBJECTIVES
 from ..objectives.hints import NOISE_CODES, HintRegressor, capture, feature_shape, hint_loss
 from ..objectives.losses import soft_target_table
 from .checkpoint import Checkpointer
+from .device import Batches, autocast, configure, grad_scaler
 
 EpochCallback = Callable[[int, int, float], None]
 SnapshotCallback = Callable[[int, "TrainResult"], None]
@@ -129,8 +130,10 @@ def _lr_factor(train: dict, epoch: int) -> float:
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> np.ndarray:
+    """The model's logits on ``x`` (eval mode, batches moved to the model's device), as float64."""
     model.eval()
-    outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    dev = next(iter(model.parameters()), torch.empty(0)).device
+    outs = [model(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(outs).double().numpy() if outs else np.zeros((0, 0))
 
 
@@ -149,6 +152,7 @@ def train_model(
     checkpoint: Checkpointer | None = None,
     snapshots: Sequence[int] = (),
     on_snapshot: SnapshotCallback | None = None,
+    device: torch.device | str = "cpu",
 ) -> TrainResult:
     """Train one model from ``init_state`` per ``params`` (a job's spec slice).
 
@@ -160,8 +164,10 @@ def train_model(
     (default: the training inputs; a poisoned teacher gives them on the clean ones).
 
     Fast path: inputs are batched by index from preloaded tensors, targets are indexed from a
-    table computed once. Opt-in ``train.precision: bf16`` (autocast), ``train.channels_last``
-    and ``train.compile``; fp32 is the default. With ``checkpoint`` the job saves its state
+    table computed once. ``device``: where the model, the training set (when it fits; else
+    pinned batches), the target and hint tables live (:mod:`kdaudit.execute.device`). Opt-in
+    ``train.precision`` bf16 (autocast) or fp16 (autocast and a gradient scaler),
+    ``train.channels_last`` and ``train.compile``; fp32 is the default. With ``checkpoint`` the job saves its state
     every few epochs and, if a checkpoint exists, resumes from it with identical results.
     ``on_snapshot(epoch, result)`` receives the model's state and outputs (as returned at the end)
     after each epoch in ``snapshots`` before the last; evaluating in between changes nothing of the
@@ -173,15 +179,19 @@ def train_model(
     alpha = float(params.get("alpha", 0.0))
     seed = int(params["seed"])
     _check_targets(name, alpha, target_logits, data)
+    dev = torch.device(device)
+    configure(dev, train)
     torch.manual_seed(seed)
     model = make_model(params, data)
     model.load_state_dict(init_state)
+    model = model.to(dev)
     channels_last = bool(train.get("channels_last", False)) and data.x_train.dim() == 4
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     hint = params.get("hint") if hint_targets is not None else None
     regressor, s_layer = None, None
     if hint is not None and hint_targets is not None:
+        hint_targets = hint_targets.to(dev)
         s_layer, regressor = _hint_regressor(model, hint["student_layer"], hint_targets, data, seed, channels_last)
     trainable = list(model.parameters()) + (list(regressor.parameters()) if regressor is not None else [])
     opt = _optimizer(train, trainable)
@@ -194,16 +204,19 @@ def train_model(
         if resumed is not None:
             first_epoch, history = resumed
     batches = batch_order(seed, len(data.x_train), train["epochs"], train["batch_size"])
+    precision = str(train.get("precision", "fp32"))
+    x_train = data.x_train.contiguous(memory_format=torch.channels_last) if channels_last else data.x_train
     step = _Step(
         forward=torch.compile(model) if train.get("compile", False) else model,
         opt=opt,
         saved=saved,
-        x_train=data.x_train.contiguous(memory_format=torch.channels_last) if channels_last else data.x_train,
-        y_train=data.y_train,
-        loss=_batch_loss(params, alpha, target_logits),
-        autocast=train.get("precision", "fp32") == "bf16",
+        x_train=Batches(x_train, dev),
+        y_train=data.y_train.to(dev),
+        loss=_batch_loss(params, alpha, None if target_logits is None else target_logits.to(dev)),
+        autocast=lambda: autocast(dev, precision),
         clip=train.get("grad_clip"),
         name=name,
+        scaler=grad_scaler(dev, precision),
     )
     logits_on = data.x_train if train_logits_inputs is None else train_logits_inputs
     snap_at = {int(e) for e in snapshots if int(e) < train["epochs"]}  # the last one is the result
@@ -245,10 +258,11 @@ def _hint_regressor(
 ) -> tuple[nn.Module, HintRegressor]:
     """The student's hint layer and the regressor from its features to the hint targets."""
     s_layer = resolve_module(model, layer)
-    s_shape = feature_shape(model, s_layer, data.x_train)
+    dev = hint_targets.device
+    s_shape = feature_shape(model, s_layer, data.x_train[:2].to(dev))
     with torch.random.fork_rng(devices=[]):  # the dropout stream stays that of the paired students
         torch.manual_seed(seed)
-        regressor = HintRegressor(s_shape, tuple(hint_targets.shape[1:]))
+        regressor = HintRegressor(s_shape, tuple(hint_targets.shape[1:])).to(dev)
     if channels_last:
         regressor = regressor.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return s_layer, regressor
@@ -289,40 +303,68 @@ class _Step:
     forward: Callable[[torch.Tensor], torch.Tensor]
     opt: torch.optim.Optimizer
     saved: nn.Module
-    x_train: torch.Tensor
+    x_train: Batches
     y_train: torch.Tensor
     loss: BatchLoss
-    autocast: bool
+    autocast: Callable[[], AbstractContextManager]
     clip: float | None
     name: str
+    scaler: torch.amp.GradScaler | None = None
     hint: tuple[dict, torch.Tensor, nn.Module, float] | None = None
     """The hook's box, the hint targets, the regressor and the hint weight."""
 
     def epoch(self, batches: list[torch.Tensor], epoch: int) -> float:
-        """Train on ``batches`` in order; the mean training loss per sample."""
+        """Train on ``batches`` in order; the mean training loss per sample.
+
+        On the CPU each step's loss is read at once (the run stops at the first non-finite one);
+        on a GPU the losses are summed on the device (in float64, the same sum) and read once per
+        epoch, so the GPU never waits for the host between steps."""
+        dev = self.y_train.device
+        on_host = dev.type != "cuda"
         total, count = 0.0, 0
-        for idx in batches:
+        total_dev = torch.zeros((), dtype=torch.float64, device=dev) if not on_host else None
+        for idx_cpu in batches:
+            idx = idx_cpu if on_host else idx_cpu.to(dev, non_blocking=True)
             # index_select: the same rows as x[idx], without advanced indexing's overhead
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-                logits = self.forward(self.x_train.index_select(0, idx))
+            with self.autocast():
+                logits = self.forward(self.x_train.take(idx))
             loss = self.loss(logits.float(), self.y_train.index_select(0, idx), idx)
             if self.hint is not None:
                 features, targets, regressor, weight = self.hint
                 loss = loss + hint_loss(features["out"], targets.index_select(0, idx), regressor, weight)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"{self.name}: the training loss became {value} at epoch {epoch + 1}; "
-                    "lower train.lr or check the data"
-                )
-            self.opt.zero_grad(set_to_none=True)
+            if total_dev is None:
+                value = float(loss.detach())
+                self._check(value, epoch)
+                total += value * len(idx)
+            else:
+                total_dev += loss.detach().double() * len(idx)
+            count += len(idx)
+            self._update(loss)
+        if total_dev is not None:
+            total = float(total_dev)
+            self._check(total, epoch)
+        return total / max(count, 1)
+
+    def _check(self, value: float, epoch: int) -> None:
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"{self.name}: the training loss became {value} at epoch {epoch + 1}; lower train.lr or check the data"
+            )
+
+    def _update(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
             loss.backward()
             if self.clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.saved.parameters(), self.clip)
             self.opt.step()
-            total += value * len(idx)
-            count += len(idx)
-        return total / max(count, 1)
+            return
+        self.scaler.scale(loss).backward()
+        if self.clip is not None:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.saved.parameters(), self.clip)
+        self.scaler.step(self.opt)  # skipped when a gradient overflowed; the scale then shrinks
+        self.scaler.update()
 
 
 def _result(
@@ -341,7 +383,7 @@ def _result(
     if not np.isfinite(test_logits).all():
         raise TrainingError(f"{name}: the test logits are not finite")
     train_logits = predict(model, logits_on, eval_batch_size) if keep_train_logits else None
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     return TrainResult(
         state=state,
         test_logits=test_logits.astype(np.float32),
@@ -389,20 +431,24 @@ def check_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], path: str
             )
 
 
-def load_teacher(params: dict, data: DataBundle, eval_batch_size: int = 2048) -> TrainResult:
-    """A teacher given as trained weights: its test and training logits, nothing trained."""
+def load_teacher(
+    params: dict, data: DataBundle, eval_batch_size: int = 2048, device: torch.device | str = "cpu"
+) -> TrainResult:
+    """A teacher given as trained weights: its test and training logits (computed on ``device``),
+    nothing trained."""
     start = time.perf_counter()
     path = params["checkpoint"]["path"]
     model = make_model(params, data)
     state = read_checkpoint(path)
     check_checkpoint(model, state, path, data.num_classes)
     model.load_state_dict(state)
+    model = model.to(torch.device(device))
     test_logits = predict(model, data.x_test, eval_batch_size)
     if not np.isfinite(test_logits).all():
         raise TrainingError(f"teacher.checkpoint {path}: the teacher's test logits are not finite")
     train_logits = predict(model, data.x_train, eval_batch_size)
     return TrainResult(
-        state={k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
+        state={k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
         test_logits=test_logits.astype(np.float32),
         test_labels=data.y_test.numpy().astype(np.int64),
         train_logits=train_logits.astype(np.float32),

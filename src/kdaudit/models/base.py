@@ -29,7 +29,7 @@ from ..errors import KdauditError, SpecError
 from ..registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry(
-    "model", builtins=tuple(f"kdaudit.models.{m}" for m in ("vision", "vit", "audio", "sequence"))
+    "model", builtins=tuple(f"kdaudit.models.{m}" for m in ("vision", "vit", "fast", "audio", "sequence"))
 )
 DATA_ARGS = ("vocab_size", "pad_id")
 

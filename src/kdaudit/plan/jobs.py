@@ -24,6 +24,30 @@ from ..errors import SpecError
 CODE_VERSION = "1"
 
 
+def device_class(name: str) -> str:
+    """The class of ``train.device`` a job's key records: ``cpu``, ``cuda`` or ``mps``. A named
+    device is taken at its word (a plan for a GPU cluster may be made on a machine without one);
+    ``auto`` is CUDA when torch sees a CUDA device here, else the CPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name).type
+
+
+def train_identity(spec: AuditSpec) -> dict:
+    """The training settings that make a job's result what it is: the spec's ``train`` section
+    without its execution details (threads, evaluation batch, checkpoints, the device's index,
+    CUDA determinism). The device's class and TF32 enter only where they are not the CPU's
+    default, so CPU jobs keep the keys they always had."""
+    exclude = {"threads", "eval_batch_size", "checkpoint_every", "device", "deterministic", "tf32"}
+    train = spec.train.model_dump(mode="json", exclude=exclude)
+    if spec.train.tf32:
+        train["tf32"] = True
+    device = device_class(spec.train.device)
+    if device != "cpu":
+        train["device"] = device
+    return train
+
+
 def content_hash(payload: dict) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -217,7 +241,7 @@ def build_plan(spec: AuditSpec) -> Plan:
     s_model = spec.student_model.model_dump(mode="json")
     t_model = spec.teacher_model.model_dump(mode="json")
     # execution details that do not change a result are not part of its identity
-    train = spec.train.model_dump(mode="json", exclude={"threads", "eval_batch_size", "checkpoint_every"})
+    train = train_identity(spec)
     proto = spec.protocol
 
     init = _init_job(data, s_model, proto.init_seed, ver, "m0")

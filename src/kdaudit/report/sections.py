@@ -72,6 +72,7 @@ _META_FACTS: tuple[tuple[str, str], ...] = (
     ("n_models", "Models trained"),
     ("wall_time_s", "Wall time"),
     ("precision", "Precision"),
+    ("device", "Device"),
     ("execution", "Trained on"),
 )
 #: meta keys shown under "Reproduce and cite", with their labels.

@@ -1,0 +1,99 @@
+"""Units of work: students grouped into vectorised ensembles by the executors, and what an audit
+trained that way gives (the same numbers as sequential training, within float tolerance)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import as_sets, run_cli, tiny_grid
+from kdaudit.config.loader import resolve_spec
+from kdaudit.execute import groups as groups_mod
+from kdaudit.execute.groups import ensemble_size, plan_units, run_unit, unit_deps
+from kdaudit.execute.runner import load_data, plan_keys_of, run_job
+from kdaudit.plan import build_plan
+from kdaudit.store import JobStore
+
+GRID = tiny_grid(2, "train.threads=1")
+
+
+def _spec(*more: str):
+    return resolve_spec("digits-mlp", [*GRID, *more])
+
+
+def test_auto_is_off_on_the_cpu_and_n_caps_the_groups():
+    assert ensemble_size(_spec()) == (groups_mod.AUTO_MAX if torch.cuda.is_available() else 0)
+    assert ensemble_size(_spec("execution.ensemble=off")) == 0
+    assert ensemble_size(_spec("execution.ensemble=5")) == 5
+
+
+def test_units_put_m0_and_the_teacher_first_and_split_students_evenly():
+    spec = _spec("execution.ensemble=10")
+    plan = build_plan(spec)
+    data = load_data(spec)
+    units = plan_units(list(plan.jobs), spec, data)
+    assert [u[0].kind for u in units[:2]] == ["init", "teacher"] and all(len(u) == 1 for u in units[:2])
+    students = [u for u in units[2:]]
+    # 26 students of one architecture, at most 10 a group: three groups of 9, 9 and 8
+    assert sorted(len(u) for u in students) == [8, 9, 9]
+    assert sorted(j.key for u in students for j in u) == sorted(j.key for j in plan.jobs if j.kind == "student")
+    assert all(unit_deps(u) <= {plan.init.key, plan.teacher.key} for u in students)
+    assert [len(u) for u in plan_units(list(plan.jobs), _spec("execution.ensemble=off"), data)] == [1] * len(plan.jobs)
+
+
+def test_students_that_cannot_be_members_train_alone():
+    spec = _spec("execution.ensemble=50", "model.kwargs.dropout=0.2")
+    plan = build_plan(spec)
+    units = plan_units(list(plan.jobs), spec, load_data(spec))
+    assert all(len(u) == 1 for u in units)  # dropout: every student on its own
+    assert "dropout" in (groups_mod.solo_reason(plan.trained[1], spec, load_data(spec)) or "")
+    spec = _spec("execution.ensemble=50", "train.checkpoint_every=1")
+    assert "checkpoint" in (groups_mod.solo_reason(build_plan(spec).trained[1], spec, load_data(spec)) or "")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_audit_of_ensembles_equals_the_sequential_audit(tmp_path, capsys, workers):
+    args = ["run", "digits-mlp", "--quiet", *as_sets(GRID), "--set", f"execution.workers={workers}"]
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "seq"), "--set", "execution.ensemble=off"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "ens"), "--set", "execution.ensemble=7"], capsys)
+    assert code == 0, err
+    seq = pd.read_csv(tmp_path / "seq" / "runs.csv").set_index("run_id").sort_index()
+    ens = pd.read_csv(tmp_path / "ens" / "runs.csv").set_index("run_id").sort_index()
+    assert list(seq.index) == list(ens.index) and len(seq) == 27
+    for col in ("accuracy", "loss", "agreement", "js_divergence", "logit_cosine"):
+        pd.testing.assert_series_equal(seq[col], ens[col], atol=1e-5, rtol=1e-4, check_exact=False)
+    meta = json.loads((tmp_path / "ens" / "audit.json").read_text())["meta"]
+    assert "26 students in 4 vectorised ensemble(s)" in meta["execution"]
+    assert "vectorised" not in json.loads((tmp_path / "seq" / "audit.json").read_text())["meta"]["execution"]
+    # each member's record says it was trained in an ensemble, and of how many (26 = 7 + 7 + 6 + 6)
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "ens" / "jobs").glob("*/record.json")]
+    assert sorted(r.get("ensemble", {}).get("members", 1) for r in recs) == [1, 1] + [6] * 12 + [7] * 14
+
+
+def test_a_group_out_of_gpu_memory_is_split_until_it_fits(tmp_path, monkeypatch):
+    spec = _spec("execution.ensemble=8")
+    plan = build_plan(spec)
+    data = load_data(spec)
+    store = JobStore(tmp_path)
+    keys = plan_keys_of(plan)
+    for job in (plan.init, plan.teacher):
+        run_job(job, spec, store, keys, data)
+    real = groups_mod.train_ensemble
+    sizes: list[int] = []
+
+    def small_gpu(members, *a, **k):
+        sizes.append(len(members))
+        if len(members) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(members, *a, **k)
+
+    monkeypatch.setattr(groups_mod, "train_ensemble", small_gpu)
+    unit = [j for j in plan.jobs if j.kind == "student"][:8]
+    assert run_unit(unit, spec, store, keys, data) == ["trained"] * 8
+    assert sizes == [8, 4, 2, 2, 4, 2, 2]  # 8 → 4 + 4 → each 4 → 2 + 2
+    assert all(store.is_done(j.key) for j in unit)
+    assert run_unit(unit, spec, store, keys, data) == ["skipped"] * 8  # a rerun trains nothing
