@@ -70,3 +70,48 @@ def test_alpha_zero_is_plain_cross_entropy_and_registry_has_both():
     assert torch.equal(distillation_loss(zs, y, torch.randn(5, 3), alpha=0.0), ce)
     assert torch.equal(OBJECTIVES.get("ce")(zs, y), ce)
     assert OBJECTIVES.get("kd") is distillation_loss
+
+
+@pytest.mark.parametrize("kd_loss", ["ce", "kl"])
+def test_the_stacked_loss_equals_each_jobs_own_objective(kd_loss):
+    """K jobs' losses in one call equal distillation_loss / cross-entropy job by job: mixed α
+    (0 for SIDDO), temperatures, T² scaling, shared and own target tables."""
+    from kdaudit.objectives import OBJECTIVES
+    from kdaudit.objectives.stacked import StackedLoss
+
+    g = torch.Generator().manual_seed(3)
+    n, c, b = 40, 5, 7
+    teacher, noise = torch.randn(n, c, generator=g), torch.rand(n, c, generator=g)
+    jobs = [
+        ({"alpha": 0.0}, None),
+        ({"alpha": 0.5, "temperature": 1.0}, teacher),
+        ({"alpha": 0.9, "temperature": 4.0, "t2_scaling": True}, teacher),
+        ({"alpha": 0.1, "temperature": 2.0}, noise),
+        ({"alpha": 0.3}, None),  # α > 0 without targets: plain cross-entropy, as one job alone
+    ]
+    params = [{**p, "kd_loss": kd_loss} for p, _ in jobs]
+    targets = [t for _, t in jobs]
+    logits = torch.randn(len(jobs), b, c, generator=g, requires_grad=True)
+    y = torch.randint(0, c, (len(jobs), b), generator=g)
+    idx = torch.stack([torch.randperm(n, generator=g)[:b] for _ in jobs])
+    got = StackedLoss.of(params, targets, torch.device("cpu"))(logits, y, idx)
+    for k, (p, t) in enumerate(zip(params, targets, strict=True)):
+        alpha = p["alpha"]
+        want = OBJECTIVES.get("ce" if alpha == 0 else "kd")(
+            logits[k],
+            y[k],
+            None if t is None else t[idx[k]],
+            alpha=alpha,
+            temperature=p.get("temperature", 1.0),
+            kd_loss=kd_loss,
+            t2_scaling=p.get("t2_scaling", False),
+        )
+        torch.testing.assert_close(got[k], want, rtol=1e-6, atol=1e-6)
+    grad = torch.autograd.grad(got.sum(), logits)[0]
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_jobs_with_different_kd_losses_are_not_stacked():
+    from kdaudit.objectives.stacked import StackedLoss
+
+    assert StackedLoss.of([{"kd_loss": "ce"}, {"kd_loss": "kl"}], [None, None], torch.device("cpu")) is None

@@ -1,45 +1,38 @@
 """Students trained together: K jobs of one architecture as one vectorised ensemble (torch.func).
 
-What is vectorised. The K members share the model (name and kwargs), the training settings
-(``train``) and the hint configuration; their seeds, α, temperatures, KD losses and soft targets may
-differ. Their weights and buffers are stacked along a new leading axis of length K
-(:func:`torch.func.stack_module_state` layout) and one copy of the model on the ``meta`` device is
-run by :func:`torch.func.functional_call` under :func:`torch.func.vmap`: one forward and one backward
-pass per step train all K members. Each member reads its own batch, chosen by the batch order of its
-own seed (:func:`~kdaudit.execute.train.batch_order`), and its own loss (its α, T and targets); the K
-losses are summed and differentiated once. One optimizer updates the stacked tensors: SGD (momentum,
-weight decay), Adam and AdamW act element by element, so the stacked update is every member's own
-update. ``grad_clip`` is applied per member (the norm over that member's slice of every gradient).
-BatchNorm buffers are stacked and vmapped, so the running statistics (and ``num_batches_tracked``)
-of each member are updated from its own batch in place, as in sequential training. Hint losses read
-the student layer by a forward hook inside the vmapped function (the features are returned from it)
-and use a per-member regressor initialised as :func:`~kdaudit.execute.train.train_model` does.
+What is vectorised. The K members share the model, the ``train`` settings and the hint configuration;
+seeds, α, temperatures, KD losses and soft targets may differ. Their weights and buffers are stacked
+along a leading axis of length K, and one copy of the model on the ``meta`` device runs them by
+:func:`torch.func.functional_call` under :func:`torch.func.vmap`: one forward and one backward pass
+per step train all K. Each member reads its own batch (the batch order of its own seed), and has its
+own loss; the K losses are summed and differentiated once. One optimizer updates the stacked tensors:
+SGD (momentum, weight decay), Adam and AdamW act element by element, so that is every member's own
+update; ``grad_clip`` is per member (the norm over its slice of every gradient). BatchNorm buffers
+are stacked and vmapped: each member's running statistics and ``num_batches_tracked`` are updated
+from its own batch. Hints read the student layer by a forward hook inside the vmapped function (the
+features are returned from it), with a per-member regressor initialised as in ``train_model``.
 
-Why the numbers equal sequential training. Every member sees the same batches, the same initial
-state (M0), the same loss and the same optimizer arithmetic as :func:`train_model` gives it, and
-the members cannot influence each other: the ensemble's gradient of member k is the gradient of
-member k's loss alone. The numbers are equal within float tolerance, not bit for bit: batched
-matrix products (a vmapped linear layer becomes a batched matmul) sum in another order than the
-sequential kernels. Nothing depends on K or on a member's position in the group beyond that
-rounding. Evaluation loads each member's final state into the model and calls
-:func:`~kdaudit.execute.train.predict`, exactly as sequential training does. ``TrainResult.seconds``
-is the group's wall time shared equally among its members.
+Why the numbers equal sequential training. Each member sees the batches, M0, loss and optimizer
+arithmetic :func:`~kdaudit.execute.train.train_model` gives it, and the members cannot influence each
+other: member k's gradient is that of member k's loss alone. Equal within float tolerance, not bit for
+bit: batched products (a vmapped linear layer is a batched matmul) sum in another order. Nothing
+depends on K or on a member's position beyond that rounding. Evaluation loads each member's final
+state into the model and calls ``predict``, as sequential training does. ``TrainResult.seconds`` is
+the group's wall time shared equally among its members.
 
-Precision. ``train.precision: bf16`` runs the vmapped forward under ``torch.autocast`` as
-sequential training does. On CPU, autocast does not reach the batched matmuls that vmapped linear
-layers become (CPU autocast leaves matmul in fp32), so those layers run in fp32 there: the results
-stay within bf16 tolerance of sequential bf16 training, but are not its rounding. The step keeps
-the loss, the backward pass, the clipping and the optimizer step apart so a gradient scaler (fp16)
-fits in.
+Precision. fp32. ``bf16`` is refused while autocast does not reach the vectorised forward: with torch
+2.11 (CUDA) and 2.13 (CPU), a vmapped linear layer or convolution under ``torch.autocast`` returns
+float32 where the model's own returns bfloat16, and on CUDA a vmapped BatchNorm's backward under
+autocast fails. :func:`why_not` probes this, so a torch that fixes it lets bf16 groups through.
+fp16 (a gradient scaler) is not vectorised; the step keeps loss, backward, clipping and optimizer
+step apart so that a scaler fits in.
 
-What is refused (:func:`why_not`). Dropout or any other random numbers drawn in training mode: K
-members under vmap cannot draw the masks that K sequential runs draw from their own seeded global
-RNG. ``train.compile`` (a compiled model trains on its own), optimizers that are not element-wise,
-precisions other than fp32/bf16, teachers given as a checkpoint, snapshot teachers and poisoned
-teachers (their training logits come from other inputs), and any model whose vmapped forward and
-backward pass on 2 members fails or differs from its own (an LSTM has no batching rule, a model that
-reassigns a buffer loses the update). ``train.channels_last`` is a memory layout only: the ensemble
-keeps the default layout.
+What is refused (:func:`why_not`). Dropout: K members under vmap cannot draw the masks that K
+sequential runs draw from their seeded global RNG. ``train.compile``, optimizers that are not
+element-wise, fp16, bf16 (above), teacher checkpoints, snapshots and poisoned training sets, and any
+model whose vmapped forward and backward pass on 2 members fails or differs from its own (an LSTM has
+no batching rule; a model that reassigns a buffer would lose the update). ``train.channels_last`` is a
+memory layout only: the ensemble keeps the default layout.
 """
 
 from __future__ import annotations
@@ -60,8 +53,9 @@ from torch.func import functional_call, vmap
 
 from ..data.base import DataBundle
 from ..errors import TrainingError
-from ..models.base import resolve_module
+from ..models.base import _one_line, resolve_module
 from ..objectives.hints import capture
+from ..objectives.stacked import StackedLoss
 from .device import Batches, autocast, configure, on_device
 from .train import (
     BatchLoss,
@@ -76,7 +70,6 @@ from .train import (
     make_model,
 )
 
-EnsembleEpochCallback = Callable[[int, int, list[float]], None]
 Tensors = dict[str, torch.Tensor]
 
 # train settings that do not change the numbers a job trains to
@@ -122,11 +115,6 @@ def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
     return None if same else (path, a, b)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _dropout_reason(p: float) -> str:
     return f"its model has dropout (p = {p:g}): the members' dropout masks could not equal those of sequential training"
 
@@ -154,18 +142,17 @@ def _static_reason(params: dict) -> str | None:
 
 def _dropout_in(model: nn.Module) -> float:
     """The largest dropout probability of any module of ``model`` that draws masks in training."""
-    found = 0.0
+    found = [0.0]
     for m in model.modules():
         if isinstance(m, nn.modules.dropout._DropoutNd):
-            found = max(found, float(m.p))
-        elif isinstance(m, nn.RNNBase) and m.num_layers > 1:
-            found = max(found, float(m.dropout))
-        else:
-            for attr in ("dropout", "dropout_p", "attn_dropout"):
-                value = getattr(m, attr, None)
-                if isinstance(value, float):
-                    found = max(found, value)
-    return found
+            found.append(float(m.p))
+        elif isinstance(m, nn.RNNBase):  # between stacked layers only
+            found.append(float(m.dropout) if m.num_layers > 1 else 0.0)
+        else:  # e.g. an attention module's dropout probability
+            found += [
+                v for a in ("dropout", "dropout_p", "attn_dropout") if isinstance(v := getattr(m, a, None), float)
+            ]
+    return max(found)
 
 
 def why_not(params: dict, data: DataBundle) -> str | None:
@@ -175,12 +162,9 @@ def why_not(params: dict, data: DataBundle) -> str | None:
     reason = _static_reason(params)
     if reason is not None:
         return reason
-    m = params["model"]
-    key = json.dumps(
-        [m["name"], m.get("kwargs", {}), list(data.input_shape), str(data.x_train.dtype), data.model_args()],
-        sort_keys=True,
-        default=str,
-    )
+    m, precision = params["model"], params["train"].get("precision", "fp32")
+    inputs = [list(data.input_shape), str(data.x_train.dtype), data.model_args()]
+    key = json.dumps([m["name"], m.get("kwargs", {}), *inputs, precision], sort_keys=True, default=str)
     if key not in _PROBES:
         _PROBES[key] = _probe(params, data)
     return _PROBES[key]
@@ -192,6 +176,11 @@ def _probe(params: dict, data: DataBundle) -> str | None:
         p = _dropout_in(model)
         if p > 0:
             return _dropout_reason(p)
+        precision = params["train"].get("precision", "fp32")
+        if precision != "fp32" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            # torch's vmapped batch norm under CUDA autocast fails in the backward pass
+            # (running_mean kept in fp32 against bf16 inputs)
+            return f"train.precision {precision} with BatchNorm: vectorised batch norm under autocast fails on CUDA"
         x = data.x_train[:_PROBE_ROWS]
         ref = copy.deepcopy(model).train()
         try:
@@ -204,6 +193,27 @@ def _probe(params: dict, data: DataBundle) -> str | None:
             return f"a vectorised forward and backward pass of 2 members fails ({_one_line(exc)})"
         if not _probe_agrees(net, ref, got, want):
             return "its vectorised forward and backward pass differs from the model's own (outputs, gradients, buffers)"
+        if precision == "bf16":
+            return _probe_bf16(model, x)
+    return None
+
+
+def _probe_bf16(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Whether bf16 autocast reaches the vmapped forward (and its backward runs), as it does the
+    model's own forward."""
+    cpu = torch.device("cpu")
+    try:
+        with autocast(cpu, "bf16"):
+            want = copy.deepcopy(model).train()(x)
+            got, _ = _Stack(model, 2, cpu, None).forward(torch.stack([x, x]))
+        got.float().sum().backward()
+    except Exception as exc:
+        return f"train.precision bf16: a vectorised forward and backward pass under autocast fails ({_one_line(exc)})"
+    if got.dtype != want.dtype:
+        return (
+            f"train.precision bf16: autocast does not reach the vectorised forward (its logits come out "
+            f"{got.dtype}, the model's own {want.dtype}), so the members would not train in bf16"
+        )
     return None
 
 
@@ -225,17 +235,10 @@ def _probe_agrees(net: _Stack, ref: nn.Module, got: torch.Tensor, want: torch.Te
     )
 
 
-def _stack_modules(modules: Sequence[nn.Module], device: torch.device) -> tuple[Tensors, Tensors]:
-    """Stacked parameters (leaf tensors that require grad) and buffers of equal modules on ``device``."""
-    params = {
-        n: torch.stack([dict(m.named_parameters())[n].detach() for m in modules]).to(device).requires_grad_()
-        for n, _ in modules[0].named_parameters()
-    }
-    buffers = {
-        n: torch.stack([dict(m.named_buffers())[n].detach() for m in modules]).to(device).clone()
-        for n, _ in modules[0].named_buffers()
-    }
-    return params, buffers
+def _stack_params(modules: Sequence[nn.Module], device: torch.device) -> Tensors:
+    """The stacked parameters of equal modules (without buffers) on ``device``: leaves that require grad."""
+    own = [dict(m.named_parameters()) for m in modules]
+    return {n: torch.stack([p[n].detach() for p in own]).to(device).requires_grad_() for n in own[0]}
 
 
 class _Stack:
@@ -267,8 +270,7 @@ class _Stack:
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The K members' logits on their batches ``x`` (K × B × ...), and the hint layer's features."""
         if self._hinted is not None:
-            logits, feats = self._hinted(self.params, self.buffers, x)
-            return logits, feats
+            return self._hinted(self.params, self.buffers, x)
         return self._plain(self.params, self.buffers, x), None
 
     def load_member(self, model: nn.Module, k: int) -> nn.Module:
@@ -298,10 +300,7 @@ class _Hints:
 
 def _to_device(tensors: list[torch.Tensor | None], device: torch.device) -> list[torch.Tensor | None]:
     """Each tensor on ``device``, tensors shared between members moved once."""
-    moved: dict[int, torch.Tensor] = {}
-    for t in tensors:
-        if t is not None and id(t) not in moved:
-            moved[id(t)] = t.to(device)
+    moved = {i: t.to(device) for i, t in {id(t): t for t in tensors if t is not None}.items()}
     return [None if t is None else moved[id(t)] for t in tensors]
 
 
@@ -321,7 +320,7 @@ def _hints(members: list[Member], template: nn.Module, data: DataBundle, device:
         assert m.hint_targets is not None
         _, r = _hint_regressor(template, hint["student_layer"], m.hint_targets, data, int(m.params["seed"]), False)
         regressors.append(r)
-    params, _ = _stack_modules(regressors, device)
+    params = _stack_params(regressors, device)
     base = copy.deepcopy(regressors[0]).to("meta")
     forward = vmap(lambda p, f: functional_call(base, p, (f.float(),)))
     tables = [t for t in _to_device([m.hint_targets for m in members], device) if t is not None]
@@ -352,6 +351,7 @@ class _Trainer:
     opt: torch.optim.Optimizer
     clip: float | None
     precision: Callable[[], AbstractContextManager]
+    stacked: StackedLoss | None = None
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.net.params.values()) + (list(self.hints.params.values()) if self.hints else [])
@@ -365,6 +365,11 @@ class _Trainer:
         y = self.y_train.index_select(0, flat).view(k, b)
         with self.precision():
             logits, feats = self.net.forward(x)
+        if self.stacked is not None:  # all K losses in a few batched kernels
+            stacked = self.stacked(logits.float(), y, idx)
+            if self.hints is None or feats is None:
+                return stacked
+            return stacked + torch.stack(self.hints.losses(feats, idx))
         losses = [loss(logits[i].float(), y[i], idx[i]) for i, loss in enumerate(self.losses)]
         if self.hints is not None and feats is not None:
             losses = [a + h for a, h in zip(losses, self.hints.losses(feats, idx), strict=True)]
@@ -432,7 +437,7 @@ def train_ensemble(
     *,
     device: torch.device | str = "cpu",
     eval_batch_size: int = 2048,
-    on_epoch: EnsembleEpochCallback | None = None,
+    on_epoch: Callable[[int, int, list[float]], None] | None = None,
 ) -> list[TrainResult]:
     """Train ``members`` from ``init_state`` as one vectorised ensemble; result k equals
     ``train_model(members[k].params, data, init_state, ...)`` within float tolerance.
@@ -466,6 +471,7 @@ def train_ensemble(
         opt=_optimizer(train, list(net.params.values()) + (list(hints.params.values()) if hints else [])),
         clip=train.get("grad_clip"),
         precision=lambda: autocast(dev, str(train.get("precision", "fp32"))),
+        stacked=StackedLoss.of([m.params for m in members], targets, dev),
     )
     epochs, batch_size, n = int(train["epochs"]), int(train["batch_size"]), len(data.x_train)
     seeds = [int(m.params["seed"]) for m in members]
@@ -487,7 +493,7 @@ def train_ensemble(
         results.append(
             _result(model, data, data.x_train, m.keep_train_logits, eval_batch_size, histories[k], start, 0, m.name)
         )
-    seconds = (time.perf_counter() - start) / len(members)
+    seconds = (time.perf_counter() - start) / len(members)  # the group's time, shared
     for r in results:
         r.seconds = seconds
     return results

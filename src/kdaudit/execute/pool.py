@@ -112,7 +112,7 @@ def _init_worker(data: DataBundle, threads: int, events, parent: int, gpus) -> N
     import torch
 
     if gpus is not None:  # a GPU audit: this worker's one GPU, before any CUDA call here
-        pin_gpu(gpus.get_nowait())
+        pin_gpu(gpus.get(timeout=60))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kdaudit process's to handle
     torch.set_num_threads(threads)
     _WORKER.update(data=data, events=events)
