@@ -156,11 +156,12 @@ def test_bf16_channels_last_cnn_trains_and_stays_close_to_fp32():
     assert agree > 0.8
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_a_job_resumed_from_its_checkpoint_ends_bit_identical(setup, tmp_path, optimizer):
+@pytest.mark.parametrize(("optimizer", "precision"), [("sgd", "fp32"), ("adam", "fp32"), ("sgd", "fp16")])
+def test_a_job_resumed_from_its_checkpoint_ends_bit_identical(setup, tmp_path, optimizer, precision):
     spec, plan, data, m0 = setup
     job = job_named(plan, "kd-a0.5-s01")
-    params = {**job.params, "train": {**job.params["train"], "epochs": 4, "optimizer": optimizer, "lr": 0.01}}
+    train = {**job.params["train"], "epochs": 4, "optimizer": optimizer, "lr": 0.01, "precision": precision}
+    params = {**job.params, "train": train}
     target = torch.randn(len(data.x_train), 10, generator=torch.Generator().manual_seed(1))
     ref = train_model(params, data, m0, target_logits=target)
 
@@ -180,6 +181,22 @@ def test_a_job_resumed_from_its_checkpoint_ends_bit_identical(setup, tmp_path, o
     assert resumed.resumed_from_epoch == 2
     assert np.array_equal(resumed.test_logits, ref.test_logits)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in ref.history]
+
+
+def test_a_checkpoint_keeps_the_fp16_gradient_scale(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
+    scaler.scale(model(torch.full((1, 3), float("inf"))).sum()).backward()
+    scaler.step(opt)
+    scaler.update()  # an overflow: the scale halves
+    assert scaler.get_scale() == 2.0**19
+    ck = Checkpointer(tmp_path / "ck.safetensors", every=1)
+    ck.save(1, model, opt, [], scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**20)
+    assert ck.load(torch.nn.Linear(3, 2), torch.optim.SGD(model.parameters(), lr=0.1), fresh) is not None
+    assert fresh.get_scale() == 2.0**19
+    assert fresh.state_dict() == scaler.state_dict()
 
 
 def test_a_corrupt_checkpoint_is_ignored_and_the_job_starts_afresh(setup, tmp_path):

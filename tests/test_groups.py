@@ -97,3 +97,25 @@ def test_a_group_out_of_gpu_memory_is_split_until_it_fits(tmp_path, monkeypatch)
     assert sizes == [8, 4, 2, 2, 4, 2, 2]  # 8 → 4 + 4 → each 4 → 2 + 2
     assert all(store.is_done(j.key) for j in unit)
     assert run_unit(unit, spec, store, keys, data) == ["skipped"] * 8  # a rerun trains nothing
+
+
+def test_auto_groups_fill_the_share_of_free_gpu_memory(monkeypatch):
+    """auto's group size: 0.6 of the free memory over one member's measured step, capped."""
+    spec = _spec()
+    job = build_plan(spec).trained[1]
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (10 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(groups_mod, "step_bytes", lambda *a: 100 * 2**20)  # 100 MiB a member
+    assert groups_mod.auto_size(job, None, torch.device("cuda")) == int(0.6 * 10 * 1024 // 100)  # 61
+    monkeypatch.setattr(groups_mod, "step_bytes", lambda *a: 2**40)  # larger than the GPU
+    assert groups_mod.auto_size(job, None, torch.device("cuda")) == 1
+    monkeypatch.setattr(groups_mod, "step_bytes", lambda *a: 1)
+    assert groups_mod.auto_size(job, None, torch.device("cuda")) == groups_mod.AUTO_MAX
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_one_members_step_memory_is_measured_on_the_gpu():
+    spec = _spec()
+    job = build_plan(spec).trained[1]
+    data = load_data(spec)
+    assert groups_mod.step_bytes(job, data, torch.device("cuda")) > 0

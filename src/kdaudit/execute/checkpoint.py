@@ -33,8 +33,17 @@ class Checkpointer:
         """Save after ``epoch`` (1-based)? Never after the last one: the job then finishes."""
         return epoch % self.every == 0 and epoch < epochs
 
-    def save(self, epoch: int, model: torch.nn.Module, opt: torch.optim.Optimizer, history: list[dict]) -> None:
-        """Save the state after ``epoch`` finished epochs (failpoint ``checkpoint.write`` before the rename)."""
+    def save(
+        self,
+        epoch: int,
+        model: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        history: list[dict],
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
+        """Save the state after ``epoch`` finished epochs (failpoint ``checkpoint.write`` before the
+        rename): weights, optimiser, the CPU and (on a GPU) CUDA random states, and fp16's
+        gradient scale."""
         tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         opt_state = opt.state_dict()
         scalars: dict[str, dict] = {}
@@ -45,16 +54,24 @@ class Checkpointer:
                 else:
                     scalars.setdefault(str(pid), {})[name] = value
         tensors["rng.torch"] = torch.get_rng_state()
+        dev = _device_of(model)
+        if dev.type == "cuda":  # dropout on a GPU draws from the CUDA generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(dev)
         meta = {
             "epoch": str(epoch),
             "history": json.dumps(history),
             "opt_scalars": json.dumps(scalars),
             "param_groups": json.dumps(opt_state["param_groups"]),
         }
+        if scaler is not None:
+            meta["grad_scaler"] = json.dumps(scaler.state_dict())
         save_safetensors(self.path, tensors, meta, fail="checkpoint.write")
 
-    def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict]] | None:
-        """Restore model, optimiser and RNG state; returns (finished epochs, history) or None."""
+    def load(
+        self, model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None
+    ) -> tuple[int, list[dict]] | None:
+        """Restore model, optimiser, RNG states and gradient scale; returns (finished epochs,
+        history) or None."""
         if not self.path.exists():
             return None
         try:
@@ -65,6 +82,7 @@ class Checkpointer:
             history = json.loads(meta["history"])
             scalars = json.loads(meta["opt_scalars"])
             groups = json.loads(meta["param_groups"])
+            scale = json.loads(meta["grad_scaler"]) if scaler is not None and "grad_scaler" in meta else None
         except (SafetensorError, OSError, KeyError, ValueError):
             self.clear()  # unreadable: start the job afresh
             return None
@@ -78,6 +96,11 @@ class Checkpointer:
             state.setdefault(int(pid), {}).update(values)
         opt.load_state_dict({"state": state, "param_groups": groups})
         torch.set_rng_state(tensors["rng.torch"])
+        dev = _device_of(model)
+        if "rng.cuda" in tensors and dev.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], dev)
+        if scaler is not None and scale is not None:
+            scaler.load_state_dict(scale)
         return epoch, history
 
     def clear(self) -> None:
@@ -85,3 +108,7 @@ class Checkpointer:
         folder, name = self.path.parent, self.path.name
         for p in [*folder.glob(name + "*"), *folder.glob(f".{name}.tmp-*")]:
             p.unlink(missing_ok=True)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(iter(model.parameters()), torch.empty(0)).device

@@ -188,12 +188,19 @@ def _train_part(
 
 
 def auto_size(job: Job, data: DataBundle, dev: torch.device, share: float = 0.6) -> int:
-    """How many members of ``job``'s kind fit in ``share`` of the GPU's free memory: the peak
-    memory of one training step of one model (forward and backward on one batch), measured."""
+    """How many members of ``job``'s kind fit in ``share`` of the GPU's free memory, from the
+    measured peak memory of one training step of one model (:func:`step_bytes`)."""
+    per_member = step_bytes(job, data, dev)
+    free, _ = torch.cuda.mem_get_info(dev)
+    return max(1, min(AUTO_MAX, int(share * free // max(per_member, 1))))
+
+
+def step_bytes(job: Job, data: DataBundle, dev: torch.device) -> int:
+    """Peak GPU memory of one training step of one model of ``job`` (forward and backward on one
+    batch), plus its optimiser state (two buffers per weight, as Adam keeps)."""
     from .train import make_model
 
     torch.cuda.empty_cache()
-    free, _ = torch.cuda.mem_get_info(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     before = torch.cuda.memory_allocated(dev)
     model = make_model(job.params, data).to(dev)
@@ -201,11 +208,11 @@ def auto_size(job: Job, data: DataBundle, dev: torch.device, share: float = 0.6)
     x = data.x_train[:batch].to(dev)
     y = data.y_train[:batch].to(dev)
     torch.nn.functional.cross_entropy(model(x), y).backward()
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    peak = torch.cuda.max_memory_allocated(dev) - before + 2 * params  # + optimiser state
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    peak = torch.cuda.max_memory_allocated(dev) - before + 2 * weights
     del model, x, y
     torch.cuda.empty_cache()
-    return max(1, min(AUTO_MAX, int(share * free // max(peak, 1))))
+    return int(peak)
 
 
 def execute_plan(

@@ -199,12 +199,13 @@ def train_model(
     saved = nn.ModuleDict({"model": model, "hint": regressor}) if regressor is not None else model
     history: list[dict] = []
     first_epoch = 0
+    precision = str(train.get("precision", "fp32"))
+    scaler = grad_scaler(dev, precision)
     if checkpoint is not None:
-        resumed = checkpoint.load(saved, opt)
+        resumed = checkpoint.load(saved, opt, scaler)
         if resumed is not None:
             first_epoch, history = resumed
     batches = batch_order(seed, len(data.x_train), train["epochs"], train["batch_size"])
-    precision = str(train.get("precision", "fp32"))
     x_train = data.x_train.contiguous(memory_format=torch.channels_last) if channels_last else data.x_train
     step = _Step(
         forward=torch.compile(model) if train.get("compile", False) else model,
@@ -216,7 +217,7 @@ def train_model(
         autocast=lambda: autocast(dev, precision),
         clip=train.get("grad_clip"),
         name=name,
-        scaler=grad_scaler(dev, precision),
+        scaler=scaler,
     )
     logits_on = data.x_train if train_logits_inputs is None else train_logits_inputs
     snap_at = {int(e) for e in snapshots if int(e) < train["epochs"]}  # the last one is the result
@@ -239,7 +240,7 @@ def train_model(
                 on_snapshot(epoch + 1, snap)
             failpoint("train.epoch")
             if checkpoint is not None and checkpoint.due(epoch + 1, train["epochs"]):
-                checkpoint.save(epoch + 1, saved, opt, history)
+                checkpoint.save(epoch + 1, saved, opt, history, scaler)
     return _result(model, data, logits_on, keep_train_logits, eval_batch_size, history, start, first_epoch, name)
 
 
