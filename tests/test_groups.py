@@ -119,3 +119,33 @@ def test_one_members_step_memory_is_measured_on_the_gpu():
     job = build_plan(spec).trained[1]
     data = load_data(spec)
     assert groups_mod.step_bytes(job, data, torch.device("cuda")) > 0
+
+
+def test_a_diverging_member_does_not_take_its_group_down(tmp_path, monkeypatch):
+    """One member's loss becomes non-finite: its error is raised, the other members are saved."""
+    from kdaudit.errors import TrainingError
+
+    spec = _spec("execution.ensemble=8")
+    plan = build_plan(spec)
+    data = load_data(spec)
+    store = JobStore(tmp_path)
+    keys = plan_keys_of(plan)
+    for job in (plan.init, plan.teacher):
+        run_job(job, spec, store, keys, data)
+    unit = [j for j in plan.jobs if j.kind == "student"][:4]
+    bad = unit[2]
+    real_run_job = groups_mod.run_job
+
+    def diverges(job, *a, **k):
+        if job.key == bad.key:
+            raise TrainingError(f"{job.run_id}: the training loss became nan at epoch 1")
+        return real_run_job(job, *a, **k)
+
+    def group_diverges(members, *a, **k):
+        raise TrainingError(f"{bad.run_id}: the training loss became nan at epoch 1")
+
+    monkeypatch.setattr(groups_mod, "train_ensemble", group_diverges)
+    monkeypatch.setattr(groups_mod, "run_job", diverges)
+    with pytest.raises(TrainingError, match=bad.run_id):
+        run_unit(unit, spec, store, keys, data)
+    assert [store.is_done(j.key) for j in unit] == [True, True, False, True]

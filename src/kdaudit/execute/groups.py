@@ -23,6 +23,7 @@ import torch
 
 from ..config.schema import AuditSpec
 from ..data.base import DataBundle
+from ..errors import TrainingError
 from ..plan.jobs import Job, Plan, device_class
 from ..store import JobStore
 from .ensemble import Member, group_key, train_ensemble, why_not
@@ -147,6 +148,23 @@ def _train_group(
             half = len(part) // 2
             _train_group(part[:half], spec, store, plan_keys, data, progress)
             _train_group(part[half:], spec, store, plan_keys, data, progress)
+        except TrainingError:  # one member diverged: the others are trained (and saved) on their own
+            _one_by_one(part, spec, store, plan_keys, data, progress)
+
+
+def _one_by_one(
+    jobs: list[Job], spec: AuditSpec, store: JobStore, plan_keys: dict[str, str], data: DataBundle, progress: Progress
+) -> None:
+    """Train ``jobs`` one after another, each saved as it finishes; the first error is raised
+    once all have been tried."""
+    first: TrainingError | None = None
+    for job in jobs:
+        try:
+            run_job(job, spec, store, plan_keys, data, progress)
+        except TrainingError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 def _train_part(

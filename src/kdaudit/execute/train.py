@@ -325,7 +325,7 @@ class _Step:
         total, count = 0.0, 0
         total_dev = torch.zeros((), dtype=torch.float64, device=dev) if not on_host else None
         for idx_cpu in batches:
-            idx = idx_cpu if on_host else idx_cpu.to(dev, non_blocking=True)
+            idx = idx_cpu if dev.type == "cpu" else idx_cpu.to(dev, non_blocking=True)
             # index_select: the same rows as x[idx], without advanced indexing's overhead
             with self.autocast():
                 logits = self.forward(self.x_train.take(idx))
