@@ -298,3 +298,12 @@ def test_the_gpu_cluster_gives_each_worker_its_gpu_and_one_gpu_resource():
         for worker in {w for w, _, _ in spans}:
             mine = sorted((a, b) for w, a, b in spans if w == worker)
             assert all(b0 <= a1 for (_, b0), (a1, _) in zip(mine, mine[1:], strict=False)), mine
+
+
+@pytest.mark.slow  # starts a cluster
+def test_a_cuda_plan_on_workers_without_a_gpu_resource_fails_in_one_line_instead_of_waiting(tmp_path):
+    # planned for CUDA (possible on a machine without one), sent to workers without a GPU resource
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as c:
+        spec = resolve_spec("digits-mlp", [*SMALL, "train.device=cuda", f"execution.scheduler={c.scheduler_address}"])
+        with pytest.raises(KdauditError, match="no Dask worker offers a GPU resource"):
+            execute_plan_dask(spec, build_plan(spec), JobStore(tmp_path / "store"))

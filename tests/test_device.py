@@ -80,21 +80,30 @@ def test_the_device_class_enters_the_key_but_not_its_index_nor_determinism():
 
 def test_gpu_slots_give_each_visible_gpu_jobs_per_gpu_workers(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert gpu_slots("cuda", 2) == ["3", "3", "5", "5"]
+    assert gpu_slots("cuda", 2) == ["3", "5", "3", "5"]  # interleaved: workers start as they are needed
     assert gpu_slots("auto", 1) == ["3", "5"]
     assert gpu_slots("cuda:1", 3) == ["5", "5", "5"]  # the index counts the visible GPUs
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpu_slots("cuda", 2) == []
 
 
-def test_a_pinned_gpu_worker_trains_on_its_one_gpu(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    device_mod.pin_gpu("1")
+def test_a_pinned_gpu_worker_trains_its_cuda_jobs_on_its_one_gpu(monkeypatch):
     import os
 
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.delenv(device_mod.GPU_WORKER_ENV, raising=False)  # restored as absent afterwards
+    monkeypatch.setattr(device_mod, "resolve_device", lambda name: torch.device(name))  # no GPU needed
+    assert job_device("cuda:1", "cuda") == torch.device("cuda:1")  # not pinned: the index counts
+    device_mod.pin_gpu("1")
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
-    assert os.environ[device_mod.GPU_WORKER_ENV] == "1"
-    monkeypatch.delenv(device_mod.GPU_WORKER_ENV)
+    assert job_device("cuda:1", "cuda") == torch.device("cuda")  # pinned: its one GPU, whatever the index
+    assert job_device("cpu", "cpu") == torch.device("cpu")
+
+
+def test_the_cublas_workspace_is_set_before_any_cuda_call():
+    import os
+
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") in (device_mod.CUBLAS_WORKSPACE, ":16:8")
 
 
 def test_batches_on_the_cpu_equal_index_select():

@@ -149,3 +149,13 @@ def test_a_diverging_member_does_not_take_its_group_down(tmp_path, monkeypatch):
     with pytest.raises(TrainingError, match=bad.run_id):
         run_unit(unit, spec, store, keys, data)
     assert [store.is_done(j.key) for j in unit] == [True, True, False, True]
+
+
+def test_on_cuda_every_gpu_worker_gets_a_group(monkeypatch):
+    """Four GPU slots: the 26 students are split into (at least) four groups, one per worker."""
+    monkeypatch.setattr(groups_mod, "local_workers", lambda spec: 4)
+    monkeypatch.setattr(groups_mod, "device_class", lambda name: "cuda")
+    spec = _spec("execution.ensemble=100")
+    plan = build_plan(spec)
+    units = plan_units(list(plan.jobs), spec, load_data(spec))
+    assert sorted(len(u) for u in units if u[0].kind == "student") == [6, 6, 7, 7]

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..config.schema import AuditSpec
 from ..errors import KdauditError
-from ..plan.jobs import Job, Plan, device_class
+from ..plan.jobs import Job, Plan, device_class, job_device_class
 from ..store import JobStore
 from .device import GPU_WORKER_ENV, gpu_slots
 from .runner import (
@@ -39,6 +39,7 @@ from .runner import (
     cores,
     job_threads,
     local_workers,
+    on_device,
     plan_keys_of,
     run_job,
 )
@@ -127,8 +128,18 @@ def job_resources(job: Job, spec: AuditSpec) -> dict[str, float] | None:
     CUDA, so a worker started with ``--resources GPU=1`` runs one such job at a time; else nothing."""
     if job.kind == "init":
         return None
-    cls = job.params["train"].get("device", "cpu") if "train" in job.params else device_class(spec.train.device)
-    return {"GPU": 1} if cls == "cuda" else None
+    return {"GPU": 1} if job_device_class(job) == "cuda" else None
+
+
+def check_gpu_workers(client: Any) -> None:
+    """A plan for CUDA needs workers offering a ``GPU`` resource; without one its tasks would wait
+    forever, so it ends here in one line."""
+    workers = client.scheduler_info().get("workers", {})
+    if not any(w.get("resources", {}).get("GPU") for w in workers.values()):
+        raise KdauditError(
+            "the plan trains on CUDA, but no Dask worker offers a GPU resource: start each worker with "
+            "CUDA_VISIBLE_DEVICES=<its GPU> dask worker ADDRESS --resources GPU=1 (or plan with --device cpu)"
+        )
 
 
 def gpu_cluster(distributed: Any, slots: list[str]) -> Any:
@@ -177,9 +188,14 @@ def execute_plan_dask(
     by_key = {j.key: j for j in todo}
     errors: dict[str, BaseException | None] = {}
     client = cluster = None
+    gpus: list[str] | None = None
     try:
-        gpus = gpu_slots(spec.train.device, ex.jobs_per_gpu) if device_class(spec.train.device) == "cuda" else None
+        if device_class(spec.train.device) == "cuda" and not ex.scheduler:
+            on_device(spec)  # this machine's GPUs: one line if there are none
+            gpus = gpu_slots(spec.train.device, ex.jobs_per_gpu)
         client, cluster = _connect(distributed, ex, gpus)
+        if any(job_resources(j, spec) for j in todo):
+            check_gpu_workers(client)
         per_host = local_workers(spec) if cluster is not None else _workers_per_host(client)
         futures = submit_plan(client, todo, task, spec, store_root, plan_keys, ex.threads_per_worker, per_host)
         job_of = {f.key: by_key[k] for k, f in futures.items()}
@@ -198,6 +214,8 @@ def execute_plan_dask(
     stats.where = (
         f"dask, the scheduler {ex.scheduler}"
         if ex.scheduler
+        else f"dask, {len(gpus)} GPU workers on this machine"
+        if gpus
         else f"dask, {ex.workers or cores()} workers on this machine"
     ) + (f", {job_threads(spec, per_host)} thread(s) per job" if client is not None else "")
     if errors:

@@ -73,12 +73,13 @@ def visible_gpus() -> list[str]:
 
 def gpu_slots(name: str, jobs_per_gpu: int) -> list[str]:
     """One entry per worker process of a GPU audit, the GPU it is given: every visible GPU
-    ``jobs_per_gpu`` times (``cuda`` / ``auto``), or the one named GPU (``cuda:N``)."""
+    ``jobs_per_gpu`` times (``cuda`` / ``auto``), or the one named GPU (``cuda:N``), interleaved
+    (g0, g1, g0, g1) so that the first workers started spread over the GPUs."""
     dev = torch.device(name) if name != "auto" else torch.device("cuda")
     gpus = visible_gpus()
     if dev.index is not None:
         gpus = [gpus[dev.index]] if dev.index < len(gpus) else [str(dev.index)]
-    return [g for g in gpus for _ in range(jobs_per_gpu)]
+    return [g for _ in range(jobs_per_gpu) for g in gpus]  # interleaved: the first workers spread out
 
 
 def pin_gpu(gpu: str) -> None:
@@ -120,6 +121,12 @@ def device_name(dev: torch.device) -> str:
 def prepare_cuda_env() -> None:
     """cuBLAS's deterministic workspace, before any CUDA call in this process (and its workers)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+
+
+# torch reads the cuBLAS workspace size once per process, at its first cuBLAS call: set it when
+# kdaudit's execution code is imported, before any job (or a memory probe, or a teacher's
+# evaluation) touches a GPU; worker processes inherit it
+prepare_cuda_env()
 
 
 def configure(dev: torch.device, train: dict) -> None:

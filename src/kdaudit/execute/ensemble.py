@@ -398,19 +398,20 @@ class _Trainer:
         the first non-finite one) and summed on a GPU (float64), read once per epoch."""
         k, n = perm.shape
         on_host = perm.device.type != "cuda"
-        totals = torch.zeros(k, dtype=torch.float64, device=perm.device)
+        # float64 sums on a GPU (MPS has no float64: it reads its losses per step, as the CPU does)
+        totals = torch.zeros(k, dtype=torch.float64, device=perm.device) if not on_host else None
         host = [0.0] * k
         for start in range(0, n, batch_size):
             idx = perm[:, start : start + batch_size]
             losses = self.member_losses(idx)
-            if on_host:
+            if totals is None:
                 values = losses.detach().tolist()  # one read for all members
                 self.check(values, epoch)
                 host = [t + v * idx.shape[1] for t, v in zip(host, values, strict=True)]
             else:
                 totals += losses.detach().double() * idx.shape[1]
             self.update(losses)
-        if not on_host:
+        if totals is not None:
             host = totals.tolist()
             self.check(host, epoch)
         return [t / max(n, 1) for t in host]

@@ -16,6 +16,7 @@ jobs.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 
@@ -26,6 +27,7 @@ from ..data.base import DataBundle
 from ..errors import TrainingError
 from ..plan.jobs import Job, Plan, device_class
 from ..store import JobStore
+from .device import configure
 from .ensemble import Member, group_key, train_ensemble, why_not
 from .runner import (
     ExecutionStats,
@@ -37,6 +39,7 @@ from .runner import (
     hint_table,
     job_targets,
     job_threads,
+    local_workers,
     on_device,
     plan_keys_of,
     run_job,
@@ -71,7 +74,8 @@ def solo_reason(job: Job, spec: AuditSpec, data: DataBundle) -> str | None:
 def plan_units(todo: list[Job], spec: AuditSpec, data: DataBundle) -> list[list[Job]]:
     """``todo`` as units of work, in an order that respects dependencies: the jobs that train on
     their own in plan order, then the ensembles (students depend only on M0 and the teacher).
-    Each group's members are split into equal parts of at most :func:`ensemble_size`."""
+    Each group's members are split into equal parts of at most :func:`ensemble_size`, and on CUDA
+    into at least as many parts as there are GPU workers."""
     size = ensemble_size(spec)
     if size < 2:
         return [[j] for j in todo]
@@ -85,6 +89,8 @@ def plan_units(todo: list[Job], spec: AuditSpec, data: DataBundle) -> list[list[
     units = list(singles)
     for members in groups.values():
         parts = math.ceil(len(members) / size)
+        if device_class(spec.train.device) == "cuda":  # at least one group per GPU worker: every GPU busy
+            parts = max(parts, min(len(members), local_workers(spec)))
         cuts = [round(i * len(members) / parts) for i in range(parts + 1)]  # sizes differ by one at most
         units += [members[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
     return units
@@ -132,24 +138,56 @@ def _train_group(
     data: DataBundle,
     progress: Progress,
 ) -> None:
-    """Train ``jobs`` as ensembles (split in two on running out of GPU memory) and save each."""
+    """Train ``jobs`` as ensembles (split in two on running out of GPU memory) and save each; if
+    a member diverges, the others of its part are trained on their own, the remaining parts go on,
+    and the first error is raised at the end."""
     dev = device_of(jobs[0], spec)
     size = len(jobs)
     if dev.type == "cuda" and spec.execution.ensemble == "auto":
+        configure(dev, jobs[0].params["train"])  # before the first CUDA work of the group
         size = min(size, auto_size(jobs[0], data, dev))
+    first: TrainingError | None = None
     for i in range(0, len(jobs), max(1, size)):
         part = jobs[i : i + size]
-        try:
-            _train_part(part, spec, store, plan_keys, data, progress, dev)
-        except torch.OutOfMemoryError:
+        outcome = _try_part(part, spec, store, plan_keys, data, progress, dev)
+        # the retries run here, outside the except block: the failed attempt's tensors, which its
+        # traceback would keep alive there, are freed by now
+        if outcome == "oom":
             if len(part) == 1:
-                raise
+                raise torch.OutOfMemoryError(f"{part[0].run_id}: out of GPU memory even on its own")
             torch.cuda.empty_cache()
             half = len(part) // 2
-            _train_group(part[:half], spec, store, plan_keys, data, progress)
-            _train_group(part[half:], spec, store, plan_keys, data, progress)
-        except TrainingError:  # one member diverged: the others are trained (and saved) on their own
-            _one_by_one(part, spec, store, plan_keys, data, progress)
+            for piece in (part[:half], part[half:]):
+                try:
+                    _train_group(piece, spec, store, plan_keys, data, progress)
+                except TrainingError as exc:
+                    first = first or exc
+        elif outcome == "diverged":
+            try:
+                _one_by_one([j for j in part if not store.is_done(j.key)], spec, store, plan_keys, data, progress)
+            except TrainingError as exc:
+                first = first or exc
+    if first is not None:
+        raise first
+
+
+def _try_part(
+    part: list[Job],
+    spec: AuditSpec,
+    store: JobStore,
+    plan_keys: dict[str, str],
+    data: DataBundle,
+    progress: Progress,
+    dev: torch.device,
+) -> str:
+    """Train one part as an ensemble: "done", or "oom" / "diverged" for the caller to retry."""
+    try:
+        _train_part(part, spec, store, plan_keys, data, progress, dev)
+    except torch.OutOfMemoryError:
+        return "oom"
+    except TrainingError:
+        return "diverged"
+    return "done"
 
 
 def _one_by_one(
@@ -182,8 +220,11 @@ def _train_part(
     start = time.perf_counter()
     init_state = store.load_weights(jobs[0].deps[0])  # one M0 for every member (part of the group key)
     members, extras = [], []
+    tables: dict[str, torch.Tensor] = {}  # one copy of each distinct table (the KD members share one)
     for job in jobs:
         target, extra = job_targets(job, spec, store, plan_keys, data)
+        if target is not None:
+            target = tables.setdefault(_digest(target), target)
         hints = None
         if "hint" in job.params:
             cap = spec.protocol.hint.max_table_mb if spec.protocol.hint is not None else 2048.0
@@ -203,6 +244,15 @@ def _train_part(
     for job, result, extra in zip(jobs, results, extras, strict=True):
         result.seconds = seconds
         save_result(job, store, base_record_of(job, spec, data, dev), result, extra)
+
+
+def _digest(t: torch.Tensor) -> str:
+    """A table's content, hashed: equal tables (the teacher's logits of every KD member, the shared
+    RCD tables) are passed to the ensemble once."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((tuple(t.shape), t.dtype)).encode())
+    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def auto_size(job: Job, data: DataBundle, dev: torch.device, share: float = 0.6) -> int:

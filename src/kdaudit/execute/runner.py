@@ -21,7 +21,7 @@ import torch
 
 from ..config.schema import AuditSpec
 from ..data.base import DataBundle, load_dataset
-from ..plan.jobs import Job, Plan, device_class, versions
+from ..plan.jobs import Job, Plan, device_class, job_device_class, versions
 from ..security.poisoning import poisoned_bundle, teacher_train_logits, transfer_bundle
 from ..store import JobStore
 from .checkpoint import Checkpointer
@@ -220,9 +220,7 @@ def device_of(job: Job, spec: AuditSpec) -> torch.device:
     """Where ``job`` trains or is evaluated here: ``train.device``, of the class its key records."""
     if job.kind == "init":  # M0 is drawn on the CPU, the same weights whatever trains them
         return torch.device("cpu")
-    if "train" in job.params:
-        return job_device(spec.train.device, job.params["train"].get("device", "cpu"))
-    return job_device(spec.train.device, device_class(spec.train.device))
+    return job_device(spec.train.device, job_device_class(job))
 
 
 def on_device(spec: AuditSpec) -> str:

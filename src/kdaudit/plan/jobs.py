@@ -33,6 +33,13 @@ def device_class(name: str) -> str:
     return torch.device(name).type
 
 
+def job_device_class(job: Job) -> str:
+    """The device class ``job`` was planned for, as its key records it (``cpu`` where it says none)."""
+    if "train" in job.params:
+        return str(job.params["train"].get("device", "cpu"))
+    return str(job.params.get("device", "cpu"))
+
+
 def train_identity(spec: AuditSpec) -> dict:
     """The training settings that make a job's result what it is: the spec's ``train`` section
     without its execution details (threads, evaluation batch, checkpoints, the device's index,
@@ -249,6 +256,8 @@ def build_plan(spec: AuditSpec) -> Plan:
     t_params: dict = {"data": data, "model": t_model, "seed": proto.teacher_seed, "condition": "teacher", "alpha": 0.0}
     if spec.teacher.checkpoint is not None:
         t_params["checkpoint"] = {"sha256": checkpoint_digest(spec.teacher.checkpoint)}
+        if device_class(spec.train.device) != "cpu":  # its logits are computed there: part of its key
+            t_params["device"] = device_class(spec.train.device)
         t_deps: tuple[str, ...] = ()
     else:
         t_train = dict(train)
