@@ -149,10 +149,10 @@ def child(payload: dict) -> dict:
     spec = resolve_spec(payload["source"], payload["overrides"])
     plan = build_plan(spec)
     data = load_data(spec)  # not part of the timing
-    with tempfile.TemporaryDirectory(prefix="kdaudit-bench-") as tmp:
-        t0 = time.time()
-        stats = execute(spec, plan, JobStore(tmp), data)
-        t1 = time.time()
+    t0 = time.time()
+    Path(payload["t0_path"]).write_text(repr(t0))  # a way past its time is measured up to there
+    stats = execute(spec, plan, JobStore(payload["store"]), data)
+    t1 = time.time()
     out = {
         "t0": t0,
         "t1": t1,
@@ -260,9 +260,43 @@ def last_line(text: str) -> str:
     return lines[-1].strip() if lines else "(no output)"
 
 
+def finished_models(store: Path) -> int:
+    """Models (teacher and students) whose record is in ``store``; M0, drawn not trained, left out."""
+    n = 0
+    for path in store.glob("*/record.json"):
+        if path.parent.name.startswith("."):  # a write in progress
+            continue
+        try:
+            n += json.loads(path.read_text()).get("run_id") != "m0"
+        except (OSError, ValueError):
+            continue
+    return n
+
+
+def partial(store: Path, t0_path: Path) -> dict:
+    """What a way that ran past its time finished: models, seconds since training began, models/h."""
+    try:
+        t0 = float(t0_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    seconds = time.time() - t0
+    n = finished_models(store)
+    return {"trained": n, "seconds": seconds, "models_per_hour": n / seconds * 3600 if seconds > 0 else 0.0}
+
+
 def run_way(grid: str, way: str, source: str, overrides: list[str], args, gpu: str | None, env: dict) -> dict:
-    """One way in its own process, sampled by nvidia-smi from here."""
-    payload = json.dumps({"source": source, "overrides": overrides + way_overrides(way, args)})
+    """One way in its own process, sampled by nvidia-smi from here. A way past ``--timeout`` is
+    stopped and reported with the models it finished by then (``partial``)."""
+    scratch = Path(tempfile.mkdtemp(prefix="kdaudit-bench-"))
+    store, t0_path = scratch / "jobs", scratch / "t0"
+    payload = json.dumps(
+        {
+            "source": source,
+            "overrides": overrides + way_overrides(way, args),
+            "store": str(store),
+            "t0_path": str(t0_path),
+        }
+    )
     fd, result_path = tempfile.mkstemp(prefix="kdaudit-bench-", suffix=".json")
     os.close(fd)
     idle = [s for s in (smi(gpu) for _ in range(3)) if s is not None] if gpu is not None else []
@@ -288,9 +322,10 @@ def run_way(grid: str, way: str, source: str, overrides: list[str], args, gpu: s
     finally:
         Path(result_path).unlink(missing_ok=True)
     if timed_out:
-        r = {"error": f"timed out after {args.timeout:.0f} s"}
+        r = {"error": f"timed out after {args.timeout:.0f} s", "partial": partial(store, t0_path)}
     elif not r:
         r = {"error": f"exit code {proc.returncode}: {last_line(err)}"}
+    shutil.rmtree(scratch, ignore_errors=True)
     r["process_seconds"] = time.time() - start
     r["timed_out"] = timed_out
     r["idle_mb"] = baseline
@@ -312,7 +347,13 @@ def grid_table(grid: str, results: dict[str, dict]) -> dict:
     )
     for way, r in results.items():
         if "error" in r:
-            print(f"{way:12} failed: {r['error']}")
+            got = r.get("partial") or {}
+            done = (
+                f"; by then {got['trained']} models in {got['seconds']:.1f} s, {got['models_per_hour']:.0f} models/h"
+                if got.get("trained")
+                else ""
+            )
+            print(f"{way:12} failed: {r['error']}{done}")
             continue
         r["x_sequential"] = r["models_per_hour"] / seq_mph if seq_mph else None
         print(
@@ -327,10 +368,15 @@ def grid_table(grid: str, results: dict[str, dict]) -> dict:
     speedup = ens["models_per_hour"] / seq_mph if seq_mph and "error" not in ens and ens else None
     ok = {w: r for w, r in results.items() if "error" not in r and r["trained"]}
     best = max(ok, key=lambda w: ok[w]["models_per_hour"]) if ok else None
+    cut = {w: r["partial"] for w, r in results.items() if (r.get("partial") or {}).get("trained")}
+    best_cut = max(cut, key=lambda w: cut[w]["models_per_hour"]) if cut else None
     return {
         "ensemble_speedup": speedup,
         "best_way": best,
         "best_models_per_hour": ok[best]["models_per_hour"] if best else None,
+        # ways stopped at --timeout: the models they finished by then, per hour
+        "best_partial_way": best_cut,
+        "best_partial_models_per_hour": cut[best_cut]["models_per_hour"] if best_cut else None,
     }
 
 
@@ -447,6 +493,11 @@ def report(args, results: dict[str, dict[str, dict]], gpu: str | None) -> dict:
         if grid == "cifar":
             best = s["best_models_per_hour"]
             print(f"{grid}: models per hour (best way): " + (f"{best:.0f} ({s['best_way']})" if best else "n/a"))
+            if s["best_partial_models_per_hour"]:
+                print(
+                    f"{grid}: models per hour of the ways stopped at --timeout, from the models they finished: "
+                    f"{s['best_partial_models_per_hour']:.0f} ({s['best_partial_way']})"
+                )
     return {
         "env": env_info,
         "args": {k: v for k, v in vars(args).items() if not k.startswith("child")},

@@ -127,3 +127,18 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     assert (tmp_path / "site" / "protocol" / "index.html").is_file()
+
+
+def test_results_page_holds_a_generated_study_section() -> None:
+    """docs/results.md's cross-setup table is a study's study.md block (scripts/results_table.py):
+    it states the run's date, machine, command and wall time, has a row per setup, and its forest
+    plots are in docs/assets/study/."""
+    text = (DOCS / "results.md").read_text(encoding="utf-8")
+    assert "<!-- study:begin -->" in text and "<!-- study:end -->" in text
+    section = text.split("<!-- study:begin -->", 1)[1].split("<!-- study:end -->", 1)[0]
+    assert "kdaudit study" in section and "wall time" in section, "the section names its command and wall time"
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Setup")]
+    assert len(rows) >= 10, "a row per named setup"
+    assert "report.html" not in section, "the setups' own reports stay in the study directory"
+    for image in _LINK.findall(section):
+        assert (DOCS / image).is_file(), image

@@ -74,10 +74,11 @@ def _register_commands() -> None:
     global _registered
     if _registered:
         return
-    from . import logits_cmds, run_cmds
+    from . import logits_cmds, run_cmds, study_cmds
 
     logits_cmds.register(app)
     run_cmds.register(app)
+    study_cmds.register(app)
     _registered = True
 
 

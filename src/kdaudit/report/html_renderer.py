@@ -255,22 +255,25 @@ def _header(doc: Document) -> list[str]:
     return out
 
 
-def render_html_document(doc: Document) -> str:
-    """The whole page."""
-    title = html_text(doc.title)
-    parts = [
+def html_page_start(title: str) -> list[str]:
+    """A self-contained page up to its ``<main>``: the head with the inline CSS; ``title`` escaped."""
+    return [
         "<!DOCTYPE html>",
         '<html lang="en">',
         "<head>",
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{title}</title>",
+        f"<title>{html_text(title)}</title>",
         f"<style>\n{CSS}\n</style>",
         "</head>",
         "<body>",
         "<main>",
-        *_header(doc),
     ]
+
+
+def render_html_document(doc: Document) -> str:
+    """The whole page."""
+    parts = [*html_page_start(doc.title), *_header(doc)]
     for s in doc.sections:
         parts += _section(s)
     parts += [f"<footer>{html_text(doc.footer)}</footer>", "</main>", "</body>", "</html>", ""]
