@@ -387,3 +387,13 @@ def test_headroom_share_nan_cases() -> None:
 def test_docstring_examples() -> None:
     result = doctest.testmod(meta, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_satterthwaite_df_is_welchs() -> None:
+    from kdaudit.analysis.meta import satterthwaite_df
+
+    x, c = np.array(KD), np.array(SIDDO)
+    parts = [(float(np.var(x, ddof=1)) / len(x), len(x)), (float(np.var(c, ddof=1)) / len(c), len(c))]
+    assert satterthwaite_df(parts) == pytest.approx(sps.ttest_ind(x, c, equal_var=False).df, rel=1e-12)
+    assert math.isnan(satterthwaite_df([(0.1, 1), (0.1, 5)]))  # a sample of one: no variance estimate
+    assert math.isnan(satterthwaite_df([(0.0, 3), (0.0, 3)]))

@@ -105,6 +105,26 @@ def _has_field(tree: Any, parts: list[str]) -> bool:
     return True
 
 
+def _value(kv: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(kv.split("=", 1)[1])
+    except yaml.YAMLError:
+        return kv.split("=", 1)[1]
+
+
+def _takes(tree: Any, parts: list[str], value: Any) -> bool:
+    """Whether a setup takes ``value`` at ``parts``: it has the field (:func:`_has_field`) and, where
+    it has a value there, a list for a list and a single value for a single value
+    (``model.kwargs.hidden=[64]`` sets an MLP's layer widths, not an LSTM's hidden size)."""
+    if not _has_field(tree, parts):
+        return False
+    for p in parts:
+        tree = tree.get(p) if isinstance(tree, dict) else None
+    return tree is None or isinstance(tree, list) == isinstance(value, list)
+
+
 def _split_set(item: str, names: Sequence[str]) -> tuple[str | None, str]:
     """``SETUP:KEY=VALUE`` → (SETUP, KEY=VALUE); ``KEY=VALUE`` → (None, KEY=VALUE)."""
     if "=" not in item:
@@ -133,7 +153,18 @@ def resolve_study(setups: Sequence[str], preset: str | None = None, sets: Sequen
     for item in sets:
         target, kv = _split_set(item, names)
         parts = [p for p in kv.split("=", 1)[0].strip().split(".") if p]
-        where = [target] if target else [n for n in names if _has_field(bases[n], parts)]
+        value = _value(kv)
+        where = [target] if target else [n for n in names if _takes(bases[n], parts, value)]
+        if not where and any(_has_field(bases[n], parts) for n in names):
+            raise SpecError(
+                f"--set {item!r}: {'.'.join(parts)} takes {'one value' if isinstance(value, list) else 'a list'} in "
+                "every setup of this study"
+                + (
+                    "; a list where one value is expected sweeps, and a study runs one audit per setup"
+                    if isinstance(value, list)
+                    else ""
+                )
+            )
         if not where:  # no setup has the field: the spec's own message, with the closest key
             validate_spec(apply_overrides(raws[names[0]], [kv]))
             raise SpecError(f"--set {item!r}: no setup of this study has the field {'.'.join(parts)}")
@@ -242,6 +273,9 @@ def run_study(
 ) -> StudyOutcome:
     """Run every setup's audit into ``out_dir/<setup>`` over the shared store ``out_dir/jobs``,
     recording each setup's outcome in ``study_index.json`` as it ends, then write the report."""
+    import torch
+
+    from . import __version__
     from .audit import run_audit
 
     start = time.perf_counter()
@@ -265,6 +299,8 @@ def run_study(
             for e in study.entries
         ],
         "wall_time_s": None,
+        "kdaudit": __version__,
+        "torch": str(torch.__version__),
     }
     _write_index(out, index)
     for i, (entry, row) in enumerate(zip(study.entries, index["setups"], strict=True)):
@@ -297,6 +333,19 @@ def run_study(
     return analyse_study(out)
 
 
+def _versions(out: Path, index: dict) -> dict[str, str | None]:
+    """The kdaudit and torch versions the study ran with: its index's, else its first audit's."""
+    if index.get("kdaudit"):
+        return {"kdaudit": index["kdaudit"], "torch": index.get("torch")}
+    for row in index["setups"]:
+        try:
+            meta = json.loads((out / row["dir"] / "audit.json").read_text())["meta"]
+            return {"kdaudit": meta.get("kdaudit_version"), "torch": meta.get("torch_version")}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {"kdaudit": None, "torch": None}
+
+
 def analyse_study(out_dir: str | Path) -> StudyOutcome:
     """The study's tables and report from its finished audit directories; trains nothing."""
     from .analysis.study import build_study_tables, load_setup_result
@@ -306,18 +355,19 @@ def analyse_study(out_dir: str | Path) -> StudyOutcome:
     index = read_index(out)
     results, failed = [], []
     for row in index["setups"]:
-        if row.get("status") == "done":
+        # "pending": not reached by the last invocation (interrupted); a complete audit directory
+        # from an earlier run of the study still counts
+        if row.get("status") in ("done", "pending"):
             try:
                 results.append(load_setup_result(out / row["dir"], row["setup"], row["dir"]))
                 continue
             except KdauditError as exc:
-                row = {**row, "error": str(exc)}
+                if row.get("status") == "done":
+                    row = {**row, "error": str(exc)}
+            except Exception as exc:  # an unreadable audit directory fails that setup, not the report
+                row = {**row, "error": f"cannot read {row['dir']}: {type(exc).__name__}: {exc}"}
         failed.append((row["setup"], row.get("error") or f"not run ({row.get('status', 'pending')})"))
     tables = build_study_tables(results, failed)
-    import torch
-
-    from . import __version__
-
     meta = {
         "title": "kdaudit study",
         "command": index.get("command") or "",
@@ -328,10 +378,9 @@ def analyse_study(out_dir: str | Path) -> StudyOutcome:
         "sets": index.get("sets", []),
         "n_setups": len(index["setups"]),
         "n_failed": len(failed),
-        "n_models": sum(r.get("models", 0) for r in index["setups"] if r.get("status") == "done"),
+        "n_models": sum(len(r.runs) for r in results),  # each setup's teacher and students
         "trained_now": sum(r.get("trained_now", 0) for r in index["setups"]),
-        "kdaudit": __version__,
-        "torch": str(torch.__version__),
+        **_versions(out, index),
     }
     paths = write_study_report(out, tables, meta)
     return StudyOutcome(out, index, tables, paths, meta)

@@ -44,7 +44,7 @@ from ..errors import InputError
 from .exact import as_1d
 from .stats import mean_sem
 
-__all__ = ["Pooled", "headroom_share", "mean_difference", "random_effects"]
+__all__ = ["Pooled", "headroom_share", "mean_difference", "random_effects", "satterthwaite_df"]
 
 METHODS = ("hksj", "hksj-untruncated", "dl")
 """The interval methods of :func:`random_effects`."""
@@ -179,3 +179,20 @@ def headroom_share(x: ArrayLike, control: ArrayLike) -> tuple[float, float]:
     h = (mx - mc) / room
     var = sx**2 / room**2 + (mx - 1.0) ** 2 / room**4 * sc**2
     return float(h), float(math.sqrt(var)) if math.isfinite(var) else math.nan
+
+
+def satterthwaite_df(parts: list[tuple[float, int]]) -> float:
+    """Welch–Satterthwaite degrees of freedom of a sum of independent variance terms.
+
+    Each part is (v, n): a term v of the estimate's variance, estimated from a sample of n
+    (v = c·s²/n for a constant c). df = (Σ v)² / Σ (v² / (n − 1)); NaN when a sample has fewer
+    than 2 values or the variance is 0. For a difference of two means this is Welch's df.
+
+    >>> round(satterthwaite_df([(0.0004 / 3, 3), (0.00125 / 2, 2)]), 3)
+    1.439
+    """
+    if any(n < 2 or not math.isfinite(v) for v, n in parts):
+        return math.nan
+    total = sum(v for v, _ in parts)
+    denom = sum(v * v / (n - 1) for v, n in parts)
+    return total * total / denom if denom > 0 else math.nan

@@ -5,8 +5,9 @@ gives
 
 - ``rows`` (:data:`STUDY_COLUMNS`): the setup's modality, dataset and architecture, the
   teacher's accuracy and wrong count, the verdicts, and Δ± and h± each with its standard error
-  and 95 % interval (estimate ± 1.96·SE: the per-setup figures that enter the pooled estimate,
-  see :mod:`kdaudit.analysis.meta`), and the p-values of the audit's tests;
+  (the figure that enters the pooled estimate, see :mod:`kdaudit.analysis.meta`) and 95 % interval
+  (estimate ± t·SE, t on Welch–Satterthwaite degrees of freedom), and the p-values of the audit's
+  tests;
 - ``pooled`` (:data:`POOLED_COLUMNS`): per condition, α and quantity (Δ+, Δ−, h+, h−) the
   random-effects pooled estimate across setups with its interval and heterogeneity;
 - ``failed``: the setups whose audit did not finish, with the error;
@@ -26,9 +27,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from .hypotheses import is_regularisation_control
-from .meta import headroom_share, mean_difference, random_effects
+from .meta import headroom_share, mean_difference, random_effects, satterthwaite_df
 
 __all__ = [
     "POOLED_COLUMNS",
@@ -91,9 +93,6 @@ POOLED_COLUMNS = [
     "q_p",
     "method",
 ]
-
-Z95 = 1.959963984540054
-"""The 97.5 % normal quantile: per-setup intervals are estimate ± Z95·SE."""
 
 
 @dataclass
@@ -183,6 +182,20 @@ def _transfer_value(transfer: pd.DataFrame, condition: str, alpha: float, col: s
     return float(t[col].iloc[0]) if len(t) and col in t else math.nan
 
 
+def _welch_dfs(xs: np.ndarray, cs: np.ndarray) -> tuple[float, float]:
+    """Welch–Satterthwaite df of Δ = x̄ − c̄ and of h = Δ / (1 − c̄) (its delta-method terms)."""
+    xs, cs = xs[np.isfinite(xs)], cs[np.isfinite(cs)]
+    if len(xs) < 2 or len(cs) < 2:
+        return math.nan, math.nan
+    a, b = float(np.var(xs, ddof=1)) / len(xs), float(np.var(cs, ddof=1)) / len(cs)
+    room = 1.0 - float(cs.mean())
+    df_delta = satterthwaite_df([(a, len(xs)), (b, len(cs))])
+    if room <= 0:
+        return df_delta, math.nan
+    b_h = b * (float(xs.mean()) - 1.0) ** 2 / room**4
+    return df_delta, satterthwaite_df([(a / room**2, len(xs)), (b_h, len(cs))])
+
+
 def setup_rows(result: SetupResult) -> list[dict[str, Any]]:
     """The study rows of one setup: one per judged condition (not SIDDO, not a regularisation
     control) and α, with Δ± and h± against SIDDO and their standard errors."""
@@ -211,10 +224,13 @@ def setup_rows(result: SetupResult) -> list[dict[str, Any]]:
         for sign, metric in (("pos", "agreement_teacher_correct"), ("neg", "agreement_teacher_wrong")):
             xs = pd.to_numeric(x[metric], errors="coerce").to_numpy(float)
             cs = pd.to_numeric(control[metric], errors="coerce").to_numpy(float)
-            for name, (est, se) in ((f"delta_{sign}", mean_difference(xs, cs)), (f"h_{sign}", headroom_share(xs, cs))):
-                row.update(
-                    {name: est, f"{name}_se": se, f"{name}_ci_low": est - Z95 * se, f"{name}_ci_high": est + Z95 * se}
-                )
+            df_delta, df_h = _welch_dfs(xs, cs)
+            for name, (est, se), df in (
+                (f"delta_{sign}", mean_difference(xs, cs), df_delta),
+                (f"h_{sign}", headroom_share(xs, cs), df_h),
+            ):
+                half = float(sps.t.ppf(0.975, df)) * se if math.isfinite(df) else math.nan
+                row.update({name: est, f"{name}_se": se, f"{name}_ci_low": est - half, f"{name}_ci_high": est + half})
         row["p_pos"] = _transfer_value(result.transfer, cond, alpha, "p_pos")
         row["p_neg_adjusted"] = _transfer_value(result.transfer, cond, alpha, "p_neg_adjusted")
         row["p_asymmetry_adjusted"] = _transfer_value(result.transfer, cond, alpha, "p_asymmetry_adjusted")
@@ -241,6 +257,10 @@ def _points(x: float) -> str:
     return "—" if not math.isfinite(x) else f"{100 * x:+.1f}"
 
 
+def _untestable(counts: dict[str, int]) -> str:
+    return f" (not testable in {counts['not testable']})" if counts["not testable"] else ""
+
+
 def _share(p: pd.Series) -> str:
     return f"{p['estimate']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]"
 
@@ -265,8 +285,8 @@ def study_sentences(rows: pd.DataFrame, pooled: pd.DataFrame, failed: pd.DataFra
         nt, asym = _count(list(g["negative_transfer"])), _count(list(g["asymmetry"]))
         out.append(
             f"{label}: negative transfer (KD students give the teacher's wrong label more often than SIDDO "
-            f"students) is significant in {nt['yes']} of {m} setups; asymmetry (they close more of the room on its "
-            f"mistakes than on its correct answers) in {asym['yes']} of {m}."
+            f"students) is significant in {nt['yes']} of {m} setups{_untestable(nt)}; asymmetry (they close more "
+            f"of the room on its mistakes than on its correct answers) in {asym['yes']} of {m}{_untestable(asym)}."
         )
         sig = g.loc[g["knowledge_transfer"] == "yes"]
         if len(sig):
@@ -279,17 +299,22 @@ def study_sentences(rows: pd.DataFrame, pooled: pd.DataFrame, failed: pd.DataFra
                 s += f" (not testable in {pay['not testable']})"
             out.append(s + ".")
         pc = pooled.loc[(pooled["condition"] == cond) & np.isclose(pooled["alpha"], alpha)].set_index("quantity")
-        if len(pc) and int(pc.loc["delta_neg", "k"]) >= 2:
+        if len(pc) and min(int(pc.loc[q, "k"]) for q in ("delta_neg", "delta_pos")) >= 2:
             dn, dp = pc.loc["delta_neg"], pc.loc["delta_pos"]
             hn, hp = pc.loc["h_neg"], pc.loc["h_pos"]
-            out.append(
+            s = (
                 f"{label}, pooled over {int(dn['k'])} setups (random effects, 95 % intervals): KD students agree "
                 f"with the teacher's mistakes by {_points(dn['estimate'])} points [{_points(dn['ci_low'])}, "
                 f"{_points(dn['ci_high'])}] and with its correct answers by {_points(dp['estimate'])} points "
-                f"[{_points(dp['ci_low'])}, {_points(dp['ci_high'])}] more than SIDDO students; they close "
-                f"h− = {_share(hn)} of the room on its mistakes and h+ = {_share(hp)} on its correct "
-                f"answers (I² of Δ− {100 * dn['i2']:.0f} %)."
+                f"[{_points(dp['ci_low'])}, {_points(dp['ci_high'])}] more than SIDDO students"
             )
+            if min(int(hn["k"]), int(hp["k"])) >= 2:
+                k_h = "" if int(hn["k"]) == int(dn["k"]) == int(hp["k"]) else f" (over {int(hn['k'])} setups)"
+                s += (
+                    f"; they close h− = {_share(hn)} of the room on its mistakes and h+ = {_share(hp)} on its "
+                    f"correct answers{k_h}"
+                )
+            out.append(f"{s} (I² of Δ− {100 * dn['i2']:.0f} %).")
     if len(failed):
         out.append(f"{len(failed)} setup(s) did not finish and are not counted: {', '.join(failed['setup'])}.")
     return out

@@ -83,19 +83,19 @@ class StudyRichProgress(RichProgress):
 
     def setup_started(self, i: int, entry) -> None:
         self.index = i
-        if self.models is not None:
-            self.progress.remove_task(self.models)
-            self.models = None
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-            self.current = None
+        # the previous setup's lines (a failed setup may leave some in training), each once
+        for task in {self.models, self.current, self.security, *self.training.values()}:
+            if task is not None:
+                self.progress.remove_task(task)
+        self.models = self.current = None
         self.training.clear()
-        if self.clock.t0 is None:
-            self.clock.t0 = time.perf_counter()
+        self.security = None
         self._show()
 
     def start(self, total: int, todo: int) -> None:
         super().start(total, todo)
+        if todo and self.clock.t0 is None:  # the clock runs from the first model trained, not re-read
+            self.clock.t0 = time.perf_counter()
         if todo < total:
             self.clock.skip(self.index, total - todo)
             self.done_models += total - todo

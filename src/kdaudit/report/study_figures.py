@@ -40,7 +40,7 @@ __all__ = ["FOREST_CAPTIONS", "POOLED_LABEL", "forest_keys", "forest_lines", "wr
 
 POOLED_LABEL = "pooled (random effects)"
 
-_INTERVALS = "95 % intervals (estimate ± 1.96·SE)"
+_INTERVALS = "95 % intervals (estimate ± t·SE, Welch degrees of freedom)"
 FOREST_CAPTIONS: dict[str, tuple[str, str]] = {
     "forest_delta": (
         "Forest plot of Δ+ and Δ−",

@@ -65,10 +65,10 @@ _METHODS = {
 }
 
 SETUPS_NOTE = (
-    "One row per setup and α. Δ+ / Δ−: KD minus SIDDO agreement with the teacher on the test samples it gets "
-    "right / wrong, in percentage points, with its 95 % interval (estimate ± 1.96·SE); h+ / h−: the same as a "
-    "share of the headroom SIDDO left; p: the knowledge-transfer test's adjusted p-value. Highlighted rows show "
-    "a negative asymmetric payoff."
+    "One row per setup and α. Δ+ / Δ−: KD minus SIDDO agreement with the teacher on the test samples it "
+    "gets right / wrong, in percentage points, with its 95 % interval (estimate ± t·SE on Welch degrees of "
+    "freedom); h+ / h−: the same as a share of the headroom SIDDO left; p: the knowledge-transfer test's "
+    "adjusted p-value. Highlighted rows show a negative asymmetric payoff."
 )
 POOLED_NOTE = (
     "Random-effects pooling across setups: between-setup variance τ² by DerSimonian–Laird (DL), the 95 % "
