@@ -76,6 +76,14 @@ def store_for(spec: AuditSpec, out_dir: Path) -> JobStore:
     return JobStore(Path(spec.output.store) if spec.output.store else out_dir / "jobs")
 
 
+def with_store(spec: AuditSpec, store: Path) -> AuditSpec:
+    """``spec`` writing its jobs to ``store`` (shared with other audits), its directory left to the caller."""
+    raw = spec.model_dump(mode="json")
+    raw["output"]["store"] = str(store)
+    raw["output"]["dir"] = None
+    return validate_spec(raw)
+
+
 def prepare_out_dir(out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

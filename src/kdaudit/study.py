@@ -27,8 +27,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from .audit import prepare_out_dir
-from .config.loader import apply_overrides, expand, load_setup_raw, setup_file_raw, setup_names, validate_spec
+from .audit import prepare_out_dir, with_store
+from .config.loader import (
+    apply_overrides,
+    expand,
+    load_setup_raw,
+    parse_override,
+    setup_file_raw,
+    setup_names,
+    validate_spec,
+)
 from .config.schema import AuditSpec
 from .errors import KdauditError, SpecError
 from .execute.runner import Progress
@@ -105,15 +113,6 @@ def _has_field(tree: Any, parts: list[str]) -> bool:
     return True
 
 
-def _value(kv: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(kv.split("=", 1)[1])
-    except yaml.YAMLError:
-        return kv.split("=", 1)[1]
-
-
 def _takes(tree: Any, parts: list[str], value: Any) -> bool:
     """Whether a setup takes ``value`` at ``parts``: it has the field (:func:`_has_field`) and, where
     it has a value there, a list for a list and a single value for a single value
@@ -152,8 +151,7 @@ def resolve_study(setups: Sequence[str], preset: str | None = None, sets: Sequen
     not_applied: dict[str, list[str]] = {n: [] for n in names}
     for item in sets:
         target, kv = _split_set(item, names)
-        parts = [p for p in kv.split("=", 1)[0].strip().split(".") if p]
-        value = _value(kv)
+        parts, value = parse_override(kv)
         where = [target] if target else [n for n in names if _takes(bases[n], parts, value)]
         if not where and any(_has_field(bases[n], parts) for n in names):
             raise SpecError(
@@ -212,13 +210,6 @@ def read_study_file(path: Path) -> dict:
     if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
         raise SpecError(f"{path}: study.set must be a list of KEY=VALUE strings")
     return {"setups": setups, "preset": section.get("preset"), "set": sets, "out": section.get("out")}
-
-
-def _with_store(spec: AuditSpec, store: Path) -> AuditSpec:
-    raw = spec.model_dump(mode="json")
-    raw["output"]["store"] = str(store)
-    raw["output"]["dir"] = None
-    return validate_spec(raw)
 
 
 def machine() -> str:
@@ -309,7 +300,7 @@ def run_study(
         t0 = time.perf_counter()
         error = None
         try:
-            outcome = run_audit(_with_store(entry.spec, store), out / entry.name, progress)
+            outcome = run_audit(with_store(entry.spec, store), out / entry.name, progress)
             row.update(status="done", trained_now=outcome.meta.get("trained_now", 0))
         except (KeyboardInterrupt, SystemExit):
             raise

@@ -19,8 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .audit import AuditOutcome, default_out_dir, prepare_out_dir, reanalyse, run_audit
-from .config.loader import validate_spec
+from .audit import AuditOutcome, default_out_dir, prepare_out_dir, reanalyse, run_audit, with_store
 from .config.sweep import Sweep
 from .errors import KdauditError
 from .execute.runner import Progress
@@ -37,13 +36,6 @@ class SweepOutcome:
     tables: object  # analysis.sweep.SweepTables
     paths: dict[str, Path] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
-
-
-def _point_spec(spec, store: Path):
-    raw = spec.model_dump(mode="json")
-    raw["output"]["store"] = str(store)
-    raw["output"]["dir"] = None
-    return validate_spec(raw)
 
 
 def run_sweep(
@@ -67,7 +59,7 @@ def run_sweep(
     outcomes = []
     for i, point in enumerate(sweep.points):
         progress = progress_for(i, len(sweep.points), point.label) if progress_for else None
-        spec = _point_spec(point.spec, store)
+        spec = with_store(point.spec, store)
         with progress if isinstance(progress, AbstractContextManager) else nullcontext():
             outcomes.append(run_audit(spec, out / point.label, progress))
     result = analyse_sweep(out, outcomes)

@@ -14,6 +14,7 @@ import re
 import typing
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -188,20 +189,25 @@ def read_yaml(path: Path) -> dict:
     return raw if raw is not None else {}
 
 
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a", "b", "c"], value parsed as YAML, or the text where it is no YAML)."""
+    if "=" not in item:
+        raise SpecError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
+    key, value = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise SpecError(f"--set {item!r}: empty key")
+    try:
+        return parts, yaml.safe_load(value)
+    except yaml.YAMLError:
+        return parts, value
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``--set a.b.c=value`` overrides (value parsed as YAML) to a raw spec dict."""
     out = copy.deepcopy(raw)
     for item in overrides:
-        if "=" not in item:
-            raise SpecError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
-        key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise SpecError(f"--set {item!r}: empty key")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
+        parts, parsed = parse_override(item)
         node = out
         for p in parts[:-1]:
             nxt = node.get(p)
