@@ -74,17 +74,24 @@ def test_dask_gives_the_same_runs_csv_and_logits_as_local(local_ref, tmp_path, c
 # -- in-process runs with a wrapped task: dependencies, retries, failure collection --------------
 
 
-def recording_task(events: str, fail: tuple, job, spec, root, plan_keys, threads, per_host, *deps):
-    """``run_task`` that notes each attempt and the start/end time, and fails the jobs in ``fail``."""
+def recording_task(events: str, fail: tuple, unit, spec, root, plan_keys, threads, per_host, *deps):
+    """``run_task`` that notes each attempt of a unit (its members joined by "+") and its start
+    and end time, and fails the members in ``fail`` after saving the others (as an ensemble whose
+    member diverges does)."""
     d = Path(events)
-    with open(d / f"{job.run_id}.attempts", "a") as fh:
+    name = "+".join(j.run_id for j in unit)
+    with open(d / f"{name}.attempts", "a") as fh:
         fh.write(f"{os.getpid()}\n")
-    if job.run_id in fail:
-        raise RuntimeError(f"injected failure in {job.run_id}")
+    failing = [j.run_id for j in unit if j.run_id in fail]
+    if failing:
+        rest = [j for j in unit if j.run_id not in fail]
+        if rest:
+            run_task(rest, spec, root, plan_keys, threads, per_host, *deps)
+        raise RuntimeError(f"injected failure in {failing[0]}")
     start = time.time()
-    outcome = run_task(job, spec, root, plan_keys, threads, per_host, *deps)
-    (d / f"{job.run_id}.json").write_text(json.dumps({"start": start, "end": time.time(), "deps": list(deps)}))
-    return outcome
+    outcomes = run_task(unit, spec, root, plan_keys, threads, per_host, *deps)
+    (d / f"{name}.json").write_text(json.dumps({"start": start, "end": time.time(), "deps": list(deps)}))
+    return outcomes
 
 
 class Recorder:
@@ -168,11 +175,11 @@ def test_tasks_run_after_the_jobs_they_depend_on(flaky_then_rerun):
     ev1, ev2 = events(first), events(second)
     assert set(ev1) == {"m0", "siddo-s02"}
     assert ev1["siddo-s02"]["start"] >= ev1["m0"]["end"]
-    assert ev1["siddo-s02"]["deps"] == ["trained"]  # the result of M0's task
+    assert ev1["siddo-s02"]["deps"] == [["trained"]]  # the result of M0's task
     assert set(ev2) == {"teacher", "siddo-s01", "kd-a0.5-s01", "kd-a0.5-s02"}
     for kd in ("kd-a0.5-s01", "kd-a0.5-s02"):
         assert ev2[kd]["start"] >= ev2["teacher"]["end"]
-        assert ev2[kd]["deps"] == ["trained"]  # M0 was done already: only the teacher's task
+        assert ev2[kd]["deps"] == [["trained"]]  # M0 was done already: only the teacher's task
     assert ev2["teacher"]["deps"] == [] and ev2["siddo-s01"]["deps"] == []
 
 
@@ -307,3 +314,114 @@ def test_a_cuda_plan_on_workers_without_a_gpu_resource_fails_in_one_line_instead
         spec = resolve_spec("digits-mlp", [*SMALL, "train.device=cuda", f"execution.scheduler={c.scheduler_address}"])
         with pytest.raises(KdauditError, match="no Dask worker offers a GPU resource"):
             execute_plan_dask(spec, build_plan(spec), JobStore(tmp_path / "store"))
+
+
+# -- students as vectorised ensembles on Dask --------------------------------------------------
+
+ENSEMBLE = tiny_grid(1, "execution.ensemble=7", "execution.threads_per_worker=1", "execution.executor=dask")
+
+
+class FakeClient:
+    """Records what ``submit_plan`` submits; each submission returns a distinct future."""
+
+    def __init__(self):
+        self.calls = []
+
+    def submit(self, fn, *args, **kwargs):
+        future = object()
+        self.calls.append((future, args, kwargs))
+        return future
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_each_ensemble_is_one_task_after_the_tasks_of_m0_and_the_teacher(device):
+    from kdaudit.execute.dask_executor import submit_plan
+    from kdaudit.execute.groups import plan_units
+    from kdaudit.execute.runner import load_data
+
+    spec = resolve_spec("digits-mlp", [*ENSEMBLE, f"train.device={device}"])
+    plan = build_plan(spec)
+    units = plan_units(list(plan.jobs), spec, load_data(spec))
+    client = FakeClient()
+    futures = submit_plan(client, units, run_task, spec, "/store", {}, 1, 2)
+    assert len(futures) == len(client.calls) == len(units) == 6  # M0, the teacher, 26 students in 4 tasks
+    (m0, _, m0_kw), (teacher, t_args, t_kw), *groups = client.calls
+    assert t_args[0] == [plan.teacher] and t_args[6:] == (m0,)
+    sizes, waits_for_teacher = [], 0
+    for _, args, kwargs in groups:
+        unit, deps = args[0], args[6:]
+        sizes.append(len(unit))
+        assert all(j.kind == "student" for j in unit)
+        want = {plan.init.key: m0, plan.teacher.key: teacher}
+        needed = {d for j in unit for d in j.deps}
+        assert needed <= set(want)
+        waits_for_teacher += plan.teacher.key in needed
+        assert sorted(map(id, deps)) == sorted(id(want[k]) for k in needed)  # each task once, not per member
+        assert kwargs["key"].startswith(f"kdaudit-ensemble{len(unit)}-{unit[0].run_id}-")
+        assert kwargs.get("resources") == ({"GPU": 1} if device == "cuda" else None)
+    assert sorted(sizes) == [6, 6, 7, 7] and waits_for_teacher >= 1  # those with KD or LS members
+    assert len({kw["key"] for _, _, kw in client.calls}) == 6
+    assert "resources" not in m0_kw  # M0 is drawn on the CPU
+    assert [kw["priority"] for _, _, kw in client.calls] == [2, 1, 0, 0, 0, 0]
+
+
+def test_ensembles_are_split_over_the_clusters_gpu_workers(monkeypatch):
+    from kdaudit.execute import groups as groups_mod
+    from kdaudit.execute.runner import load_data
+
+    monkeypatch.setattr(groups_mod, "device_class", lambda name: "cuda")
+    spec = resolve_spec("digits-mlp", [*ENSEMBLE, "execution.ensemble=100"])
+    units = groups_mod.plan_units(list(build_plan(spec).jobs), spec, load_data(spec), gpu_workers=5)
+    assert sorted(len(u) for u in units if u[0].kind == "student") == [5, 5, 5, 5, 6]
+
+
+@pytest.mark.slow  # a local cluster, and two audits of 27 models
+def test_ensembles_on_dask_equal_sequential_training(tmp_path, capsys):
+    args = ["run", "digits-mlp", "--quiet", *as_sets(tiny_grid(1, "execution.threads_per_worker=1"))]
+    assert kdaudit_here(*args, "--out", str(tmp_path / "seq"), "--set", "execution.ensemble=off") == 0
+    on_dask = ["--executor", "dask", "--workers", "2", "--set", "execution.ensemble=7"]
+    assert kdaudit_here(*args, "--out", str(tmp_path / "ens"), *on_dask) == 0
+    import pandas as pd
+
+    seq = pd.read_csv(tmp_path / "seq" / "runs.csv").set_index("run_id").sort_index()
+    ens = pd.read_csv(tmp_path / "ens" / "runs.csv").set_index("run_id").sort_index()
+    assert list(seq.index) == list(ens.index) and len(seq) == 27
+    for col in ("accuracy", "loss", "agreement", "js_divergence", "logit_cosine"):
+        pd.testing.assert_series_equal(seq[col], ens[col], atol=1e-5, rtol=1e-4, check_exact=False)
+    meta = json.loads((tmp_path / "ens" / "audit.json").read_text())["meta"]
+    assert meta["execution"].startswith("dask, 2 workers on this machine")
+    assert "26 students in 4 vectorised ensemble(s)" in meta["execution"]
+    recs = records(tmp_path / "ens")
+    assert sorted(r.get("ensemble", {}).get("members", 1) for r in recs.values()) == [1, 1] + [6] * 12 + [7] * 14
+
+
+@pytest.mark.slow  # in-process runs on the module's cluster
+def test_a_failing_ensemble_member_is_reported_and_its_group_is_kept(cluster, tmp_path):
+    spec = resolve_spec("digits-mlp", [*ENSEMBLE, f"execution.scheduler={cluster.scheduler_address}"])
+    plan = build_plan(spec)
+    store = JobStore(tmp_path / "jobs")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    progress = Recorder()
+    bad = "kd-a0.5-s01"
+    with pytest.raises(KdauditError) as err:
+        execute_plan_dask(spec, plan, store, progress, task=functools.partial(recording_task, str(first), (bad,)))
+    message = str(err.value)
+    assert f"1 of 28 jobs failed on the dask executor (after 1 retry): {bad} (RuntimeError" in message
+    assert "27 finished jobs are saved in the store" in message
+    assert [j.run_id for j in plan.jobs if not store.is_done(j.key)] == [bad]
+    assert len(progress.finished) == 26 and bad not in {r for r, _ in progress.finished}
+    # the group holding the failing member was attempted twice; the groups with KD members ran
+    # after the teacher
+    attempts = {p.stem: len(p.read_text().split()) for p in first.glob("*.attempts")}
+    (group,) = [name for name in attempts if bad in name.split("+")]
+    assert attempts[group] == 2 and len(group.split("+")) in (6, 7)
+    ev = events(first)
+    finished = [len(n.split("+")) for n in ev if "+" in n]
+    assert sorted([*finished, len(group.split("+"))]) == [6, 6, 7, 7]
+    with_kd = [n for n in ev if "+" in n and "kd-" in n]
+    assert with_kd and all(ev[n]["start"] >= ev["teacher"]["end"] for n in with_kd)
+    # the rerun trains the one member left, on its own
+    stats = execute_plan_dask(spec, plan, store, Recorder(), task=functools.partial(recording_task, str(second), ()))
+    assert stats.trained == [bad] and len(stats.skipped) == 27
+    assert [p.stem for p in second.glob("*.json")] == [bad]

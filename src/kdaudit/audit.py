@@ -244,7 +244,7 @@ def execute(spec: AuditSpec, plan: Plan, store: JobStore, data, progress: Progre
     if spec.execution.executor == "dask":
         from .execute.dask_executor import execute_plan_dask
 
-        return execute_plan_dask(spec, plan, store, progress)
+        return execute_plan_dask(spec, plan, store, progress, data)
     from .execute.pool import execute_local
 
     return execute_local(spec, plan, store, data, progress)

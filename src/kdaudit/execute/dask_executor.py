@@ -1,16 +1,19 @@
 """The ``dask`` executor: the plan's jobs as a Dask task graph.
 
-One task per job that is not done, each a call of :func:`~kdaudit.execute.runner.run_job` on a
-worker, with Dask dependencies following ``job.deps`` (the teacher after M0, the students after
-M0 and, for KD, the teacher). Every task writes only its own job directory, atomically, into a
-store that every worker reaches at the same path. Without a scheduler address the executor
-starts a :class:`distributed.LocalCluster` of ``workers`` processes (default: one per core) on
-127.0.0.1; with one (``tcp://host:8786``) it runs on that cluster.
+One task per unit of work that is not done (:func:`~kdaudit.execute.groups.plan_units`: a single
+job, or with ``execution.ensemble`` a group of students trained as one vectorised ensemble), each
+a call of :func:`run_task` on a worker, with Dask dependencies following ``job.deps`` (the teacher
+after M0, the students after M0 and, for KD, the teacher). Every task writes only its own jobs'
+directories, atomically, into a store that every worker reaches at the same path. Without a
+scheduler address the executor starts a :class:`distributed.LocalCluster` of ``workers``
+processes (default: one per core) on 127.0.0.1; with one (``tcp://host:8786``) it runs on that
+cluster.
 
-A task that raises is retried once; a job that still fails is reported by run id at the end,
-after every job that does not depend on it has finished, and the finished jobs stay in the store
-so a rerun resumes. A worker that dies mid-task (killed, out of memory) loses nothing: Dask runs
-the task again elsewhere and the half-written job directory is never renamed into place.
+A task that raises is retried once (an ensemble's retry trains only the members not yet saved);
+a job that still fails is reported by run id at the end, after every job that does not depend on
+it has finished, and the finished jobs stay in the store so a rerun resumes. A worker that dies
+mid-task (killed, out of memory) loses nothing: Dask runs the task again elsewhere and the
+half-written job directory is never renamed into place.
 
 Dask is an optional dependency (``pip install 'kdaudit[dask]'``), imported only when this
 executor runs.
@@ -27,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config.schema import AuditSpec
+from ..data.base import DataBundle
 from ..errors import KdauditError
 from ..plan.jobs import Job, Plan, device_class, job_device_class
 from ..store import JobStore
 from .device import GPU_WORKER_ENV, gpu_slots
+from .groups import ensemble_size, ensembles_note, plan_units, run_unit, unit_deps
 from .runner import (
     ExecutionStats,
     NullProgress,
@@ -38,6 +43,7 @@ from .runner import (
     begin_execution,
     cores,
     job_threads,
+    load_data,
     local_workers,
     on_device,
     plan_keys_of,
@@ -60,66 +66,76 @@ def import_distributed():
 
 
 def run_task(
-    job: Job,
+    unit: list[Job],
     spec: AuditSpec,
     store_root: str,
     plan_keys: dict[str, str],
     threads_per_worker: int | None,
     workers_per_host: int,
-    *deps: str,
-) -> str:
-    """One job on a Dask worker; ``deps`` are the results of the tasks it waits for (order only).
+    *deps: list[str],
+) -> list[str]:
+    """One unit on a Dask worker: one outcome per job ("trained" or "skipped"); ``deps`` are the
+    results of the tasks it waits for (order only).
 
     The thread count (:func:`~kdaudit.execute.runner.job_threads`: ``train.threads``, else
     ``execution.threads_per_worker``, else the host's cores shared among its workers) is set here
-    because it is per process. The dataset is loaded once per
-    worker process and reused by its later tasks (:func:`~kdaudit.execute.runner.load_data`).
+    because it is per process. The dataset is loaded once per worker process and reused by its
+    later tasks (:func:`~kdaudit.execute.runner.load_data`); M0 is drawn without it.
     """
     import torch
 
     torch.set_num_threads(job_threads(spec, workers_per_host))
-    return run_job(job, spec, JobStore(store_root), plan_keys)
+    store = JobStore(store_root)
+    if len(unit) == 1:
+        return [run_job(unit[0], spec, store, plan_keys)]
+    return run_unit(unit, spec, store, plan_keys, load_data(spec))
 
 
-TaskFn = Callable[..., str]
+TaskFn = Callable[..., list[str]]
 
 
 def submit_plan(
     client: Any,
-    jobs: list[Job],
+    units: list[list[Job]],
     task: TaskFn,
     spec: AuditSpec,
     store_root: str,
     plan_keys: dict[str, str],
     threads_per_worker: int | None,
     workers_per_host: int,
-) -> dict[str, Any]:
-    """Submit one task per job (in topological order); returns job key → future.
+) -> list[Any]:
+    """Submit one task per unit (units in an order that respects dependencies); returns the
+    futures, one per unit.
 
-    A job's dependencies that are in ``jobs`` are passed to its task as futures, so Dask runs it
+    The units holding a unit's dependencies are passed to its task as futures, so Dask runs it
     after them; dependencies already done in the store impose nothing.
     """
     token = uuid.uuid4().hex[:8]
-    futures: dict[str, Any] = {}
-    for job in jobs:
-        deps = [futures[k] for k in job.deps if k in futures]
-        priority = {"init": 2, "teacher": 1}.get(job.kind, 0)
-        resources = job_resources(job, spec)
-        futures[job.key] = client.submit(
+    future_of: dict[str, Any] = {}  # job key -> the future of its unit
+    futures = []
+    for unit in units:
+        deps = list({id(f): f for f in (future_of[k] for k in sorted(unit_deps(unit)) if k in future_of)}.values())
+        first = unit[0]
+        priority = {"init": 2, "teacher": 1}.get(first.kind, 0)
+        resources = job_resources(first, spec)
+        name = first.run_id if len(unit) == 1 else f"ensemble{len(unit)}-{first.run_id}"
+        fut = client.submit(
             task,
-            job,
+            unit,
             spec,
             store_root,
             plan_keys,
             threads_per_worker,
             workers_per_host,
             *deps,
-            key=f"kdaudit-{job.run_id}-{job.key}-{token}",
+            key=f"kdaudit-{name}-{first.key}-{token}",
             retries=RETRIES,
             priority=priority,
             pure=False,
             **({"resources": resources} if resources else {}),
         )
+        futures.append(fut)
+        future_of.update((j.key, fut) for j in unit)
     return futures
 
 
@@ -166,13 +182,16 @@ def execute_plan_dask(
     plan: Plan,
     store: JobStore,
     progress: Progress | None = None,
+    data: DataBundle | None = None,
     *,
     task: TaskFn = run_task,
 ) -> ExecutionStats:
     """The ``dask`` executor (see the module docstring); same stats and progress calls as local.
 
-    ``task`` is the function each Dask task calls, :func:`run_task` unless a caller wraps it.
-    Raises :class:`KdauditError` naming the failed run ids once every other job has finished.
+    ``data`` (loaded here when None) decides which students can train as ensemble members; it is
+    needed only with ``execution.ensemble``. ``task`` is the function each Dask task calls,
+    :func:`run_task` unless a caller wraps it. Raises :class:`KdauditError` naming the failed run
+    ids once every other job has finished.
     """
     distributed = import_distributed()
     progress = progress or NullProgress()
@@ -185,10 +204,10 @@ def execute_plan_dask(
 
     store_root = str(Path(store.root).resolve())
     plan_keys = plan_keys_of(plan)
-    by_key = {j.key: j for j in todo}
     errors: dict[str, BaseException | None] = {}
     client = cluster = None
     gpus: list[str] | None = None
+    units: list[list[Job]] = []
     try:
         if device_class(spec.train.device) == "cuda" and not ex.scheduler:
             on_device(spec)  # this machine's GPUs: one line if there are none
@@ -197,27 +216,41 @@ def execute_plan_dask(
         if any(job_resources(j, spec) for j in todo):
             check_gpu_workers(client)
         per_host = local_workers(spec) if cluster is not None else _workers_per_host(client)
-        futures = submit_plan(client, todo, task, spec, store_root, plan_keys, ex.threads_per_worker, per_host)
-        job_of = {f.key: by_key[k] for k, f in futures.items()}
-        for fut in distributed.as_completed(list(futures.values()), loop=client.loop):
-            job = job_of[fut.key]
+        if ensemble_size(spec) >= 2:
+            gpu_workers = len(gpus) if gpus else _gpu_workers(client)
+            units = plan_units(todo, spec, data if data is not None else load_data(spec), gpu_workers or None)
+        else:
+            units = [[j] for j in todo]
+        futures = submit_plan(client, units, task, spec, store_root, plan_keys, ex.threads_per_worker, per_host)
+        unit_of = {f.key: u for f, u in zip(futures, units, strict=True)}
+        for fut in distributed.as_completed(futures, loop=client.loop):
+            unit = unit_of[fut.key]
             if fut.status == "finished":
-                outcome = fut.result()
+                outcomes = fut.result()
+            else:  # the members saved before the unit failed (an ensemble's others) count as trained
+                exc = _exception(fut)
+                outcomes = ["trained" if store.is_done(j.key) else None for j in unit]
+                errors.update((j.key, exc) for j, o in zip(unit, outcomes, strict=True) if o is None)
+            for job, outcome in zip(unit, outcomes, strict=True):
+                if outcome is None:
+                    continue
                 (stats.skipped if outcome == "skipped" else stats.trained).append(job.run_id)
                 if job.trains:
                     progress.job_finished(job, skipped=outcome == "skipped")
-            else:
-                errors[job.key] = _exception(fut)
     finally:
         _close(client, cluster)
     stats.seconds = time.perf_counter() - start
     stats.where = (
-        f"dask, the scheduler {ex.scheduler}"
-        if ex.scheduler
-        else f"dask, {len(gpus)} GPU workers on this machine"
-        if gpus
-        else f"dask, {ex.workers or cores()} workers on this machine"
-    ) + (f", {job_threads(spec, per_host)} thread(s) per job" if client is not None else "")
+        (
+            f"dask, the scheduler {ex.scheduler}"
+            if ex.scheduler
+            else f"dask, {len(gpus)} GPU workers on this machine"
+            if gpus
+            else f"dask, {ex.workers or cores()} workers on this machine"
+        )
+        + (f", {job_threads(spec, per_host)} thread(s) per job" if client is not None else "")
+        + ensembles_note(units)
+    )
     if errors:
         raise KdauditError(failure_message(todo, errors, n_finished=len(stats.trained)))
     return stats
@@ -280,6 +313,12 @@ def _connect(distributed: Any, ex: Any, gpus: list[str] | None = None) -> tuple[
     except BaseException:
         cluster.close()
         raise
+
+
+def _gpu_workers(client: Any) -> int:
+    """The ``GPU`` resources the cluster's workers offer, summed (0 on a CPU cluster)."""
+    workers = client.scheduler_info().get("workers", {})
+    return int(sum(w.get("resources", {}).get("GPU", 0) for w in workers.values()))
 
 
 def _workers_per_host(client: Any) -> int:

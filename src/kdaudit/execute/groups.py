@@ -71,11 +71,12 @@ def solo_reason(job: Job, spec: AuditSpec, data: DataBundle) -> str | None:
     return why_not(job.params, data)
 
 
-def plan_units(todo: list[Job], spec: AuditSpec, data: DataBundle) -> list[list[Job]]:
+def plan_units(todo: list[Job], spec: AuditSpec, data: DataBundle, gpu_workers: int | None = None) -> list[list[Job]]:
     """``todo`` as units of work, in an order that respects dependencies: the jobs that train on
     their own in plan order, then the ensembles (students depend only on M0 and the teacher).
     Each group's members are split into equal parts of at most :func:`ensemble_size`, and on CUDA
-    into at least as many parts as there are GPU workers."""
+    into at least as many parts as there are GPU workers (``gpu_workers``, by default the local
+    executor's: :func:`~kdaudit.execute.runner.local_workers`)."""
     size = ensemble_size(spec)
     if size < 2:
         return [[j] for j in todo]
@@ -90,7 +91,7 @@ def plan_units(todo: list[Job], spec: AuditSpec, data: DataBundle) -> list[list[
     for members in groups.values():
         parts = math.ceil(len(members) / size)
         if device_class(spec.train.device) == "cuda":  # at least one group per GPU worker: every GPU busy
-            parts = max(parts, min(len(members), local_workers(spec)))
+            parts = max(parts, min(len(members), gpu_workers or local_workers(spec)))
         cuts = [round(i * len(members) / parts) for i in range(parts + 1)]  # sizes differ by one at most
         units += [members[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
     return units
