@@ -288,3 +288,16 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+def assert_runs_close(a: Path, b: Path, n: int) -> None:
+    """The audits ``a`` and ``b`` have the same ``n`` runs in ``runs.csv`` and the same metrics
+    within float tolerance (an ensemble against sequential training: batched products round
+    differently)."""
+    import pandas as pd
+
+    ra = pd.read_csv(Path(a) / "runs.csv").set_index("run_id").sort_index()
+    rb = pd.read_csv(Path(b) / "runs.csv").set_index("run_id").sort_index()
+    assert list(ra.index) == list(rb.index) and len(ra) == n
+    for col in ("accuracy", "loss", "agreement", "js_divergence", "logit_cosine"):
+        pd.testing.assert_series_equal(ra[col], rb[col], atol=1e-5, rtol=1e-4, check_exact=False)

@@ -18,6 +18,7 @@ failed write leaves no temporary file behind and is one line for the user.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -99,6 +100,15 @@ def save_safetensors(
     from safetensors.torch import save_file
 
     return atomic_write(path, lambda tmp: save_file(dict(tensors), str(tmp), metadata=dict(metadata or {})), fail=fail)
+
+
+def read_index_file(out: str | Path, name: str, kind: str) -> dict:
+    """The JSON index ``name`` of a ``kind`` directory (a sweep, a study), or a one-line error
+    saying ``out`` is not one."""
+    path = Path(out) / name
+    if not path.exists():
+        raise KdauditError(f"{out} is not a {kind} directory (no {name})")
+    return json.loads(path.read_text())
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

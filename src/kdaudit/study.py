@@ -40,7 +40,7 @@ from .config.loader import (
 from .config.schema import AuditSpec
 from .errors import KdauditError, SpecError
 from .execute.runner import Progress
-from .io import write_text
+from .io import read_index_file, write_text
 
 INDEX_FILE = "study_index.json"
 
@@ -234,10 +234,7 @@ _SIMD = (("amx_bf16", "AMX-bf16"), ("avx512_bf16", "AVX512-bf16"), ("avx512f", "
 
 
 def read_index(out: str | Path) -> dict:
-    path = Path(out) / INDEX_FILE
-    if not path.exists():
-        raise KdauditError(f"{out} is not a study directory (no {INDEX_FILE})")
-    return json.loads(path.read_text())
+    return read_index_file(out, INDEX_FILE, "study")
 
 
 def is_study_dir(out: str | Path) -> bool:

@@ -23,7 +23,7 @@ from .audit import AuditOutcome, default_out_dir, prepare_out_dir, reanalyse, ru
 from .config.sweep import Sweep
 from .errors import KdauditError
 from .execute.runner import Progress
-from .io import write_text
+from .io import read_index_file, write_text
 
 SWEEP_FILE = "sweep.json"
 
@@ -69,10 +69,7 @@ def run_sweep(
 
 
 def read_sweep_index(out: Path) -> dict:
-    path = Path(out) / SWEEP_FILE
-    if not path.exists():
-        raise KdauditError(f"{out} is not a sweep directory (no {SWEEP_FILE})")
-    return json.loads(path.read_text())
+    return read_index_file(out, SWEEP_FILE, "sweep")
 
 
 def is_sweep_dir(out: str | Path) -> bool:
