@@ -220,7 +220,7 @@ class ExecutionSpec(_Strict):
     # asks for one GPU resource)
     jobs_per_gpu: int = Field(default=1, ge=1)
     # students sharing an architecture and training settings trained as one vectorised model
-    # (torch.func): auto (on CUDA; off on the CPU, where it measured no gain), off, or at most N
+    # (torch.func): auto (on CUDA; off on the CPU, where the default workers are faster without it), off, or at most N
     # members per group. Each member's numbers equal its sequential training within float tolerance.
     ensemble: str | int = "auto"
 

@@ -3,8 +3,9 @@
 ``execution.ensemble`` decides: ``off`` trains every job on its own; ``N`` puts students that
 can train together (:func:`kdaudit.execute.ensemble.group_key`: the same model and training
 settings; seeds, conditions, α and targets may differ) into groups of at most N; ``auto`` does so
-on CUDA, sized to the GPU's free memory (:func:`auto_size`), and not on the CPU, where
-``benchmarks/bench_training.py`` measured no gain for small MLPs and a loss for CNNs. A student
+on CUDA, sized to the GPU's free memory (:func:`auto_size`), and not on the CPU, where the
+default executor's single-threaded workers train the default grid faster without them
+(``docs/gpu.md``), and CNNs lost too. A student
 that cannot be an ensemble member (:func:`kdaudit.execute.ensemble.why_not`: dropout, a
 poisoned or triggered training set, mid-run checkpoints, ``train.compile``) trains on its own.
 
